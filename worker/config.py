@@ -1,0 +1,94 @@
+"""Settings, built once from the environment and passed down."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from worker.errors import ConfigError
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Runtime configuration. Every field has an environment variable (see README, Configuration)."""
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/agentrt"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    workflows_dir: Path = Path("workflows")
+    redis_prefix: str = "agentrt"
+    vault_addr: str | None = None
+    vault_token: str | None = None
+    vault_role_id: str | None = None
+    vault_secret_id: str | None = None
+    http_allowed_hosts: tuple[str, ...] = ()
+    concurrency: int = 200
+    lease_ttl: float = 15.0
+    heartbeat_interval: float = 2.0
+    reconcile_interval: float = 2.0
+    redeliver_after: float = 30.0
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    db_pool_size: int = 8
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        hosts = tuple(h.strip().lower() for h in env.get("AGENTRT_HTTP_ALLOWED_HOSTS", "").split(",") if h.strip())
+        for host in hosts:
+            if "/" in host:
+                try:
+                    ipaddress.ip_network(host, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"AGENTRT_HTTP_ALLOWED_HOSTS: {host!r} is not a valid network") from exc
+        settings = cls(
+            database_url=env.get("AGENTRT_DATABASE_URL", cls.database_url),
+            redis_url=env.get("AGENTRT_REDIS_URL", cls.redis_url),
+            workflows_dir=Path(env.get("AGENTRT_WORKFLOWS_DIR", "workflows")),
+            redis_prefix=env.get("AGENTRT_REDIS_PREFIX", "agentrt"),
+            vault_addr=env.get("VAULT_ADDR") or None,
+            vault_token=env.get("VAULT_TOKEN") or None,
+            vault_role_id=env.get("AGENTRT_VAULT_ROLE_ID") or None,
+            vault_secret_id=env.get("AGENTRT_VAULT_SECRET_ID") or None,
+            http_allowed_hosts=hosts,
+            concurrency=_int_env("AGENTRT_CONCURRENCY", 200),
+            lease_ttl=_float_env("AGENTRT_LEASE_TTL", 15.0),
+            heartbeat_interval=_float_env("AGENTRT_HEARTBEAT_INTERVAL", 2.0),
+            reconcile_interval=_float_env("AGENTRT_RECONCILE_INTERVAL", 2.0),
+            redeliver_after=_float_env("AGENTRT_REDELIVER_AFTER", 30.0),
+            db_pool_size=_int_env("AGENTRT_DB_POOL_SIZE", 8),
+            log_level=env.get("AGENTRT_LOG_LEVEL", "INFO").upper(),
+        )
+        if env.get("AGENTRT_WORKER_ID"):
+            settings = replace(settings, worker_id=env["AGENTRT_WORKER_ID"])
+        if settings.heartbeat_interval * 2 > settings.lease_ttl:
+            raise ConfigError(
+                f"AGENTRT_LEASE_TTL ({settings.lease_ttl}s) must be at least twice "
+                f"AGENTRT_HEARTBEAT_INTERVAL ({settings.heartbeat_interval}s)"
+            )
+        if settings.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        return settings

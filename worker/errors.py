@@ -1,0 +1,73 @@
+"""The exception hierarchy: every error this runtime raises on purpose derives from WorkerError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class WorkerError(Exception):
+    """Base for every error this runtime raises on purpose."""
+
+
+class ConfigError(WorkerError):
+    """The configuration (environment, flags, config file) is invalid."""
+
+
+class DefinitionError(WorkerError):
+    """A workflow file is invalid: the message names the file, line, column and reason."""
+
+    def __init__(self, path: Path | str, reason: str, line: int | None = None, column: int | None = None,
+                 excerpt: str | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.line = line
+        self.column = column
+        self.excerpt = excerpt
+        super().__init__(self.location + ": " + reason)
+
+    @property
+    def location(self) -> str:
+        if self.line is None:
+            return self.path
+        if self.column is None:
+            return f"{self.path}:{self.line}"
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class ExpressionError(WorkerError):
+    """A `${{ }}` expression could not be parsed or evaluated."""
+
+    def __init__(self, expression: str, reason: str) -> None:
+        self.expression = expression
+        self.reason = reason
+        super().__init__(f"expression `{expression}`: {reason}")
+
+
+class StoreError(WorkerError):
+    """Postgres could not be reached or refused an operation."""
+
+
+class BusError(WorkerError):
+    """Redis could not be reached or refused an operation."""
+
+
+class LeaseLost(WorkerError):
+    """This worker no longer owns the run: another worker took it over (fencing)."""
+
+
+class NotFound(WorkerError):
+    """A run, task or workflow that was asked for does not exist."""
+
+
+class Conflict(WorkerError):
+    """The operation conflicts with the current state (e.g. the task was already decided)."""
+
+
+class StepFailed(WorkerError):
+    """A step attempt failed; `retryable` tells the engine whether another attempt may help."""
+
+    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(reason)

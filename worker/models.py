@@ -1,0 +1,166 @@
+"""Plain data shared by the worker, the CLI and the console (no I/O, no engine internals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, NewType
+
+RunId = NewType("RunId", str)
+TaskId = NewType("TaskId", str)
+
+JSON = Any  # a value that orjson can encode: None, bool, int, float, str, list, dict
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: RunId
+    workflow: str
+    def_hash: str
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    current_step: str | None
+    waiting_on: str | None
+    parent_run_id: RunId | None
+    error: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.created_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    attempt: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    status: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepView:
+    step_id: str
+    kind: str
+    item: int | None
+    status: StepStatus
+    attempts: tuple[AttemptView, ...]
+    inputs: JSON
+    output: JSON
+    error: str | None
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    seq: int
+    ts: datetime
+    type: str
+    step_id: str | None
+    item: int | None
+    attempt: int | None
+    data: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    summary: RunSummary
+    inputs: JSON
+    output: JSON
+    steps: tuple[StepView, ...]
+    events: tuple[EventView, ...]
+    children: tuple[RunId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HumanTask:
+    task_id: TaskId
+    run_id: RunId
+    workflow: str
+    step_id: str
+    kind: str  # "approval" | "uncertain"
+    status: TaskStatus
+    prompt: str
+    context: JSON
+    created_at: datetime
+    deadline: datetime | None
+    on_timeout: str | None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    path: str
+    name: str | None
+    def_hash: str | None
+    status: str  # "active" | "invalid" | "deleted"
+    error: str | None
+    error_line: int | None
+    error_column: int | None
+    updated_at: datetime
+    versions: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    worker_id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+    held_runs: tuple[RunId, ...] = field(default_factory=tuple)
+    concurrency: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """One entry of the live event stream (published after commit)."""
+
+    kind: str  # "run" | "step" | "workflow" | "task" | "worker"
+    type: str
+    run_id: RunId | None
+    data: JSON
+    stream_id: str = ""

@@ -1,0 +1,54 @@
+"""The step executor interface: one module per step kind implements `StepExecutor`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from worker.config import Settings
+from worker.models import RunId
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What an executor knows about the attempt it runs.
+
+    `idempotency_key` is stable for (run, step, foreach item): identical on every retry and after a
+    crash. A step that makes several external calls uses `key_for(call_index)` for each.
+    """
+
+    run_id: RunId
+    workflow: str
+    step_id: str
+    item: int | None
+    attempt: int
+    idempotency_key: str
+    timeout: float | None
+    settings: Settings
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    idempotent: bool = True
+
+    def key_for(self, call_index: int) -> str:
+        return self.idempotency_key if call_index == 0 else f"{self.idempotency_key}.{call_index}"
+
+
+def idempotency_key(run_id: str, step_id: str, item: int | None) -> str:
+    """The stable key of an external effect: derived only from (run, step, item)."""
+    suffix = "" if item is None else f"[{item}]"
+    return f"agentrt:{run_id}:{step_id}{suffix}"
+
+
+class StepExecutor(Protocol):
+    """Runs one attempt of one step kind.
+
+    `args` is the step's `with:` mapping, already rendered (expressions evaluated) and validated.
+    Return the step output (JSON-encodable). Raise `worker.errors.StepFailed` for a failure that
+    the retry policy should see; any other exception is treated as a retryable failure.
+    """
+
+    kind: ClassVar[str]
+
+    async def execute(self, args: dict[str, Any], ctx: StepContext) -> Any: ...
+
+    async def aclose(self) -> None: ...
