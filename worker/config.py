@@ -32,12 +32,16 @@ def _int_env(name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from exc
 
 
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/agentrt"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Runtime configuration. Every field has an environment variable (see README, Configuration)."""
 
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/agentrt"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
     workflows_dir: Path = Path("workflows")
     redis_prefix: str = "agentrt"
     vault_addr: str | None = None
@@ -65,8 +69,8 @@ class Settings:
                 except ValueError as exc:
                     raise ConfigError(f"AGENTRT_HTTP_ALLOWED_HOSTS: {host!r} is not a valid network") from exc
         settings = cls(
-            database_url=env.get("AGENTRT_DATABASE_URL", cls.database_url),
-            redis_url=env.get("AGENTRT_REDIS_URL", cls.redis_url),
+            database_url=env.get("AGENTRT_DATABASE_URL", DEFAULT_DATABASE_URL),
+            redis_url=env.get("AGENTRT_REDIS_URL", DEFAULT_REDIS_URL),
             workflows_dir=Path(env.get("AGENTRT_WORKFLOWS_DIR", "workflows")),
             redis_prefix=env.get("AGENTRT_REDIS_PREFIX", "agentrt"),
             vault_addr=env.get("VAULT_ADDR") or None,

@@ -46,6 +46,7 @@ class TaskStatus(StrEnum):
     REJECTED = "rejected"
     TIMED_OUT = "timed_out"
     RESOLVED = "resolved"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,81 @@
+"""Publishing to Redis after commit. Redis is transport: failures are logged, never fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from worker.bus.codec import encode_event
+from worker.bus.streams import EVENTS_MAXLEN, WORK_MAXLEN, Keys
+
+logger = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Batches live events and work entries into pipelined XADDs."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._events: list[dict[str, bytes]] = []
+        self._work: list[str] = []
+        self._signals: list[str] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_warning = 0.0
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="publisher")
+
+    async def stop(self) -> None:
+        if self._task:
+            await self.flush()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def event(self, kind: str, type_: str, run_id: str | None, data: dict[str, Any]) -> None:
+        self._events.append(encode_event(kind, type_, run_id, data))
+        self._wakeup.set()
+
+    def enqueue(self, run_id: str) -> None:
+        self._work.append(run_id)
+        self._wakeup.set()
+
+    def signal(self, run_id: str) -> None:
+        self._signals.append(run_id)
+        self._wakeup.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        events, work, signals = self._events, self._work, self._signals
+        if not (events or work or signals):
+            return
+        self._events, self._work, self._signals = [], [], []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for run_id in work:
+                    pipe.xadd(self._keys.work, {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
+                for fields in events:
+                    pipe.xadd(self._keys.events, fields, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                for run_id in signals:
+                    pipe.publish(self._keys.signals, run_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            # Work entries are re-derived from Postgres by the reconciler; live events are best effort.
+            self.dropped += len(events)
+            now = time.monotonic()
+            if now - self._last_warning > 10:
+                self._last_warning = now
+                logger.warning("redis unavailable, %d live events dropped, %d work entries left to the "
+                               "reconciler: %s", len(events), len(work), exc)

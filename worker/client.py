@@ -1,0 +1,321 @@
+"""RuntimeClient: the API that the CLI and the console use to read state and send commands.
+
+Reads come from Postgres, live events from the Redis events stream. Commands (start, approve,
+reject, resolve, cancel) write to Postgres in one transaction, then nudge the workers via Redis;
+if Redis is down the reconciler delivers them anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from worker.bus.codec import decode_event
+from worker.bus.streams import WORK_MAXLEN, Keys
+from worker.config import Settings
+from worker.definitions.model import Definition
+from worker.engine import events as ev
+from worker.engine.inputs import InputError, resolve_inputs
+from worker.engine.views import step_views
+from worker.errors import Conflict, NotFound, WorkerError
+from worker.identity import current_identity
+from worker.models import (
+    EventView,
+    HumanTask,
+    RunDetail,
+    RunId,
+    RunStatus,
+    RunSummary,
+    TaskId,
+    TaskStatus,
+    WorkerInfo,
+    WorkflowInfo,
+)
+from worker.store import runs as store
+from worker.store.definitions import active_version
+from worker.store.pool import create_pool
+
+_RUN_COLS = """run_id::text, workflow, def_hash, status, created_at, updated_at, finished_at, current_step,
+               waiting_on, parent_run_id::text, error"""
+
+
+def _summary(r: asyncpg.Record) -> RunSummary:
+    return RunSummary(RunId(r["run_id"]), r["workflow"], r["def_hash"], RunStatus(r["status"]), r["created_at"],
+                      r["updated_at"], r["finished_at"], r["current_step"], r["waiting_on"],
+                      RunId(r["parent_run_id"]) if r["parent_run_id"] else None, r["error"])
+
+
+def _task(r: asyncpg.Record) -> HumanTask:
+    return HumanTask(TaskId(str(r["task_id"])), RunId(str(r["run_id"])), r["workflow"], r["step_id"], r["kind"],
+                     TaskStatus(r["status"]), r["prompt"], r["context"], r["created_at"], r["deadline"],
+                     r["on_timeout"], r["decided_by"], r["decided_at"], r["reason"])
+
+
+class RuntimeClient:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.keys = Keys(settings.redis_prefix)
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> RuntimeClient:
+        pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+        redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+        return cls(settings, pool, redis)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> RuntimeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- nudges (best effort: Postgres already has the truth) --------------------------------
+    async def _nudge(self, run_id: str, *, signal: bool = False) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.keys.work, {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
+                if signal:
+                    pipe.publish(self.keys.signals, run_id)
+                await pipe.execute()
+        except (RedisError, OSError):
+            pass  # the reconciler re-derives the work from Postgres
+
+    # -- runs ------------------------------------------------------------------------------
+    async def resolve_run_id(self, run_id: str) -> str:
+        """Full run id from a full id or a unique prefix (as shown in listings)."""
+        try:
+            return str(uuid.UUID(run_id))
+        except ValueError:
+            pass
+        if len(run_id) < 4 or any(c not in "0123456789abcdef-" for c in run_id.lower()):
+            raise NotFound(f"no run {run_id!r}")
+        rows = await self.pool.fetch(
+            "SELECT run_id::text FROM runs WHERE run_id::text LIKE $1 LIMIT 2", run_id.lower() + "%")
+        if not rows:
+            raise NotFound(f"no run {run_id!r}")
+        if len(rows) > 1:
+            raise NotFound(f"run id prefix {run_id!r} is ambiguous; give more characters")
+        return str(rows[0]["run_id"])
+
+    async def register_local(self, name: str) -> bool:
+        """Load workflow `name` from the local workflows directory into Postgres (no worker needed)."""
+        from worker.engine.definitions_sync import DefinitionsSync  # local: only for this fallback
+
+        root = self.settings.workflows_dir.resolve()
+        if not root.is_dir():
+            return False
+        sync = DefinitionsSync(self.pool, root, None)
+        changes = await sync.initial_scan()
+        return any(c.name == name and c.kind != "invalid" for c in changes)
+
+    async def start_run(self, workflow: str, inputs: dict[str, Any] | None = None, *,
+                        requested_by: str | None = None) -> RunId:
+        found = await active_version(self.pool, workflow)
+        if found is None and await self.register_local(workflow):
+            found = await active_version(self.pool, workflow)
+        if found is None:
+            raise NotFound(f"no active workflow named {workflow!r} (see `agentrt workflows`)")
+        def_hash, spec = found
+        defn = Definition.from_json(spec)
+        try:
+            resolved = resolve_inputs(defn.spec, inputs or {})
+        except InputError as exc:
+            raise WorkerError(f"{workflow}: {exc}") from exc
+        run_id = str(uuid.uuid4())
+        created = ev.Event(ev.RUN_CREATED, time.time(),
+                           data={"workflow": workflow, "def_hash": def_hash, "inputs": resolved,
+                                 "requested_by": requested_by or current_identity()})
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash, inputs=resolved,
+                                       created=created, requested_by=requested_by or current_identity())
+        await self._nudge(run_id)
+        return RunId(run_id)
+
+    async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
+                        before: datetime | None = None) -> list[RunSummary]:
+        rows = await self.pool.fetch(
+            f"""SELECT {_RUN_COLS} FROM runs
+                WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
+                  AND ($4::timestamptz IS NULL OR created_at < $4)
+                ORDER BY created_at DESC LIMIT $3""",
+            status, workflow, limit, before)
+        return [_summary(r) for r in rows]
+
+    async def count_runs(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
+        return {r["status"]: r["n"] for r in rows}
+
+    async def get_run(self, run_id: str) -> RunDetail:
+        run_id = await self.resolve_run_id(run_id)
+        row = await self.pool.fetchrow(f"SELECT {_RUN_COLS}, inputs, output FROM runs WHERE run_id = $1", run_id)
+        if row is None:
+            raise NotFound(f"no run {run_id!r}")
+        events = await store.load_events(self.pool, run_id)
+        spec_row = await self.pool.fetchrow("SELECT spec FROM definitions WHERE def_hash = $1", row["def_hash"])
+        steps_spec = (spec_row["spec"] if spec_row else {}).get("steps", [])
+        kinds = {s["id"]: s["uses"] for s in steps_spec}
+        order = [s["id"] for s in steps_spec]
+        children = await self.pool.fetch(
+            "SELECT run_id::text FROM runs WHERE parent_run_id = $1 ORDER BY created_at", run_id)
+        return RunDetail(
+            summary=_summary(row), inputs=row["inputs"], output=row["output"],
+            steps=tuple(step_views(run_id, events, kinds, order)),
+            events=tuple(EventView(e.seq, datetime.fromtimestamp(e.ts, tz=UTC), e.type, e.step_id, e.item,
+                                   e.attempt, e.data) for e in events),
+            children=tuple(RunId(r["run_id"]) for r in children),
+        )
+
+    async def cancel(self, run_id: str, *, by: str | None = None, reason: str | None = None) -> RunSummary:
+        run_id = await self.resolve_run_id(run_id)
+        who = by or current_identity()
+        row = await self.pool.fetchrow(
+            f"""UPDATE runs SET cancel_requested = true, cancel_reason = $2, signal_version = signal_version + 1,
+                       updated_at = now()
+                WHERE run_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
+                RETURNING {_RUN_COLS}""",
+            run_id, f"cancelled by {who}" + (f": {reason}" if reason else ""))
+        if row is None:
+            current = await self.pool.fetchval("SELECT status FROM runs WHERE run_id = $1", run_id)
+            if current is None:
+                raise NotFound(f"no run {run_id!r}")
+            raise Conflict(f"run {run_id} is already {current}")
+        await self._nudge(run_id, signal=True)
+        return _summary(row)
+
+    async def wait_for_run(self, run_id: str, timeout: float | None = None, poll: float = 0.2) -> RunSummary:
+        """Wait until the run is finished (or parked waiting on a human when `stop_on_human`)."""
+        run_id = await self.resolve_run_id(run_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            row = await self.pool.fetchrow(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id)
+            if row is None:
+                raise NotFound(f"no run {run_id!r}")
+            summary = _summary(row)
+            if summary.status.terminal:
+                return summary
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {summary.status.value} after {timeout}s")
+            await asyncio.sleep(poll)
+
+    # -- human tasks -----------------------------------------------------------------------
+    _TASK_SQL = """SELECT t.task_id, t.run_id, r.workflow, t.step_id, t.kind, t.status, t.prompt, t.context,
+                          t.created_at, t.deadline, t.on_timeout, t.decided_by, t.decided_at, t.reason
+                   FROM human_tasks t JOIN runs r ON r.run_id = t.run_id"""
+
+    async def list_tasks(self, *, status: str | None = "pending", run_id: str | None = None,
+                         limit: int = 200) -> list[HumanTask]:
+        rows = await self.pool.fetch(
+            self._TASK_SQL + """ WHERE ($1::text IS NULL OR t.status = $1) AND ($2::uuid IS NULL OR t.run_id = $2)
+                                 ORDER BY t.created_at LIMIT $3""", status, run_id, limit)
+        return [_task(r) for r in rows]
+
+    async def get_task(self, task_id: str) -> HumanTask:
+        task_id = await self._resolve_task_id(task_id)
+        row = await self.pool.fetchrow(self._TASK_SQL + " WHERE t.task_id = $1", task_id)
+        if row is None:
+            raise NotFound(f"no task {task_id!r}")
+        return _task(row)
+
+    async def _resolve_task_id(self, task_id: str) -> str:
+        try:
+            return str(uuid.UUID(task_id))
+        except ValueError:
+            pass
+        rows = await self.pool.fetch("SELECT task_id::text FROM human_tasks WHERE task_id::text LIKE $1 LIMIT 2",
+                                     task_id.lower() + "%")
+        if len(rows) != 1 or len(task_id) < 4:
+            raise NotFound(f"no task {task_id!r}" if not rows else f"task id prefix {task_id!r} is ambiguous")
+        return str(rows[0]["task_id"])
+
+    async def decide(self, task_id: str, *, approve: bool, by: str | None = None,
+                     reason: str | None = None) -> HumanTask:
+        """Approve or reject an approval task. The first decision wins; a later one raises Conflict."""
+        if not approve and not (reason and reason.strip()):
+            raise WorkerError("a rejection needs a reason")
+        return await self._decide(task_id, kind="approval", status="approved" if approve else "rejected",
+                                  by=by, reason=reason, decision=None)
+
+    async def resolve(self, task_id: str, *, action: str, output: Any = None, by: str | None = None,
+                      reason: str | None = None) -> HumanTask:
+        """Settle an uncertain-effect task: `retry` (same idempotency key), `done` (with output) or `fail`."""
+        if action not in ("retry", "done", "fail"):
+            raise WorkerError("action must be retry, done or fail")
+        return await self._decide(task_id, kind="uncertain", status="resolved", by=by, reason=reason,
+                                  decision={"action": action, "output": output})
+
+    async def _decide(self, task_id: str, *, kind: str, status: str, by: str | None, reason: str | None,
+                      decision: dict[str, Any] | None) -> HumanTask:
+        task_id = await self._resolve_task_id(task_id)
+        who = by or current_identity()
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """UPDATE human_tasks SET status = $2, decided_by = $3, decided_at = now(), reason = $4, decision = $5
+                   WHERE task_id = $1 AND status = 'pending' AND kind = $6 RETURNING run_id""",
+                task_id, status, who, reason, decision, kind)
+            if row is None:
+                cur = await conn.fetchrow(
+                    "SELECT status, kind, decided_by, decided_at FROM human_tasks WHERE task_id = $1", task_id)
+                if cur is None:
+                    raise NotFound(f"no task {task_id!r}")
+                if cur["kind"] != kind:
+                    raise WorkerError(f"task {task_id} is an {cur['kind']} task, not {kind}")
+                raise Conflict(f"task {task_id} was already {cur['status']} by {cur['decided_by']} "
+                               f"at {cur['decided_at']:%Y-%m-%d %H:%M:%S} UTC")
+            await store.signal_run_txn(conn, str(row["run_id"]))
+        await self._nudge(str(row["run_id"]), signal=True)
+        return await self.get_task(task_id)
+
+    # -- workflows and workers ---------------------------------------------------------------
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        rows = await self.pool.fetch(
+            """SELECT f.path, f.name, f.def_hash, f.status, f.error, f.error_line, f.error_column, f.updated_at,
+                      (SELECT count(*) FROM definitions d WHERE d.name = f.name) AS versions
+               FROM workflow_files f ORDER BY f.name NULLS LAST, f.path""")
+        return [WorkflowInfo(r["path"], r["name"], r["def_hash"], r["status"], r["error"], r["error_line"],
+                             r["error_column"], r["updated_at"], r["versions"]) for r in rows]
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        rows = await self.pool.fetch(
+            """SELECT w.worker_id, w.hostname, w.pid, w.started_at, w.heartbeat_at, w.concurrency, w.stopped_at,
+                      w.heartbeat_at + make_interval(secs => w.lease_ttl) > now() AND w.stopped_at IS NULL AS alive,
+                      coalesce((SELECT array_agg(r.run_id::text) FROM runs r WHERE r.lease_owner = w.worker_id
+                                AND r.lease_expires > now()), '{}') AS held
+               FROM workers w ORDER BY w.heartbeat_at DESC LIMIT 200""")
+        return [WorkerInfo(r["worker_id"], r["hostname"], r["pid"], r["started_at"], r["heartbeat_at"], r["alive"],
+                           tuple(RunId(x) for x in r["held"]), r["concurrency"]) for r in rows]
+
+    # -- live events -------------------------------------------------------------------------
+    async def watch_events(self, last_id: str = "$", block_ms: int = 1000) -> AsyncIterator[Any]:
+        """Live events after `last_id`, forever; yields nothing (but keeps trying) while Redis is down."""
+        while True:
+            try:
+                reply = await self.redis.xread({self.keys.events: last_id}, count=500, block=block_ms)
+            except (RedisError, OSError):
+                await asyncio.sleep(1.0)
+                continue
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    event = decode_event(entry_id, fields)
+                    last_id = event.stream_id
+                    yield event
+
+
+def load_workflow_file(path: Path) -> Definition:
+    """Validate one file (used by `agentrt validate`): raises DefinitionError."""
+    from worker.definitions.loader import load_file
+
+    return load_file(path)

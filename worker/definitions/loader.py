@@ -1,0 +1,287 @@
+"""YAML workflow files -> `Definition`, with every failure located at a line and column.
+
+Only plain YAML data is accepted: mappings with string keys, lists, strings, numbers, booleans and
+null (timestamps are kept as the text written). Documents are composed with `yaml.SafeLoader` and
+converted node by node; no constructor ever runs a tag. Anchors and aliases are refused (they are
+how "billion laughs" alias bombs work), as are merge keys, duplicate keys and non-standard tags.
+Files are capped at 1 MiB and nesting at `MAX_DEPTH`, so loading is bounded in time and memory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from worker.definitions.model import Definition, Loc, Problem, find_problems, problems_from_validation
+from worker.definitions.schema import WorkflowSpec
+from worker.errors import DefinitionError
+
+MAX_FILE_BYTES = 1024 * 1024
+"""Files larger than this are refused before parsing."""
+MAX_DEPTH = 64
+"""Deepest accepted nesting of mappings and lists."""
+
+_YAML = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ, _MERGE, _TIMESTAMP = (_YAML + t for t in ("str", "map", "seq", "merge", "timestamp"))
+_TYPED_SCALARS = {_YAML + t: t for t in ("null", "bool", "int", "float")}
+_PLAIN_DATA = "only plain data (mappings, lists, strings, numbers, booleans, null) is accepted"
+
+
+class _Refusal(Exception):
+    """A located reason to refuse the document, raised while composing or converting it."""
+
+    def __init__(self, reason: str, mark: yaml.Mark | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.mark = mark
+
+
+class _Composer(yaml.SafeLoader):
+    """SafeLoader's composer, refusing anchors, aliases and deep nesting as nodes are built."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: object) -> Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refusal(f"YAML aliases are not allowed (found *{event.anchor})", event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise _Refusal(f"YAML aliases are not allowed, nor anchors (found &{anchor})", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refusal(f"the document is nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            node: Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self._depth -= 1
+
+
+def _show_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_YAML) if tag.startswith(_YAML) else tag
+
+
+class _Converter:
+    """Composed nodes -> plain Python data, refusing anything that is not plain data."""
+
+    def __init__(self) -> None:
+        self._constructor = SafeConstructor()
+
+    def convert(self, node: Node) -> object:
+        if isinstance(node, MappingNode):
+            return self._mapping(node)
+        if isinstance(node, SequenceNode):
+            if node.tag != _SEQ:
+                raise _Refusal(f"YAML tag '{_show_tag(node.tag)}' is not allowed: {_PLAIN_DATA}", node.start_mark)
+            return [self.convert(item) for item in node.value]
+        assert isinstance(node, ScalarNode)
+        if node.tag in (_STR, _TIMESTAMP):
+            return node.value
+        kind = _TYPED_SCALARS.get(node.tag)
+        if kind is None:
+            raise _Refusal(f"YAML tag '{_show_tag(node.tag)}' is not allowed: {_PLAIN_DATA}", node.start_mark)
+        try:
+            return self._constructor.construct_object(node)
+        except (ValueError, OverflowError) as exc:
+            raise _Refusal(f"invalid {kind} {node.value!r}: {exc}", node.start_mark) from None
+
+    def _mapping(self, node: MappingNode) -> dict[str, object]:
+        if node.tag != _MAP:
+            raise _Refusal(f"YAML tag '{_show_tag(node.tag)}' is not allowed: {_PLAIN_DATA}", node.start_mark)
+        result: dict[str, object] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                raise _Refusal("YAML merge keys (<<) are not allowed", key_node.start_mark)
+            if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
+                shown = key_node.value if isinstance(key_node, ScalarNode) else "a collection"
+                raise _Refusal(f"mapping keys must be strings: quote {shown!r} if it is meant as text",
+                               key_node.start_mark)
+            key = key_node.value
+            if key in first_line:
+                raise _Refusal(f"duplicate key '{key}' (first on line {first_line[key]})", key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+            result[key] = self.convert(value_node)
+        return result
+
+
+def _excerpt(text: str, line_index: int) -> str | None:
+    lines = text.splitlines()
+    return lines[line_index] if 0 <= line_index < len(lines) else None
+
+
+def _error_at(path: str, text: str, reason: str, mark: yaml.Mark | None) -> DefinitionError:
+    if mark is None:
+        return DefinitionError(path, reason)
+    return DefinitionError(path, reason, mark.line + 1, mark.column + 1, _excerpt(text, mark.line))
+
+
+def _error_at_offset(path: str, text: str, reason: str, offset: int) -> DefinitionError:
+    line_start = text.rfind("\n", 0, offset) + 1
+    line_index = text.count("\n", 0, offset)
+    return DefinitionError(path, reason, line_index + 1, offset - line_start + 1, _excerpt(text, line_index))
+
+
+def _compose(text: str, path: str) -> Node | None:
+    try:
+        loader = _Composer(text)
+    except yaml.reader.ReaderError as exc:
+        reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise _error_at_offset(path, text, reason, exc.position) from None
+    try:
+        node: Node | None = loader.get_single_node()
+        return node
+    except _Refusal as refusal:
+        raise _error_at(path, text, refusal.reason, refusal.mark) from None
+    except yaml.MarkedYAMLError as exc:
+        reason = f"YAML syntax error: {exc.problem or 'invalid document'}"
+        if exc.context:
+            reason += f" ({exc.context})"
+        raise _error_at(path, text, reason, exc.problem_mark or exc.context_mark) from None
+    except yaml.reader.ReaderError as exc:
+        reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise _error_at_offset(path, text, reason, exc.position) from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError(path, f"YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _locate(root: Node, loc: Loc, at_key: bool) -> Node:
+    """The deepest node on `loc` (a mapping key instead of its value when `at_key`)."""
+    node = root
+    for position, part in enumerate(loc):
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    if at_key and position == len(loc) - 1:
+                        return key_node  # type: ignore[no-any-return]
+                    node = value_node
+                    break
+            else:
+                return node
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _first_problem(path: str, text: str, root: Node, problems: Sequence[Problem]) -> DefinitionError:
+    """The problem earliest in the file, as a located DefinitionError."""
+    located = [(_locate(root, p.loc, p.at_key).start_mark, p) for p in problems]
+    mark, problem = min(located, key=lambda item: (item[0].line, item[1].missing, item[0].column))
+    return _error_at(path, text, problem.reason, mark)
+
+
+def load_text(text: str, path: str | Path = "<string>") -> Definition:
+    """Parse and validate one workflow document; raise DefinitionError on any problem."""
+    where = str(path)
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)")
+    root = _compose(text, where)
+    if root is None:
+        raise DefinitionError(where, "the file is empty: expected a mapping with name and steps", 1, 1,
+                              _excerpt(text, 0))
+    try:
+        data = _Converter().convert(root)
+    except _Refusal as refusal:
+        raise _error_at(where, text, refusal.reason, refusal.mark) from None
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else "a single value"
+        raise _error_at(where, text, f"the top level must be a mapping with name and steps, not {kind}",
+                        root.start_mark)
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, WorkflowSpec, data)
+        if not problems:  # pragma: no cover - pydantic always reports at least one error
+            raise DefinitionError(where, str(exc)) from None
+        raise _first_problem(where, text, root, problems) from None
+    problems = find_problems(spec)
+    if problems:
+        raise _first_problem(where, text, root, problems)
+    return Definition.build(spec, None if where == "<string>" else where)
+
+
+def load_bytes(data: bytes, path: str | Path = "<bytes>") -> Definition:
+    """Decode UTF-8 (reporting the line of an invalid byte) and load the document."""
+    where = str(path)
+    if len(data) > MAX_FILE_BYTES:
+        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line_end = data.find(b"\n", exc.start)
+        line = data[line_start:line_end if line_end != -1 else len(data)]
+        column = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
+        reason = f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        raise DefinitionError(where, reason, data.count(b"\n", 0, exc.start) + 1, column,
+                              line.decode("utf-8", "replace").rstrip("\r")) from None
+    return load_text(text, where)
+
+
+def _check_inside(path: Path, root: Path) -> Path:
+    """Resolve `path` (following symlinks) and refuse it if it leaves `root`."""
+    where = str(path)
+    try:
+        real = path.resolve(strict=True)
+        real_root = root.resolve(strict=True)
+    except FileNotFoundError:
+        raise DefinitionError(where, "file not found (or a broken symlink)") from None
+    except (OSError, RuntimeError) as exc:
+        raise DefinitionError(where, f"cannot resolve the path: {exc}") from None
+    if not real.is_relative_to(real_root):
+        lexically_inside = Path(os.path.abspath(path)).is_relative_to(Path(os.path.abspath(root)))
+        reason = ("symlink points outside the workflows directory" if lexically_inside
+                  else "file is outside the workflows directory")
+        raise DefinitionError(where, reason)
+    return real
+
+
+def _read_regular_file(real: Path, where: str) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)  # O_NONBLOCK: opening a FIFO must not wait for a writer
+    except FileNotFoundError:
+        raise DefinitionError(where, "file not found") from None
+    except OSError as exc:
+        raise DefinitionError(where, f"cannot open the file: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DefinitionError(where, "not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)")
+        chunks: list[bytes] = []
+        remaining = MAX_FILE_BYTES + 1
+        while remaining > 0 and (chunk := os.read(fd, min(remaining, 65536))):
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise DefinitionError(where, f"cannot read the file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def load_file(path: Path, root: Path | None = None) -> Definition:
+    """Load a workflow file; with `root`, refuse paths that resolve outside it.
+
+    Only regular files are read (a FIFO or device is refused without blocking).
+    """
+    path = Path(path)
+    where = str(path)
+    real = _check_inside(path, root) if root is not None else path
+    return load_bytes(_read_regular_file(real, where), where)

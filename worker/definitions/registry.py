@@ -1,0 +1,137 @@
+"""The set of workflow definitions found in a directory, and how it changes as files change.
+
+Files named `tools.yaml` / `tools.yml` are reserved for shared tool-server configuration and are
+not workflows; they are skipped here. Hidden files and editor temporaries (`.#x.yaml`, `x.yaml~`,
+`.x.yaml.swp`) are ignored too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from worker.definitions.loader import load_file
+from worker.definitions.model import Definition
+from worker.errors import DefinitionError
+
+WORKFLOW_SUFFIXES = (".yaml", ".yml")
+RESERVED_NAMES = frozenset({"tools.yaml", "tools.yml"})
+"""Reserved for shared tool servers; never loaded as workflows."""
+
+ChangeKind = Literal["loaded", "unchanged", "invalid", "deleted"]
+
+
+def is_workflow_file(path: Path) -> bool:
+    """True for `*.yaml` / `*.yml` files that are not hidden, editor temporaries or reserved."""
+    name = path.name
+    return (
+        name.endswith(WORKFLOW_SUFFIXES)
+        and not name.startswith((".", "#"))
+        and name not in RESERVED_NAMES
+    )
+
+
+def scan_directory(root: Path) -> dict[Path, Definition | DefinitionError]:
+    """Load every workflow file directly inside `root` (not recursive), sorted by file name.
+
+    A file that fails to load maps to its DefinitionError; nothing here raises for a bad file.
+    """
+    results: dict[Path, Definition | DefinitionError] = {}
+    for path in sorted(root.iterdir(), key=lambda p: p.name):
+        if not is_workflow_file(path) or path.is_dir():
+            continue
+        try:
+            results[path] = load_file(path, root=root)
+        except DefinitionError as error:
+            results[path] = error
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryChange:
+    """What applying a file's latest load result did to the registry."""
+
+    path: Path
+    kind: ChangeKind
+    """loaded: a new version is active; unchanged: same hash, nothing to do; invalid: the file is
+    broken and its previous good version (if any) stays active; deleted: the file is gone."""
+    name: str | None
+    """The workflow name now active for this file (for invalid: the one still active; may be None)."""
+    def_hash: str | None
+    """The hash now active for this file (for deleted: the hash that was removed)."""
+    error: DefinitionError | None = None
+
+
+class Registry:
+    """In-memory view of the active definitions, keyed by workflow name, and the files' errors."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, Definition] = {}  # last good definition of each file
+        self._owners: dict[str, Path] = {}  # workflow name -> the file that defines it
+        self._errors: dict[Path, DefinitionError] = {}
+
+    def apply(self, path: Path, result: Definition | DefinitionError) -> RegistryChange:
+        """Record the latest load result for `path`.
+
+        A valid file whose hash is unchanged (and which had no pending error) is "unchanged". A
+        file that fixes an earlier error is "loaded" even if its hash equals the active one, so
+        listeners learn that the error is gone.
+        """
+        previous = self._files.get(path)
+        if isinstance(result, DefinitionError):
+            return self._invalid(path, previous, result)
+        owner = self._owners.get(result.name)
+        if owner is not None and owner != path:
+            error = DefinitionError(path, f"workflow name '{result.name}' is already defined in {owner.name}")
+            return self._invalid(path, previous, error)
+        if previous is not None and previous.def_hash == result.def_hash and path not in self._errors:
+            return RegistryChange(path, "unchanged", previous.name, previous.def_hash)
+        if previous is not None and previous.name != result.name:
+            del self._owners[previous.name]
+        self._files[path] = result
+        self._owners[result.name] = path
+        self._errors.pop(path, None)
+        return RegistryChange(path, "loaded", result.name, result.def_hash)
+
+    def _invalid(self, path: Path, previous: Definition | None, error: DefinitionError) -> RegistryChange:
+        self._errors[path] = error
+        return RegistryChange(path, "invalid", previous.name if previous else None,
+                              previous.def_hash if previous else None, error)
+
+    def remove(self, path: Path) -> RegistryChange:
+        """Forget a deleted file; its workflow stops being active.
+
+        Another file that was refused because it declared the same name is not promoted here:
+        it becomes active the next time it is applied (e.g. on the next scan or save).
+        """
+        previous = self._files.pop(path, None)
+        self._errors.pop(path, None)
+        if previous is not None and self._owners.get(previous.name) == path:
+            del self._owners[previous.name]
+        return RegistryChange(path, "deleted", previous.name if previous else None,
+                              previous.def_hash if previous else None)
+
+    def sync(self, results: Mapping[Path, Definition | DefinitionError]) -> list[RegistryChange]:
+        """Apply a full scan: every file in `results`, and remove known files missing from it."""
+        changes = [self.remove(path) for path in sorted(self.paths() - results.keys())]
+        changes += [self.apply(path, result) for path, result in results.items()]
+        return changes
+
+    def paths(self) -> set[Path]:
+        """Every file the registry knows about (valid or not)."""
+        return set(self._files) | set(self._errors)
+
+    def active(self) -> dict[str, Definition]:
+        """The active definition of each workflow name."""
+        return {name: self._files[path] for name, path in sorted(self._owners.items())}
+
+    def get(self, name: str) -> Definition | None:
+        """The active definition named `name`, if any."""
+        path = self._owners.get(name)
+        return self._files[path] if path is not None else None
+
+    def errors(self) -> dict[Path, DefinitionError]:
+        """The current error of each file that failed its latest load."""
+        return dict(self._errors)

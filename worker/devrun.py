@@ -1,0 +1,120 @@
+"""`agentrt dev`: the embedded stack (Postgres, Redis, OpenBao from wheels), a worker and the console."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from worker import output as o
+
+
+def _create_database(url: str, name: str) -> None:
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
+    try:
+        from worker.devstack import EmbeddedOpenBao, EmbeddedPostgres, EmbeddedRedis
+    except ImportError as exc:
+        o.err.print(f"[red]agentrt dev needs the embedded servers:[/] {exc}\n"
+                    "install them with: pip install -e '.[dev]'")
+        return 2
+    from worker.store.migrate import migrate
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    workflows = workflows.resolve()
+    if not workflows.is_dir():
+        o.err.print(f"[red]workflows directory {workflows} does not exist[/]")
+        return 2
+    pg = EmbeddedPostgres(data_dir / "postgres", log_path=data_dir / "postgres.log")
+    rd = EmbeddedRedis(data_dir / "redis", appendonly=True)
+    bao = EmbeddedOpenBao(log_path=data_dir / "openbao.log")
+    started: list[object] = []
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        o.err.print("starting Postgres, Redis and OpenBao (embedded, from wheels)…")
+        t0 = time.monotonic()
+        for server in (pg, rd, bao):
+            server.start()  # type: ignore[attr-defined]
+            started.append(server)
+        bao.bootstrap()
+        _create_database(pg.url("postgres"), "agentrt")
+        env = {
+            "AGENTRT_DATABASE_URL": pg.url("agentrt"),
+            "AGENTRT_REDIS_URL": rd.url(),
+            "AGENTRT_WORKFLOWS_DIR": str(workflows),
+            "VAULT_ADDR": bao.addr,
+            "VAULT_TOKEN": bao.root_token,
+            "AGENTRT_HTTP_ALLOWED_HOSTS": os.environ.get("AGENTRT_HTTP_ALLOWED_HOSTS", "127.0.0.1,localhost"),
+        }
+        applied = asyncio.run(migrate(env["AGENTRT_DATABASE_URL"]))
+        env_file = data_dir / "env"
+        env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+        child_env = {**os.environ, **env}
+        log = open(data_dir / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
+        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], env=child_env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        o.err.print(
+            f"ready in {time.monotonic() - t0:.1f}s ({len(applied)} migration(s) applied)\n"
+            f"  postgres  {env['AGENTRT_DATABASE_URL']}   (data: {data_dir / 'postgres'})\n"
+            f"  redis     {env['AGENTRT_REDIS_URL']}   (AOF in {data_dir / 'redis'})\n"
+            f"  openbao   {bao.addr}   (dev mode, root token {bao.root_token})\n"
+            f"  worker    pid {worker.pid}, workflows {workflows}, log {data_dir / 'worker.log'}\n"
+            f"  in another terminal: [bold]source {env_file}[/] then e.g. `agentrt run hello --wait`"
+        )
+        if console and _console_available():
+            os.environ.update(env)
+            rc = subprocess.call([sys.executable, "-m", "console"], env=child_env)
+            return rc
+        o.err.print("press Ctrl-C to stop")
+        stop = False
+
+        def _stop(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        while not stop:
+            if worker.poll() is not None:
+                o.err.print(f"[red]worker exited with {worker.returncode}; see {data_dir / 'worker.log'}[/]")
+                return 1
+            time.sleep(0.3)
+        return 0
+    finally:
+        o.err.print("shutting down…")
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        for server in reversed(started):
+            try:
+                server.stop()  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                o.err.print(f"could not stop {type(server).__name__}: {exc}")
+
+
+def _console_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("console") is not None

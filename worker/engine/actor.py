@@ -1,0 +1,470 @@
+"""RunActor: drives one leased run: decide, commit, execute, repeat; parks when it must wait.
+
+Ordering guarantee: the events that start a step are committed together with the completion of the
+steps it depends on, and a step's executor is launched only after that commit succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from worker.definitions.model import Definition
+from worker.definitions.schema import ARGS_MODELS, EXTERNAL_KINDS, ApprovalArgs, SleepArgs, WorkflowArgs
+from worker.engine import events as ev
+from worker.engine.commands import (
+    Complete,
+    CompleteRun,
+    Expand,
+    Fail,
+    FailRun,
+    Skip,
+    Start,
+    TimeoutTask,
+)
+from worker.engine.inputs import InputError, resolve_inputs
+from worker.engine.retry import next_retry_at
+from worker.engine.scheduler import decide
+from worker.engine.state import Instance, InstanceKey, RunState
+from worker.errors import LeaseLost, StepFailed
+from worker.models import StepStatus
+from worker.steps.base import StepContext, idempotency_key
+from worker.store import runs as store
+from worker.store.definitions import active_version
+from worker.store.writer import Append, NewChild, NewTask, RunUpdate
+
+if TYPE_CHECKING:
+    from worker.engine.service import WorkerService
+
+logger = logging.getLogger(__name__)
+
+_TASK_NS = uuid.UUID("5b0c3c38-7d4e-4a53-9d2b-0b8a4f0f6a11")
+_CHILD_NS = uuid.UUID("0e7f9c1a-3b8d-4f5e-8a21-6c4d2e9b7f30")
+
+
+def task_id_for(run_id: str, step_id: str, item: int | None, kind: str, attempt: int) -> str:
+    return str(uuid.uuid5(_TASK_NS, f"{run_id}/{step_id}/{item}/{kind}/{attempt}"))
+
+
+def child_run_id_for(run_id: str, step_id: str, item: int | None) -> str:
+    return str(uuid.uuid5(_CHILD_NS, f"{run_id}/{step_id}/{item}"))
+
+
+@dataclass(slots=True)
+class _Outcome:
+    key: InstanceKey
+    attempt: int
+    output: Any = None
+    failure: StepFailed | None = None
+
+
+class RunActor:
+    """Owns one run while this worker holds its lease."""
+
+    def __init__(self, service: WorkerService, lease: store.Lease) -> None:
+        self.service = service
+        self.lease = lease
+        self.run_id = lease.run_id
+        self.state = RunState(run_id=lease.run_id)
+        self.defn: Definition | None = None
+        self.log = logging.LoggerAdapter(logger, {"run_id": self.run_id})
+        self._signal = asyncio.Event()
+        self._lost = False
+        self._running: dict[InstanceKey, asyncio.Task[_Outcome]] = {}
+        self._pending: list[ev.Event] = []
+        self._tasks: list[NewTask] = []
+        self._children: list[NewChild] = []
+        self._cancel_tasks = False
+        self._seen_signal_version = lease.signal_version
+        self._to_launch: list[tuple[Start, Instance]] = []
+        self._parent: str | None = None
+        self.acquired_at = time.monotonic()
+
+    # -- called by the service -------------------------------------------------------------
+    def notify(self) -> None:
+        """Something changed outside (approval, cancel, child finished): look at signals again."""
+        self._signal.set()
+
+    def lose(self) -> None:
+        """The lease is gone (another worker took the run): stop without committing anything."""
+        self._lost = True
+        self._signal.set()
+
+    # -- event helpers ---------------------------------------------------------------------
+    def _emit(self, type_: str, *, step_id: str | None = None, item: int | None = None,
+              attempt: int | None = None, **data: Any) -> ev.Event:
+        seq = self.state.last_seq + 1
+        event = ev.Event(type=type_, ts=time.time(), step_id=step_id, item=item, attempt=attempt, data=data, seq=seq)
+        self.state.apply(event)
+        self._pending.append(event)
+        return event
+
+    def _update(self) -> RunUpdate:
+        st = self.state
+        if st.terminal:
+            return RunUpdate(status=st.status.value, output=st.output, error=st.error, finished=True)
+        running = [i for i in st.instances.values() if i.status == StepStatus.RUNNING]
+        waiting = [i for i in st.instances.values() if i.status in (StepStatus.WAITING, StepStatus.RETRYING)]
+        active = running or waiting
+        current = ",".join(sorted({i.step_id for i in active})[:3]) or None
+        waiting_on = None
+        for inst in waiting:
+            reason = (inst.wait or {}).get("reason") if inst.status == StepStatus.WAITING else "retry"
+            if reason in ("approval", "uncertain"):
+                waiting_on = "human"
+                break
+            waiting_on = reason
+        status = "running" if running or not waiting else "waiting"
+        return RunUpdate(status=status, current_step=current, waiting_on=None if running else waiting_on)
+
+    async def _commit(self) -> None:
+        if not self._pending and not self._tasks and not self._children and not self._cancel_tasks:
+            return
+        if self._lost:
+            raise LeaseLost(self.run_id)
+        signal_parent = None
+        if self.state.terminal and self._parent is not None:
+            signal_parent = self._parent
+        append = Append(self.run_id, self.lease.epoch, self._pending, self._update(), self._tasks, self._children,
+                        self._cancel_tasks, signal_parent)
+        events, children = self._pending, self._children
+        self._pending, self._tasks, self._children, self._cancel_tasks = [], [], [], False
+        ok = await self.service.writer.append(append)
+        if not ok:
+            raise LeaseLost(self.run_id)
+        pub = self.service.publisher
+        for e in events:
+            pub.event("step" if e.step_id else "run", e.type, self.run_id,
+                      {"seq": e.seq, "step": e.step_id, "item": e.item, "attempt": e.attempt,
+                       "status": append.update.status, "ts": e.ts})
+        for child in children:
+            pub.enqueue(child.run_id)
+        if signal_parent:
+            pub.enqueue(signal_parent)
+            pub.signal(signal_parent)
+
+    # -- the loop --------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._drive()
+        except LeaseLost:
+            self.log.warning("run %s: lease lost to another worker; stopping without committing", self.run_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the run is resumed from Postgres by whoever leases it next
+            self.log.warning("run %s: interrupted (%s: %s); it resumes from its last commit",
+                             self.run_id, type(exc).__name__, exc)
+            await self._abandon()
+        finally:
+            for task in self._running.values():
+                task.cancel()
+            if self._running:
+                await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _abandon(self) -> None:
+        try:
+            await store.drop_lease(self.service.pool, self.run_id, self.service.settings.worker_id, self.lease.epoch)
+        except Exception:  # noqa: BLE001 - the lease expires by itself
+            self.log.debug("could not drop lease of %s; it will expire", self.run_id)
+
+    async def _drive(self) -> None:
+        svc = self.service
+        events = await store.load_events(svc.pool, self.run_id)
+        self.state = RunState.from_events(self.run_id, events)
+        self._parent = await svc.pool.fetchval("SELECT parent_run_id::text FROM runs WHERE run_id = $1", self.run_id)
+        try:
+            self.defn = await svc.definitions.get(self.lease.def_hash)
+        except Exception as exc:  # noqa: BLE001
+            self._emit(ev.RUN_FAILED, error=f"cannot load workflow version {self.lease.def_hash[:12]}: {exc}")
+            await self._commit()
+            return
+        self._recover()
+        await self._absorb_signals()
+        horizon = min(5.0, svc.settings.lease_ttl / 2)
+        while True:
+            wake_at, timeouts = self._advance()
+            await self._commit()
+            if self.state.terminal:
+                self.log.info("run %s %s", self.run_id, self.state.status.value)
+                return
+            self._launch()
+            if timeouts:
+                for cmd in timeouts:
+                    await store.timeout_task(svc.pool, cmd.task_id)
+                await self._absorb_signals()
+                continue
+            if not self._running:
+                now = time.time()
+                if wake_at is None or wake_at - now > horizon:
+                    if await store.release_lease(svc.pool, self.run_id, svc.settings.worker_id, self.lease.epoch,
+                                                 seen_signal_version=self._seen_signal_version, wake_at=wake_at):
+                        self.log.info("run %s parked (%s)", self.run_id, self._update().waiting_on)
+                        return
+                    await self._absorb_signals()
+                    continue
+            await self._wait(wake_at)
+
+    def _recover(self) -> None:
+        """After a takeover: attempts that were in flight on the lost worker."""
+        assert self.defn is not None
+        orphans = self.state.running_instances()
+        if self.lease.previous_owner is None and not orphans:
+            return
+        if self.lease.previous_owner is not None or orphans:
+            self._emit(ev.RUN_RESUMED, worker=self.service.settings.worker_id, epoch=self.lease.epoch,
+                       previous_owner=self.lease.previous_owner, orphans=len(orphans))
+        now = time.time()
+        for inst in orphans:
+            step = self.defn.step(inst.step_id)
+            if step.idempotent or step.uses not in EXTERNAL_KINDS:
+                policy = self.defn.retry_for(step)
+                retry_at = next_retry_at(policy, inst.attempt, now, 0.0, retryable=True)
+                self._emit(ev.STEP_FAILED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
+                           error=f"worker lost during attempt {inst.attempt}", crashed=True, retryable=True,
+                           retry_at=now if retry_at is not None else None, final=retry_at is None)
+            else:
+                task_id = task_id_for(self.run_id, inst.step_id, inst.item, "uncertain", inst.attempt)
+                prompt = (f"Step '{inst.step_id}' ({step.uses}, idempotent: false) was in flight when its worker "
+                          f"was lost. Did its effect happen? retry / mark done / fail")
+                self._tasks.append(NewTask(task_id, inst.step_id, inst.item, "uncertain", prompt,
+                                           {"inputs": inst.inputs, "attempt": inst.attempt,
+                                            "idempotency_key": idempotency_key(self.run_id, inst.step_id, inst.item)},
+                                           None, None))
+                self._emit(ev.STEP_WAITING, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
+                           reason="uncertain", task_id=task_id)
+
+    def _advance(self) -> tuple[float | None, list[TimeoutTask]]:
+        """Apply decisions until only starts (or nothing) remain."""
+        assert self.defn is not None
+        while True:
+            now = time.time()
+            decision = decide(self.defn, self.state, now)
+            progressed = False
+            timeouts: list[TimeoutTask] = []
+            for cmd in decision.commands:
+                if isinstance(cmd, TimeoutTask):
+                    timeouts.append(cmd)
+                    continue
+                progressed = True
+                if isinstance(cmd, Start):
+                    self._start(cmd, now)
+                elif isinstance(cmd, Skip):
+                    self._emit(ev.STEP_SKIPPED, step_id=cmd.step_id, reason=cmd.reason)
+                elif isinstance(cmd, Expand):
+                    self._emit(ev.STEP_EXPANDED, step_id=cmd.step_id, count=cmd.count)
+                elif isinstance(cmd, Complete):
+                    inst = self.state.instances.get((cmd.step_id, cmd.item))
+                    self._emit(ev.STEP_COMPLETED, step_id=cmd.step_id, item=cmd.item,
+                               attempt=inst.attempt if inst is not None else None, output=cmd.output)
+                elif isinstance(cmd, Fail):
+                    self._emit(ev.STEP_FAILED, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
+                               error=cmd.error, retryable=False, final=True)
+                elif isinstance(cmd, CompleteRun):
+                    self._emit(ev.RUN_COMPLETED, output=cmd.output)
+                elif isinstance(cmd, FailRun):
+                    self._fail_run(cmd)
+            if not progressed or self.state.terminal:
+                return decision.wake_at, timeouts
+
+    def _fail_run(self, cmd: FailRun) -> None:
+        for key, task in list(self._running.items()):
+            task.cancel()
+            inst = self.state.instances[key]
+            self._emit(ev.STEP_FAILED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
+                       error="cancelled: the run failed", cancelled=True, final=True)
+        self._cancel_tasks = True
+        self._emit(ev.RUN_FAILED, error=cmd.error, step_id=cmd.step_id)
+
+    def _start(self, cmd: Start, now: float) -> None:
+        assert self.defn is not None
+        step = self.defn.step(cmd.step_id)
+        kind = step.uses
+        common = {"step_id": cmd.step_id, "item": cmd.item, "attempt": cmd.attempt}
+        model = ARGS_MODELS.get(kind)
+        try:
+            args = model.model_validate(cmd.inputs) if model is not None else None
+        except Exception as exc:  # noqa: BLE001 - pydantic ValidationError: a final, readable failure
+            self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=None, **common)
+            self._emit(ev.STEP_FAILED, error=f"invalid arguments: {_short(exc)}", retryable=False, final=True,
+                       **common)
+            return
+        if kind == "sleep":
+            assert isinstance(args, SleepArgs)
+            wake_at = now + (args.duration or 0.0)
+            if args.until:
+                try:
+                    wake_at = datetime.fromisoformat(args.until).timestamp()
+                except ValueError:
+                    self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=None, **common)
+                    self._emit(ev.STEP_FAILED, error=f"until: {args.until!r} is not an ISO-8601 time",
+                               retryable=False, final=True, **common)
+                    return
+            self._emit(ev.STEP_WAITING, reason="sleep", wake_at=wake_at, inputs=cmd.inputs, **common)
+        elif kind == "approval":
+            assert isinstance(args, ApprovalArgs)
+            task_id = task_id_for(self.run_id, cmd.step_id, cmd.item, "approval", cmd.attempt)
+            deadline = now + args.timeout if args.timeout else None
+            self._tasks.append(NewTask(task_id, cmd.step_id, cmd.item, "approval", args.prompt, args.context,
+                                       deadline, args.on_timeout))
+            self._emit(ev.STEP_WAITING, reason="approval", task_id=task_id, deadline=deadline,
+                       on_timeout=args.on_timeout, prompt=args.prompt, inputs=cmd.inputs, **common)
+        elif kind == "workflow":
+            assert isinstance(args, WorkflowArgs)
+            self._to_launch.append((cmd, self.state.instance(cmd.step_id, cmd.item)))
+            # the child's version is looked up before the commit (see _launch_children)
+            self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=None, **common)
+        else:
+            key = idempotency_key(self.run_id, cmd.step_id, cmd.item)
+            self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=key, **common)
+            self._to_launch.append((cmd, self.state.instance(cmd.step_id, cmd.item)))
+
+    def _launch(self) -> None:
+        launch, self._to_launch = self._to_launch, []
+        for cmd, inst in launch:
+            key = (cmd.step_id, cmd.item)
+            self._running[key] = asyncio.create_task(self._execute(cmd, inst), name=f"{self.run_id}:{key}")
+
+    async def _execute(self, cmd: Start, inst: Instance) -> _Outcome:
+        assert self.defn is not None
+        svc = self.service
+        step = self.defn.step(cmd.step_id)
+        key = (cmd.step_id, cmd.item)
+        if step.uses == "workflow":
+            return await self._start_child(cmd)
+        executor = svc.executors.get(step.uses)
+        if executor is None:
+            return _Outcome(key, cmd.attempt, failure=StepFailed(f"no executor for step kind {step.uses!r}",
+                                                                 retryable=False))
+        timeout = self.defn.timeout_for(step)
+        ctx = StepContext(
+            run_id=self.run_id,  # type: ignore[arg-type]
+            workflow=self.defn.name, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
+            idempotency_key=idempotency_key(self.run_id, cmd.step_id, cmd.item), timeout=timeout,
+            settings=svc.settings, logger=self.log, idempotent=step.idempotent,
+        )
+        try:
+            if timeout is not None:
+                async with asyncio.timeout(timeout):
+                    output = await executor.execute(cmd.inputs, ctx)
+            else:
+                output = await executor.execute(cmd.inputs, ctx)
+        except TimeoutError:
+            return _Outcome(key, cmd.attempt, failure=StepFailed(f"timed out after {timeout:g}s", retryable=True))
+        except StepFailed as exc:
+            return _Outcome(key, cmd.attempt, failure=exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an executor bug is a retryable step failure, not a crash
+            return _Outcome(key, cmd.attempt, failure=StepFailed(f"{type(exc).__name__}: {exc}", retryable=True))
+        return _Outcome(key, cmd.attempt, output=output)
+
+    async def _start_child(self, cmd: Start) -> _Outcome:
+        """Create the child run (idempotently, deterministic id) and park on it."""
+        key = (cmd.step_id, cmd.item)
+        args = WorkflowArgs.model_validate(cmd.inputs)
+        found = await active_version(self.service.pool, args.workflow)
+        if found is None:
+            return _Outcome(key, cmd.attempt, failure=StepFailed(
+                f"workflow {args.workflow!r} is not loaded (or was deleted)", retryable=False))
+        def_hash, spec_json = found
+        child_defn = Definition.from_json(spec_json)
+        try:
+            inputs = resolve_inputs(child_defn.spec, args.inputs)
+        except InputError as exc:
+            return _Outcome(key, cmd.attempt, failure=StepFailed(f"child inputs: {exc}", retryable=False))
+        child_id = child_run_id_for(self.run_id, cmd.step_id, cmd.item)
+        return _Outcome(key, cmd.attempt, output={
+            "_child": NewChild(child_id, args.workflow, def_hash, inputs,
+                               ev.Event(ev.RUN_CREATED, time.time(), data={"workflow": args.workflow,
+                                                                           "def_hash": def_hash, "inputs": inputs,
+                                                                           "parent_run_id": self.run_id}),
+                               cmd.step_id, cmd.item)})
+
+    async def _wait(self, wake_at: float | None) -> None:
+        timeout = None if wake_at is None else max(0.0, wake_at - time.time())
+        waiters: set[asyncio.Future[Any]] = set(self._running.values())
+        signal_task = asyncio.create_task(self._signal.wait())
+        waiters.add(signal_task)
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not signal_task.done():
+                signal_task.cancel()
+        if self._lost:
+            raise LeaseLost(self.run_id)
+        for key, task in list(self._running.items()):
+            if task.done():
+                del self._running[key]
+                self._record(task.result())
+        if self._signal.is_set():
+            self._signal.clear()
+            await self._absorb_signals()
+
+    def _record(self, outcome: _Outcome) -> None:
+        assert self.defn is not None
+        step_id, item = outcome.key
+        common = {"step_id": step_id, "item": item, "attempt": outcome.attempt}
+        if outcome.failure is None:
+            out = outcome.output
+            if isinstance(out, dict) and isinstance(out.get("_child"), NewChild):
+                child: NewChild = out["_child"]
+                self._children.append(child)
+                self._emit(ev.STEP_WAITING, reason="child", child_run_id=child.run_id, workflow=child.workflow,
+                           **common)
+                return
+            self._emit(ev.STEP_COMPLETED, output=out, **common)
+            return
+        failure = outcome.failure
+        policy = self.defn.retry_for(self.defn.step(step_id))
+        retry_at = next_retry_at(policy, outcome.attempt, time.time(), random.random(),
+                                 retryable=failure.retryable, retry_after=failure.retry_after)
+        self.log.info("step %s attempt %d failed: %s%s", step_id, outcome.attempt, failure.reason,
+                      "" if retry_at is None else f" (retry in {retry_at - time.time():.2f}s)")
+        self._emit(ev.STEP_FAILED, error=failure.reason, retryable=failure.retryable, retry_at=retry_at,
+                   final=retry_at is None, **common)
+
+    async def _absorb_signals(self) -> None:
+        sig = await store.load_signals(self.service.pool, self.run_id)
+        self._seen_signal_version = max(self._seen_signal_version, sig.signal_version)
+        waiting = {k: i for k, i in self.state.instances.items() if i.status == StepStatus.WAITING}
+        for t in sig.tasks:
+            inst = waiting.get((t["step_id"], t["item"]))
+            if inst is None or inst.decision is not None or (inst.wait or {}).get("task_id") != str(t["task_id"]):
+                continue
+            decision = t["decision"] or {}
+            self._emit(ev.TASK_DECIDED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
+                       task_id=str(t["task_id"]), status=t["status"], by=t["decided_by"], reason=t["reason"],
+                       action=decision.get("action"), output=decision.get("output"))
+        for c in sig.children:
+            inst = waiting.get((c["parent_step"], c["parent_item"]))
+            if inst is None or inst.decision is not None or (inst.wait or {}).get("child_run_id") != str(c["run_id"]):
+                continue
+            self._emit(ev.CHILD_FINISHED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
+                       child_run_id=str(c["run_id"]), status=c["status"], output=c["output"], error=c["error"])
+        if sig.cancel_requested and not self.state.terminal:
+            await self._cancel(sig.cancel_reason)
+
+    async def _cancel(self, reason: str | None) -> None:
+        for task in self._running.values():
+            task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        for (step_id, item), _task in list(self._running.items()):
+            inst = self.state.instances[(step_id, item)]
+            self._emit(ev.STEP_FAILED, step_id=step_id, item=item, attempt=inst.attempt,
+                       error="cancelled", cancelled=True, final=True)
+        self._running.clear()
+        self._to_launch.clear()
+        self._cancel_tasks = True
+        self._emit(ev.RUN_CANCELLED, reason=reason or "cancelled")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).replace("\n", "; ")
+    return text[:500]

@@ -1,0 +1,36 @@
+"""Event types of the run log and the event record itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN_CREATED = "run.created"
+RUN_RESUMED = "run.resumed"
+RUN_COMPLETED = "run.completed"
+RUN_FAILED = "run.failed"
+RUN_CANCELLED = "run.cancelled"
+STEP_SKIPPED = "step.skipped"
+STEP_EXPANDED = "step.expanded"
+STEP_STARTED = "step.started"
+STEP_WAITING = "step.waiting"
+STEP_COMPLETED = "step.completed"
+STEP_FAILED = "step.failed"
+TASK_REQUESTED = "task.requested"
+TASK_DECIDED = "task.decided"
+CHILD_FINISHED = "child.finished"
+
+RUN_TERMINAL_EVENTS = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a run's append-only log. `ts` is unix time in seconds (from the worker clock)."""
+
+    type: str
+    ts: float
+    step_id: str | None = None
+    item: int | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0

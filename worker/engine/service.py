@@ -1,0 +1,297 @@
+"""WorkerService: the I/O shell around the engine.
+
+Loops: consume the work stream, heartbeat (renew leases, notice signals and lost leases), reconcile
+(re-derive work from Postgres, reclaim dead consumers' entries), listen for signals, and watch the
+workflow files. Every loop survives Postgres and Redis outages: it logs, backs off and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from worker.bus.publisher import Publisher
+from worker.bus.streams import WORK_GROUP, Keys
+from worker.config import Settings
+from worker.engine.actor import RunActor
+from worker.engine.definitions_sync import DefinitionsSync
+from worker.steps.base import StepExecutor
+from worker.steps.registry import build_executors, close_executors
+from worker.store import runs as store
+from worker.store.definitions import DefinitionCache
+from worker.store.migrate import migrate_conn
+from worker.store.pool import create_pool
+from worker.store.writer import EventWriter
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerService:
+    def __init__(self, settings: Settings, *, watch: bool = True) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self.watch = watch
+        self.actors: dict[str, RunActor] = {}
+        self._actor_tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._full_reconcile = asyncio.Event()
+        self._full_reconcile.set()  # on start: anything unleased and due is (re)enqueued at once
+        self.pool: asyncpg.Pool
+        self.redis: aioredis.Redis
+        self.writer: EventWriter
+        self.publisher: Publisher
+        self.definitions: DefinitionCache
+        self.executors: dict[str, StepExecutor] = {}
+        self.sync: DefinitionsSync | None = None
+        self.started = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await _retry_forever("postgres", lambda: create_pool(
+            s.database_url, min_size=2, max_size=s.db_pool_size), self._stopping)
+        async with self.pool.acquire() as conn:
+            await migrate_conn(conn)
+        self.redis = aioredis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5,
+                                       health_check_interval=15)
+        self.writer = EventWriter(self.pool, s.worker_id)
+        self.writer.start()
+        self.publisher = Publisher(self.redis, self.keys)
+        self.publisher.start()
+        self.definitions = DefinitionCache(self.pool)
+        self.executors = build_executors(s)
+        workflows = s.workflows_dir.resolve()
+        if str(workflows) not in sys.path:
+            sys.path.insert(0, str(workflows))  # `python` steps may call modules kept beside the workflows
+        self.sync = DefinitionsSync(self.pool, workflows, self.publisher, self.definitions)
+        await self.sync.initial_scan()
+        await self.pool.execute(
+            """INSERT INTO workers (worker_id, hostname, pid, concurrency, lease_ttl) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL""",
+            s.worker_id, socket.gethostname(), os.getpid(), s.concurrency, s.lease_ttl)
+        self._loops = [
+            asyncio.create_task(self._guard("consume", self._consume_loop)),
+            asyncio.create_task(self._guard("heartbeat", self._heartbeat_loop)),
+            asyncio.create_task(self._guard("reconcile", self._reconcile_loop)),
+            asyncio.create_task(self._guard("signals", self._signal_loop)),
+        ]
+        if self.watch:
+            self._loops.append(asyncio.create_task(self._guard("watch", self.sync.watch_loop)))
+        self.publisher.event("worker", "worker.started", None, {"worker": s.worker_id})
+        logger.info("worker %s started: workflows %s, concurrency %d", s.worker_id, workflows, s.concurrency)
+        self.started.set()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking work; give in-flight steps `grace` seconds, then hand their runs back."""
+        self._stopping.set()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._actor_tasks:
+            done, pending = await asyncio.wait(self._actor_tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for run_id, actor in list(self.actors.items()):
+            try:
+                await store.drop_lease(self.pool, run_id, self.settings.worker_id, actor.lease.epoch)
+            except Exception:  # noqa: BLE001
+                logger.debug("could not hand back %s", run_id)
+        await self.writer.stop()
+        await self.publisher.stop()
+        await close_executors(self.executors)
+        try:
+            await self.pool.execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1",
+                                    self.settings.worker_id)
+        except Exception:  # noqa: BLE001
+            pass
+        await self.pool.close()
+        await self.redis.aclose()
+        logger.info("worker %s stopped", self.settings.worker_id)
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def _guard(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Keep a loop alive through any error (outages, bugs): log, back off, start again."""
+        delay = 0.2
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                if time.monotonic() - started > 30:
+                    delay = 0.2
+                logger.warning("%s loop: %s: %s (retrying in %.1fs)", name, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- work ------------------------------------------------------------------------------
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.keys.work, WORK_GROUP, id="0", mkstream=True)
+            logger.info("created consumer group %s on %s", WORK_GROUP, self.keys.work)
+            self._full_reconcile.set()
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume_loop(self) -> None:
+        await self._ensure_group()
+        while not self._stopping.is_set():
+            free = self.settings.concurrency - len(self.actors)
+            if free <= 0:
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            try:
+                reply = await self.redis.xreadgroup(WORK_GROUP, self.settings.worker_id, {self.keys.work: ">"},
+                                                    count=min(free, 500), block=1000)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis lost the stream (flush, restart without persistence)
+                    logger.warning("work stream or group missing in Redis: recreating it, re-deriving work "
+                                   "from Postgres")
+                    await self._ensure_group()
+                    continue
+                raise
+            for _stream, entries in reply or []:
+                await self._take(entries)
+
+    async def _take(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            run_id = fields.get(b"run", b"").decode()
+            if run_id:
+                await self._activate(run_id)
+        if ids:
+            await self.redis.xack(self.keys.work, WORK_GROUP, *ids)
+
+    async def _activate(self, run_id: str) -> None:
+        actor = self.actors.get(run_id)
+        if actor is not None:
+            actor.notify()
+            return
+        lease = await store.acquire_lease(self.pool, run_id, self.settings.worker_id, self.settings.lease_ttl)
+        if lease is None:
+            return  # finished, parked and not due, or another worker holds it
+        actor = RunActor(self, lease)
+        self.actors[run_id] = actor
+        task = asyncio.create_task(actor.run(), name=f"run:{run_id}")
+        self._actor_tasks.add(task)
+        task.add_done_callback(lambda t, rid=run_id: self._actor_done(rid, t))
+
+    def _actor_done(self, run_id: str, task: asyncio.Task[None]) -> None:
+        self._actor_tasks.discard(task)
+        self.actors.pop(run_id, None)
+        self._capacity.set()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("run %s actor crashed: %r", run_id, task.exception())
+
+    # -- heartbeat -------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        s = self.settings
+        while not self._stopping.is_set():
+            asked_at = time.monotonic()
+            held = await store.renew_leases(self.pool, s.worker_id, s.lease_ttl)
+            for run_id, actor in list(self.actors.items()):
+                if actor.acquired_at >= asked_at:
+                    continue  # leased while the renewal was in flight
+                info = held.get(run_id)
+                if info is None or info.epoch != actor.lease.epoch:
+                    if actor.state.terminal:
+                        continue
+                    actor.lose()
+                elif info.signal_version > actor._seen_signal_version or info.cancel_requested:
+                    actor.notify()
+            await self.pool.execute(
+                "UPDATE workers SET heartbeat_at = now(), held_runs = $2, stopped_at = NULL WHERE worker_id = $1",
+                s.worker_id, len(self.actors))
+            await asyncio.sleep(s.heartbeat_interval)
+
+    # -- reconcile -------------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        s = self.settings
+        while not self._stopping.is_set():
+            full = self._full_reconcile.is_set()
+            self._full_reconcile.clear()
+            run_ids = await store.reconcile(self.pool, s.redeliver_after, full=full)
+            if run_ids:
+                logger.info("reconciler: re-enqueued %d run(s)%s", len(run_ids), " (full)" if full else "")
+                for run_id in run_ids:
+                    self.publisher.enqueue(run_id)
+                await self.publisher.flush()
+            await self._reclaim()
+            try:
+                await asyncio.wait_for(self._full_reconcile.wait(), timeout=s.reconcile_interval)
+            except TimeoutError:
+                pass
+
+    async def _reclaim(self) -> None:
+        """Take over entries that a dead consumer read but never acknowledged."""
+        try:
+            reply = await self.redis.xautoclaim(self.keys.work, WORK_GROUP, self.settings.worker_id,
+                                                min_idle_time=int(self.settings.lease_ttl * 1000), count=100)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return
+            raise
+        except (RedisError, OSError) as exc:
+            logger.debug("reclaim skipped: %s", exc)
+            return
+        entries = reply[1] if reply else []
+        if entries:
+            logger.info("reclaimed %d pending entr(y/ies) from dead consumers", len(entries))
+            await self._take([e for e in entries if e and e[1] is not None])
+
+    # -- signals ---------------------------------------------------------------------------
+    async def _signal_loop(self) -> None:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.keys.signals)
+            while not self._stopping.is_set():
+                msg = await pubsub.get_message(timeout=1.0)
+                if msg is None:
+                    continue
+                run_id = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
+                actor = self.actors.get(run_id)
+                if actor is not None:
+                    actor.notify()
+        finally:
+            await pubsub.aclose()
+
+
+async def _retry_forever(what: str, make: Callable[[], Awaitable[asyncpg.Pool]], stop: asyncio.Event) -> asyncpg.Pool:
+    delay = 0.5
+    while True:
+        try:
+            return await make()
+        except Exception as exc:  # noqa: BLE001
+            if stop.is_set():
+                raise
+            logger.warning("%s not reachable yet: %s (retrying in %.1fs)", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def workflows_path(settings: Settings) -> Path:
+    return settings.workflows_dir.resolve()

@@ -1,0 +1,29 @@
+"""Builds the step executors a worker runs with, keyed by step kind (`uses:`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from worker.config import Settings
+from worker.steps.base import StepExecutor
+from worker.steps.http import HttpExecutor
+from worker.steps.python_step import PythonExecutor
+from worker.steps.set_step import SetExecutor
+
+logger = logging.getLogger(__name__)
+
+
+def build_executors(settings: Settings) -> dict[str, StepExecutor]:
+    """One executor per kind; each is shared by every step of that kind (e.g. one HTTP connection pool)."""
+    executors: list[StepExecutor] = [HttpExecutor(settings), PythonExecutor(), SetExecutor()]
+    return {executor.kind: executor for executor in executors}
+
+
+async def close_executors(executors: Mapping[str, StepExecutor]) -> None:
+    """Close every executor, even when one of them fails to close (the failure is logged)."""
+    results = await asyncio.gather(*(e.aclose() for e in executors.values()), return_exceptions=True)
+    for kind, result in zip(executors, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.warning("closing the %s executor failed: %r", kind, result)

@@ -1,0 +1,48 @@
+"""The asyncpg pool, with JSON codecs (orjson) installed on every connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+from worker.errors import StoreError
+from worker.store.migrate import redact_dsn
+
+# errors that mean "Postgres is unreachable or restarting": retry later, never crash the worker
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.PostgresConnectionError,
+)
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(typ, encoder=dumps, decoder=orjson.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+    """Open a pool; a clear StoreError when Postgres cannot be reached."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10,
+            command_timeout=60, max_inactive_connection_lifetime=120,
+        )
+    except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot connect to Postgres at {redact_dsn(dsn)}: {exc}") from exc
+    assert pool is not None
+    return pool

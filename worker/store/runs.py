@@ -1,0 +1,196 @@
+"""Run rows, the event log, leases and signals. Functions ending in `_txn` take an open connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from worker.engine.events import Event
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def ts_to_dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+def row_to_event(row: asyncpg.Record) -> Event:
+    return Event(type=row["type"], ts=row["ts"].timestamp(), step_id=row["step_id"], item=row["item"],
+                 attempt=row["attempt"], data=row["data"] or {}, seq=row["seq"])
+
+
+async def insert_run_txn(conn: asyncpg.Connection, *, run_id: str, workflow: str, def_hash: str,
+                         inputs: dict[str, Any], created: Event, requested_by: str | None,
+                         parent_run_id: str | None = None, parent_step: str | None = None,
+                         parent_item: int | None = None) -> bool:
+    """Insert a run and its `run.created` event (seq 1). False when the run already existed."""
+    inserted = await conn.fetchval(
+        """INSERT INTO runs (run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step,
+                             parent_item, enqueued_at, next_seq)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), 2)
+           ON CONFLICT (run_id) DO NOTHING RETURNING true""",
+        run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step, parent_item,
+    )
+    if not inserted:
+        return False
+    await conn.execute(
+        "INSERT INTO events (run_id, seq, ts, type, data) VALUES ($1, 1, $2, $3, $4)",
+        run_id, ts_to_dt(created.ts), created.type, created.data,
+    )
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    run_id: str
+    epoch: int
+    def_hash: str
+    status: str
+    signal_version: int
+    cancel_requested: bool
+    cancel_reason: str | None
+    previous_owner: str | None
+
+
+async def acquire_lease(pool: asyncpg.Pool, run_id: str, worker_id: str, ttl: float) -> Lease | None:
+    """Take the run if it is active and nobody holds a live lease on it (bumps the fencing epoch)."""
+    row = await pool.fetchrow(
+        """WITH prev AS (SELECT run_id, lease_owner FROM runs WHERE run_id = $1)
+           UPDATE runs SET lease_owner = $2, lease_epoch = runs.lease_epoch + 1,
+                  lease_expires = now() + make_interval(secs => $3),
+                  status = CASE WHEN runs.status = 'pending' THEN 'running' ELSE runs.status END,
+                  seen_signal_version = runs.signal_version, updated_at = now()
+           FROM prev
+           WHERE runs.run_id = prev.run_id AND runs.status NOT IN ('completed', 'failed', 'cancelled')
+             AND (runs.lease_owner IS NULL OR runs.lease_expires < now())
+           RETURNING runs.lease_epoch, runs.def_hash, runs.status, runs.signal_version, runs.cancel_requested,
+                     runs.cancel_reason, prev.lease_owner AS previous_owner""",
+        run_id, worker_id, ttl,
+    )
+    if row is None:
+        return None
+    return Lease(run_id, row["lease_epoch"], row["def_hash"], row["status"], row["signal_version"],
+                 row["cancel_requested"], row["cancel_reason"], row["previous_owner"])
+
+
+async def load_events(pool: asyncpg.Pool | asyncpg.Connection, run_id: str) -> list[Event]:
+    rows = await pool.fetch(
+        "SELECT seq, ts, type, step_id, item, attempt, data FROM events WHERE run_id = $1 ORDER BY seq", run_id)
+    return [row_to_event(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRun:
+    run_id: str
+    epoch: int
+    signal_version: int
+    cancel_requested: bool
+
+
+async def renew_leases(pool: asyncpg.Pool, worker_id: str, ttl: float) -> dict[str, HeldRun]:
+    """Extend every lease this worker holds; returns what it still holds (with signal versions)."""
+    rows = await pool.fetch(
+        """UPDATE runs SET lease_expires = now() + make_interval(secs => $2)
+           WHERE lease_owner = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
+           RETURNING run_id, lease_epoch, signal_version, cancel_requested""",
+        worker_id, ttl,
+    )
+    return {str(r["run_id"]): HeldRun(str(r["run_id"]), r["lease_epoch"], r["signal_version"],
+                                      r["cancel_requested"]) for r in rows}
+
+
+async def release_lease(pool: asyncpg.Pool, run_id: str, worker_id: str, epoch: int, *,
+                        seen_signal_version: int, wake_at: float | None) -> bool:
+    """Let go of a parked run. False when a signal arrived since `seen_signal_version` (keep driving)."""
+    row = await pool.fetchval(
+        """UPDATE runs SET lease_owner = NULL, lease_expires = NULL, wake_at = $4, seen_signal_version = $5,
+                  enqueued_at = CASE WHEN $4::timestamptz IS NULL THEN enqueued_at ELSE NULL END
+           WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3 AND signal_version <= $5
+           RETURNING true""",
+        run_id, worker_id, epoch, ts_to_dt(wake_at), seen_signal_version,
+    )
+    return bool(row)
+
+
+async def drop_lease(pool: asyncpg.Pool, run_id: str, worker_id: str, epoch: int) -> None:
+    """Release a lease without conditions (shutdown, errors): another worker may take the run at once."""
+    await pool.execute(
+        """UPDATE runs SET lease_owner = NULL, lease_expires = NULL, enqueued_at = NULL
+           WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3""",
+        run_id, worker_id, epoch,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    signal_version: int
+    cancel_requested: bool
+    cancel_reason: str | None
+    tasks: list[dict[str, Any]]
+    children: list[dict[str, Any]]
+
+
+async def load_signals(pool: asyncpg.Pool, run_id: str) -> Signals:
+    """Everything decided from outside for this run: task decisions, finished children, cancel."""
+    async with pool.acquire() as conn:
+        head = await conn.fetchrow(
+            "SELECT signal_version, cancel_requested, cancel_reason FROM runs WHERE run_id = $1", run_id)
+        tasks = await conn.fetch(
+            """SELECT task_id, step_id, item, kind, status, decided_by, reason, decision FROM human_tasks
+               WHERE run_id = $1 AND status NOT IN ('pending', 'cancelled')""", run_id)
+        children = await conn.fetch(
+            """SELECT run_id, parent_step, parent_item, status, output, error FROM runs
+               WHERE parent_run_id = $1 AND status IN ('completed', 'failed', 'cancelled')""", run_id)
+    return Signals(
+        signal_version=head["signal_version"] if head else 0,
+        cancel_requested=bool(head and head["cancel_requested"]),
+        cancel_reason=head["cancel_reason"] if head else None,
+        tasks=[dict(r) for r in tasks],
+        children=[dict(r) for r in children],
+    )
+
+
+async def mark_seen_signals(pool: asyncpg.Pool, run_id: str, version: int) -> None:
+    await pool.execute(
+        "UPDATE runs SET seen_signal_version = GREATEST(seen_signal_version, $2) WHERE run_id = $1", run_id, version)
+
+
+async def timeout_task(pool: asyncpg.Pool, task_id: str) -> bool:
+    """Time out a pending task atomically; False when a human decided first."""
+    row = await pool.fetchval(
+        """UPDATE human_tasks SET status = 'timed_out', decided_at = now(), decided_by = 'system:timeout'
+           WHERE task_id = $1 AND status = 'pending' RETURNING true""", task_id)
+    return bool(row)
+
+
+async def reconcile(pool: asyncpg.Pool, redeliver_after: float, *, full: bool, limit: int = 2000) -> list[str]:
+    """Runs that should be in the work stream but may not be: unleased active runs that are due.
+
+    Only one worker reconciles at a time (advisory lock). `full` ignores when runs were last enqueued
+    (used after Redis lost its data).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        got = await conn.fetchval("SELECT pg_try_advisory_xact_lock(7411)")
+        if not got:
+            return []
+        rows = await conn.fetch(
+            """UPDATE runs SET enqueued_at = now()
+               WHERE run_id IN (
+                 SELECT run_id FROM runs
+                 WHERE status IN ('pending', 'running', 'waiting')
+                   AND (lease_owner IS NULL OR lease_expires < now())
+                   AND (status <> 'waiting' OR (wake_at IS NOT NULL AND wake_at <= now())
+                        OR signal_version > seen_signal_version OR cancel_requested)
+                   AND ($1 OR enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $2))
+                 ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+               RETURNING run_id""",
+            full, redeliver_after, limit,
+        )
+    return [str(r["run_id"]) for r in rows]
+
+
+async def signal_run_txn(conn: asyncpg.Connection, run_id: str) -> None:
+    await conn.execute("UPDATE runs SET signal_version = signal_version + 1 WHERE run_id = $1", run_id)
