@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -67,12 +69,16 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresService]:
         check_postgres(url, "AGENTRT_TEST_DATABASE_URL")
         yield ExternalPostgres(url)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", fsync=False)
+    # Not under pytest's basetemp: pytest makes that 0700 (again at every session start), and Postgres
+    # runs as an unprivileged user when the tests run as root.
+    root = Path(tempfile.mkdtemp(prefix="agentrt-test-pg-"))
+    server = EmbeddedPostgres(root / "data", fsync=False)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -199,8 +205,10 @@ def worker_procs(
 def own_services(tmp_path: Path) -> Iterator[OwnServices]:
     """Fresh servers of this test's own, to kill and restart: `own_services("postgres")`,
     `own_services.redis(appendonly=True)`... All are stopped at teardown."""
-    services = OwnServices(tmp_path / "own")
+    root = Path(tempfile.mkdtemp(prefix="agentrt-test-own-"))  # outside pytest's 0700 basetemp (see `pg`)
+    services = OwnServices(root)
     try:
         yield services
     finally:
         services.stop_all()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""`${{ … }}` expressions: parsed once, checked against a whitelist, evaluated with simpleeval.
+"""`${{ ... }}` expressions: parsed once, checked against a whitelist, evaluated with simpleeval.
 
 A string may contain any number of `${{ expr }}` segments. A string that is exactly one segment
 (surrounding whitespace allowed) renders to the typed value of `expr`; any other string renders to
@@ -17,7 +17,7 @@ a Python attribute), and a string read from the context is never rendered again,
 containing `${{ 1+1 }}` stays that literal string. A missing key is an error that names the key;
 nothing silently becomes None. Every failure, whatever its cause, is raised as `ExpressionError`.
 
-Evaluation is bounded: exponents are limited by result size (so `9**9**9` is refused at once),
+Evaluation is bounded: integer results are limited in size (so `9**9**9` is refused at once),
 strings and lists built by an expression are capped, and serialising a value (`json`, `str`, text
 interpolation) is refused when its estimated size exceeds `MAX_TEXT_LENGTH`.
 """
@@ -47,15 +47,15 @@ MAX_TEXT_LENGTH = 8 * 1024 * 1024
 """Longest string an expression may build or serialise, in characters."""
 MAX_ITEMS = 100_000
 """Longest list an expression may build with `+`, `*` or `split`."""
-MAX_POWER_BITS = 65_536
-"""Largest integer, in bits, that `**` may produce."""
+MAX_INT_BITS = 65_536
+"""Largest integer, in bits, that `*` and `**` may produce."""
 MAX_ROUND_DIGITS = 100
 """Largest `ndigits` (either sign) accepted by `round`."""
 
 _CACHE_SIZE = 4096
 
 
-class _LimitExceeded(Exception):
+class _LimitError(Exception):
     """Raised by the operators and functions below; turned into an ExpressionError by the evaluator."""
 
 
@@ -85,7 +85,7 @@ def _estimate_size(value: object, budget: int, seen: dict[int, int]) -> int:
     else:
         size = len(str(value))
     if size > budget:
-        raise _LimitExceeded(f"the result would be longer than {MAX_TEXT_LENGTH} characters")
+        raise _LimitError(f"the result would be longer than {MAX_TEXT_LENGTH} characters")
     return size
 
 
@@ -98,7 +98,7 @@ def to_text(value: object) -> str:
     """Convert a value to the text used when it is interpolated into a larger string.
 
     None becomes "", booleans "true"/"false", strings stay as they are, numbers use `str`, and
-    mappings and lists become compact JSON. Raises `_LimitExceeded` for oversized structures
+    mappings and lists become compact JSON. Raises `_LimitError` for oversized structures
     (callers inside this module turn it into ExpressionError).
     """
     if isinstance(value, str):
@@ -124,33 +124,37 @@ def _sized_limit(value: object) -> int:
 def _add(a: object, b: object) -> object:
     if isinstance(a, str | list | tuple) and isinstance(b, str | list | tuple):
         if len(a) + len(b) > _sized_limit(a):
-            raise _LimitExceeded("the result of + would be too long")
+            raise _LimitError("the result of + would be too long")
     return op.add(a, b)  # type: ignore[call-overload]
 
 
 def _mult(a: object, b: object) -> object:
+    if isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_INT_BITS:
+        raise _LimitError("the result of * would be too large")
     for seq, times in ((a, b), (b, a)):
-        if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > _sized_limit(seq):
-            raise _LimitExceeded("the result of * would be too long")
+        if not (isinstance(seq, str | list | tuple) and isinstance(times, int)):
+            continue
+        if len(seq) * times > _sized_limit(seq):
+            raise _LimitError("the result of * would be too long")
     return op.mul(a, b)  # type: ignore[call-overload]
 
 
 def _mod(a: object, b: object) -> object:
     if isinstance(a, str | bytes):
-        raise _LimitExceeded("string formatting with % is not supported; use interpolation or join()")
+        raise _LimitError("string formatting with % is not supported; use interpolation or join()")
     return op.mod(a, b)  # type: ignore[call-overload]
 
 
 def _pow(a: object, b: object) -> object:
     if isinstance(a, int | float) and isinstance(b, int | float):
         if abs(b) > 1_000_000:
-            raise _LimitExceeded(f"exponent {b} is too large")
-        if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
-            if a.bit_length() * b > MAX_POWER_BITS:
-                raise _LimitExceeded(f"the result of {a} ** {b} would be too large")
+            raise _LimitError(f"exponent {b} is too large")
+        big = isinstance(a, int) and isinstance(b, int) and b > 0 and a.bit_length() * b > MAX_INT_BITS
+        if big and abs(a) > 1:
+            raise _LimitError(f"the result of {a} ** {b} would be too large")
     result = op.pow(a, b)  # type: ignore[call-overload]
     if isinstance(result, complex):
-        raise _LimitExceeded("the result is not a real number")
+        raise _LimitError("the result is not a real number")
     return result
 
 
@@ -222,17 +226,19 @@ def _join(items: object, sep: object = ",") -> str:
     separator = _need_str("join", sep)
     parts = [to_text(item) for item in items]
     if sum(map(len, parts)) + len(separator) * len(parts) > MAX_TEXT_LENGTH:
-        raise _LimitExceeded("the result of join() would be too long")
+        raise _LimitError("the result of join() would be too long")
     return separator.join(parts)
 
 
 def _split(s: object, sep: object = None) -> list[str]:
     text = _need_str("split", s)
-    if sep is not None and (_need_str("split", sep) == "" or text.count(sep) >= MAX_ITEMS):
-        raise _LimitExceeded("split() needs a non-empty separator" if sep == "" else "split() would make too many parts")
+    if sep is not None and _need_str("split", sep) == "":
+        raise _LimitError("split() needs a non-empty separator")
+    if sep is not None and text.count(sep) >= MAX_ITEMS:
+        raise _LimitError("split() would make too many parts")
     parts = text.split(sep)  # type: ignore[arg-type]
     if len(parts) > MAX_ITEMS:
-        raise _LimitExceeded("split() would make too many parts")
+        raise _LimitError("split() would make too many parts")
     return parts
 
 
@@ -256,7 +262,7 @@ def _default(value: object, fallback: object) -> object:
 
 def _round(number: object, ndigits: object = None) -> object:
     if isinstance(ndigits, int) and abs(ndigits) > MAX_ROUND_DIGITS:
-        raise _LimitExceeded(f"round() accepts at most {MAX_ROUND_DIGITS} digits")
+        raise _LimitError(f"round() accepts at most {MAX_ROUND_DIGITS} digits")
     return round(number, ndigits)  # type: ignore[call-overload]
 
 
@@ -378,8 +384,9 @@ def _check_node(node: ast.AST, source: str, callees: set[int]) -> None:
 
 
 def _literal_key(node: ast.expr) -> str | int | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str | int) and not isinstance(node.value, bool):
-        return node.value
+    value = node.value if isinstance(node, ast.Constant) else None
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return value
     return None
 
 
@@ -436,7 +443,7 @@ def _compile(source: str) -> _Compiled:
     if not text:
         raise ExpressionError(source, "empty expression")
     if len(text) > MAX_EXPRESSION_LENGTH:
-        raise ExpressionError(text[:80] + "…", f"expression is longer than {MAX_EXPRESSION_LENGTH} characters")
+        raise ExpressionError(text[:80] + "...", f"longer than {MAX_EXPRESSION_LENGTH} characters")
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError as exc:
@@ -524,7 +531,7 @@ def _keys_hint(mapping: Mapping[object, object]) -> str:
     keys = [str(key) for key in list(mapping)[:12]]
     if not keys:
         return " (it is empty)"
-    more = ", …" if len(mapping) > len(keys) else ""
+    more = ", ..." if len(mapping) > len(keys) else ""
     return f" (keys: {', '.join(keys)}{more})"
 
 
@@ -545,12 +552,14 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
             return self._eval(compiled.node)
         except ExpressionError:
             raise
-        except _LimitExceeded as exc:
+        except _LimitError as exc:
             raise ExpressionError(compiled.source, str(exc)) from None
         except RecursionError:
             raise ExpressionError(compiled.source, "value is nested too deeply") from None
         except ZeroDivisionError:
             raise ExpressionError(compiled.source, "division by zero") from None
+        except OverflowError:
+            raise ExpressionError(compiled.source, "the number is too large to represent") from None
         except Exception as exc:  # any library or type error becomes an ExpressionError
             reason = str(exc) or type(exc).__name__
             raise ExpressionError(compiled.source, reason) from exc
@@ -571,12 +580,13 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
             raise self._fail(f"unknown name '{node.id}' (available here: {available})") from None
 
     def _read_key(self, container: object, key: object, base: ast.expr) -> object:
-        where = ast.unparse(base)
         if isinstance(container, Mapping):
             try:
                 return container[key]
             except KeyError:
+                where = ast.unparse(base)  # only on failure: this is the hot path
                 raise self._fail(f"{where} has no key {key!r}{_keys_hint(container)}") from None
+        where = ast.unparse(base)
         if container is None:
             raise self._fail(f"cannot read {key!r}: {where} is null")
         raise self._fail(f"cannot read {key!r}: {where} is {_type_name(container)}, not a mapping")
@@ -627,7 +637,7 @@ def _interpolate(template: _Template, context: Mapping[str, object], evaluator: 
             value = evaluator.run(part, context)
             try:
                 piece = to_text(value)
-            except _LimitExceeded as exc:
+            except _LimitError as exc:
                 raise ExpressionError(part.source, str(exc)) from None
             except (TypeError, ValueError, RecursionError) as exc:
                 raise ExpressionError(part.source, f"cannot convert the value to text: {exc}") from None
@@ -672,7 +682,7 @@ def _strings(value: object) -> Iterator[str]:
 
 
 def find_expressions(value: object) -> list[str]:
-    """Return the source of every `${{ … }}` segment inside `value`, in document order.
+    """Return the source of every `${{ ... }}` segment inside `value`, in document order.
 
     Mapping keys are not templates; values, list items and plain strings are. Raises
     ExpressionError for an unclosed `${{`.
@@ -713,7 +723,7 @@ def referenced_steps(value: object) -> set[str]:
 
 
 def single_expression(text: str) -> str | None:
-    """The expression source if `text` is exactly one `${{ … }}` (whitespace around allowed)."""
+    """The expression source if `text` is exactly one `${{ ... }}` (whitespace around allowed)."""
     if OPEN not in text:
         return None
     template = _template(text)

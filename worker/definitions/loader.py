@@ -1,10 +1,13 @@
 """YAML workflow files -> `Definition`, with every failure located at a line and column.
 
 Only plain YAML data is accepted: mappings with string keys, lists, strings, numbers, booleans and
-null (timestamps are kept as the text written). Documents are composed with `yaml.SafeLoader` and
-converted node by node; no constructor ever runs a tag. Anchors and aliases are refused (they are
-how "billion laughs" alias bombs work), as are merge keys, duplicate keys and non-standard tags.
-Files are capped at 1 MiB and nesting at `MAX_DEPTH`, so loading is bounded in time and memory.
+null. Events come from libyaml when PyYAML has it, else from PyYAML's pure-Python parser; either
+way SafeLoader's composer builds the node tree (with the guards below) and scalars get SafeLoader's
+types, except timestamps, which stay the text written. No constructor ever runs a tag.
+
+Refused: anchors and aliases (how "billion laughs" alias bombs work), merge keys, duplicate keys,
+non-string keys and non-standard tags such as `!!python/object`. Files are capped at 1 MiB and
+nesting at `MAX_DEPTH`, so loading is bounded in time and memory.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
+from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 from worker.definitions.model import Definition, Loc, Problem, find_problems, problems_from_validation
 from worker.definitions.schema import WorkflowSpec
@@ -34,7 +39,7 @@ _TYPED_SCALARS = {_YAML + t: t for t in ("null", "bool", "int", "float")}
 _PLAIN_DATA = "only plain data (mappings, lists, strings, numbers, booleans, null) is accepted"
 
 
-class _Refusal(Exception):
+class _RefusalError(Exception):
     """A located reason to refuse the document, raised while composing or converting it."""
 
     def __init__(self, reason: str, mark: yaml.Mark | None) -> None:
@@ -43,32 +48,59 @@ class _Refusal(Exception):
         self.mark = mark
 
 
-class _Composer(yaml.SafeLoader):
-    """SafeLoader's composer, refusing anchors, aliases and deep nesting as nodes are built."""
+class _Guard:
+    """Composer hook refusing anchors, aliases and deep nesting as nodes are built."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
+    _depth = 0
 
     def compose_node(self, parent: Node | None, index: object) -> Node | None:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[attr-defined]  # from the parser class
         if isinstance(event, yaml.AliasEvent):
-            raise _Refusal(f"YAML aliases are not allowed (found *{event.anchor})", event.start_mark)
+            raise _RefusalError(f"YAML aliases are not allowed (found *{event.anchor})", event.start_mark)
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
-            raise _Refusal(f"YAML aliases are not allowed, nor anchors (found &{anchor})", event.start_mark)
+            reason = f"YAML aliases are not allowed, nor anchors (found &{anchor})"
+            raise _RefusalError(reason, event.start_mark)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise _Refusal(f"the document is nested more than {MAX_DEPTH} levels deep", event.start_mark)
-            node: Node | None = super().compose_node(parent, index)
+                reason = f"the document is nested more than {MAX_DEPTH} levels deep"
+                raise _RefusalError(reason, event.start_mark)
+            node: Node | None = super().compose_node(parent, index)  # type: ignore[misc]
             return node
         finally:
             self._depth -= 1
 
 
-def _show_tag(tag: str) -> str:
-    return "!!" + tag.removeprefix(_YAML) if tag.startswith(_YAML) else tag
+class _PythonComposer(_Guard, yaml.SafeLoader):
+    """The pure-Python SafeLoader parser and composer, guarded."""
+
+    events_in_bytes = False
+
+
+try:
+    from yaml.cyaml import CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _FastComposer: type[_Guard] | None = None
+else:
+
+    class _LibyamlComposer(_Guard, Composer, CParser, Resolver):  # type: ignore[misc]
+        """libyaml's scanner and parser (about 5x faster) feeding the guarded Python composer."""
+
+        events_in_bytes = True  # libyaml reports reader errors at byte offsets
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            Resolver.__init__(self)
+
+    _FastComposer = _LibyamlComposer
+
+
+def _tag_refusal(node: Node) -> _RefusalError:
+    tag = node.tag
+    shown = "!!" + tag.removeprefix(_YAML) if tag.startswith(_YAML) else tag
+    return _RefusalError(f"YAML tag '{shown}' is not allowed: {_PLAIN_DATA}", node.start_mark)
 
 
 class _Converter:
@@ -82,34 +114,35 @@ class _Converter:
             return self._mapping(node)
         if isinstance(node, SequenceNode):
             if node.tag != _SEQ:
-                raise _Refusal(f"YAML tag '{_show_tag(node.tag)}' is not allowed: {_PLAIN_DATA}", node.start_mark)
+                raise _tag_refusal(node)
             return [self.convert(item) for item in node.value]
         assert isinstance(node, ScalarNode)
         if node.tag in (_STR, _TIMESTAMP):
             return node.value
         kind = _TYPED_SCALARS.get(node.tag)
         if kind is None:
-            raise _Refusal(f"YAML tag '{_show_tag(node.tag)}' is not allowed: {_PLAIN_DATA}", node.start_mark)
+            raise _tag_refusal(node)
         try:
             return self._constructor.construct_object(node)
         except (ValueError, OverflowError) as exc:
-            raise _Refusal(f"invalid {kind} {node.value!r}: {exc}", node.start_mark) from None
+            raise _RefusalError(f"invalid {kind} {node.value!r}: {exc}", node.start_mark) from None
 
     def _mapping(self, node: MappingNode) -> dict[str, object]:
         if node.tag != _MAP:
-            raise _Refusal(f"YAML tag '{_show_tag(node.tag)}' is not allowed: {_PLAIN_DATA}", node.start_mark)
+            raise _tag_refusal(node)
         result: dict[str, object] = {}
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
-                raise _Refusal("YAML merge keys (<<) are not allowed", key_node.start_mark)
+                raise _RefusalError("YAML merge keys (<<) are not allowed", key_node.start_mark)
             if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
                 shown = key_node.value if isinstance(key_node, ScalarNode) else "a collection"
-                raise _Refusal(f"mapping keys must be strings: quote {shown!r} if it is meant as text",
-                               key_node.start_mark)
+                reason = f"mapping keys must be strings: quote {shown!r} if it is meant as text"
+                raise _RefusalError(reason, key_node.start_mark)
             key = key_node.value
             if key in first_line:
-                raise _Refusal(f"duplicate key '{key}' (first on line {first_line[key]})", key_node.start_mark)
+                reason = f"duplicate key '{key}' (first on line {first_line[key]})"
+                raise _RefusalError(reason, key_node.start_mark)
             first_line[key] = key_node.start_mark.line + 1
             result[key] = self.convert(value_node)
         return result
@@ -132,16 +165,25 @@ def _error_at_offset(path: str, text: str, reason: str, offset: int) -> Definiti
     return DefinitionError(path, reason, line_index + 1, offset - line_start + 1, _excerpt(text, line_index))
 
 
+def _reader_error(path: str, text: str, exc: yaml.reader.ReaderError, in_bytes: bool) -> DefinitionError:
+    offset = exc.position
+    if in_bytes:
+        offset = len(text.encode("utf-8", "surrogatepass")[:offset].decode("utf-8", "ignore"))
+    reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    return _error_at_offset(path, text, reason, offset)
+
+
 def _compose(text: str, path: str) -> Node | None:
+    composer_class = _FastComposer or _PythonComposer
+    in_bytes = bool(getattr(composer_class, "events_in_bytes", False))
     try:
-        loader = _Composer(text)
+        loader = composer_class(text)
     except yaml.reader.ReaderError as exc:
-        reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
-        raise _error_at_offset(path, text, reason, exc.position) from None
+        raise _reader_error(path, text, exc, in_bytes) from None
     try:
         node: Node | None = loader.get_single_node()
         return node
-    except _Refusal as refusal:
+    except _RefusalError as refusal:
         raise _error_at(path, text, refusal.reason, refusal.mark) from None
     except yaml.MarkedYAMLError as exc:
         reason = f"YAML syntax error: {exc.problem or 'invalid document'}"
@@ -149,8 +191,7 @@ def _compose(text: str, path: str) -> Node | None:
             reason += f" ({exc.context})"
         raise _error_at(path, text, reason, exc.problem_mark or exc.context_mark) from None
     except yaml.reader.ReaderError as exc:
-        reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
-        raise _error_at_offset(path, text, reason, exc.position) from None
+        raise _reader_error(path, text, exc, in_bytes) from None
     except yaml.YAMLError as exc:
         raise DefinitionError(path, f"YAML error: {exc}") from None
     finally:
@@ -178,9 +219,13 @@ def _locate(root: Node, loc: Loc, at_key: bool) -> Node:
 
 
 def _first_problem(path: str, text: str, root: Node, problems: Sequence[Problem]) -> DefinitionError:
-    """The problem earliest in the file, as a located DefinitionError."""
+    """The problem earliest in the file, as a located DefinitionError.
+
+    A missing key is reported only when nothing else is wrong: it is usually the consequence of
+    a misspelt key, and "unknown key 'neds'" is the more useful message.
+    """
     located = [(_locate(root, p.loc, p.at_key).start_mark, p) for p in problems]
-    mark, problem = min(located, key=lambda item: (item[0].line, item[1].missing, item[0].column))
+    mark, problem = min(located, key=lambda item: (item[1].missing, item[0].line, item[0].column))
     return _error_at(path, text, problem.reason, mark)
 
 
@@ -195,7 +240,7 @@ def load_text(text: str, path: str | Path = "<string>") -> Definition:
                               _excerpt(text, 0))
     try:
         data = _Converter().convert(root)
-    except _Refusal as refusal:
+    except _RefusalError as refusal:
         raise _error_at(where, text, refusal.reason, refusal.mark) from None
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else "a single value"
@@ -211,7 +256,8 @@ def load_text(text: str, path: str | Path = "<string>") -> Definition:
     problems = find_problems(spec)
     if problems:
         raise _first_problem(where, text, root, problems)
-    return Definition.build(spec, None if where == "<string>" else where)
+    pseudo_path = where.startswith("<") and where.endswith(">")  # "<string>", "<bytes>"
+    return Definition.build(spec, None if pseudo_path else where)
 
 
 def load_bytes(data: bytes, path: str | Path = "<bytes>") -> Definition:

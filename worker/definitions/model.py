@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from worker.definitions.expressions import (
     OPEN,
     RootRead,
     check_template,
-    is_template,
     root_reads,
     single_expression,
 )
@@ -36,10 +36,12 @@ from worker.definitions.schema import (
 from worker.errors import DefinitionError, ExpressionError, NotFound
 
 CONTEXT_ROOTS: tuple[str, ...] = ("inputs", "steps", "run", "item", "index", "secrets")
-"""Names an expression may start with. `item` and `index` exist only inside a foreach step."""
+"""Names an expression may start with. `item` and `index` exist only in `with:` of a foreach step."""
 FOREACH_ROOTS = frozenset({"item", "index"})
 
 Loc = tuple[str | int, ...]
+
+_DICTIONARY = re.compile(r"a valid dictionary(?: or instance of \w+)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,8 @@ def problems_from_validation(exc: ValidationError, model: type[BaseModel], data:
         if kind == "extra_forbidden":
             parent = loc[:-1]
             allowed_model = _model_at(model, parent)
-            allowed = [f.alias or name for name, f in allowed_model.model_fields.items()] if allowed_model else []
+            fields = allowed_model.model_fields if allowed_model is not None else {}
+            allowed = [f.alias or name for name, f in fields.items()]
             inside = f" in {format_loc(prefix + parent)}" if prefix + parent else ""
             reason = f"unknown key '{loc[-1]}'{inside} (allowed: {', '.join(allowed)})"
             problems.append(Problem(prefix + loc, reason, at_key=True))
@@ -143,9 +146,10 @@ def problems_from_validation(exc: ValidationError, model: type[BaseModel], data:
             problems.append(Problem(prefix + loc, reason, missing=True))
             continue
         if kind == "literal_error" and model is WorkflowSpec and len(loc) == 3 and loc[2] == "uses":
-            reason = f"{where}: unknown step kind {value!r} (valid kinds: {', '.join(sorted(AVAILABLE_KINDS))})"
+            kinds = ", ".join(sorted(AVAILABLE_KINDS))
+            reason = f"{where}: unknown step kind {value!r} (valid kinds: {kinds})"
         else:
-            message = str(error["msg"]).removeprefix("Value error, ")
+            message = _DICTIONARY.sub("a mapping", str(error["msg"]).removeprefix("Value error, "))
             reason = f"{where}: {message}" if where else message
         problems.append(Problem(prefix + loc, reason))
     return problems
@@ -183,7 +187,8 @@ def _find_cycle(order: Sequence[str], needs: Mapping[str, Sequence[str]]) -> lis
                 pending.pop()
             elif state.get(following) == 1:
                 cycle = path[path.index(following):]
-                first = min(range(len(cycle)), key=lambda i: order.index(cycle[i]))
+                positions = [order.index(step_id) for step_id in cycle]
+                first = positions.index(min(positions))
                 cycle = cycle[first:] + cycle[:first]
                 return [*cycle, cycle[0]]
             elif following not in state:
@@ -235,9 +240,14 @@ def _template_strings(value: object, loc: Loc) -> Iterator[tuple[Loc, str]]:
             yield from _template_strings(item, (*loc, index))
 
 
+def when_template(when: str) -> str:
+    """`when:` may be written with or without the markers: `x > 1` means `${{ x > 1 }}`."""
+    return when if OPEN in when else f"{OPEN} {when} }}}}"
+
+
 def _step_fields(index: int, step: StepSpec) -> Iterator[tuple[str, Loc, object]]:
     yield "with", ("steps", index, "with"), step.with_
-    yield "when", ("steps", index, "when"), step.when
+    yield "when", ("steps", index, "when"), when_template(step.when) if isinstance(step.when, str) else None
     yield "foreach", ("steps", index, "foreach"), step.foreach
 
 
@@ -246,20 +256,23 @@ def _structure_problems(spec: WorkflowSpec) -> list[Problem]:
     first_index: dict[str, int] = {}
     for i, step in enumerate(spec.steps):
         if step.id in first_index:
-            problems.append(Problem(("steps", i, "id"),
-                                    f"duplicate step id '{step.id}' (already used by steps[{first_index[step.id]}])"))
+            reason = f"duplicate step id '{step.id}' (already used by steps[{first_index[step.id]}])"
+            problems.append(Problem(("steps", i, "id"), reason))
         first_index.setdefault(step.id, i)
     for i, step in enumerate(spec.steps):
         here = format_loc(("steps", i))
         if step.uses not in AVAILABLE_KINDS:
-            problems.append(Problem(("steps", i, "uses"), f"step kind '{step.uses}' is not available in this build yet"))
+            reason = f"step kind '{step.uses}' is not available in this build yet"
+            problems.append(Problem(("steps", i, "uses"), reason))
         for k, need in enumerate(step.needs or ()):
             if need not in first_index:
-                problems.append(Problem(("steps", i, "needs", k), f"step '{step.id}' needs unknown step '{need}'"))
+                reason = f"step '{step.id}' needs unknown step '{need}'"
+                problems.append(Problem(("steps", i, "needs", k), reason))
         for k, name in enumerate(step.secrets):
             if name not in spec.credentials:
-                problems.append(Problem(("steps", i, "secrets", k), f"step '{step.id}' lists secret '{name}' but no "
-                                        f"credential '{name}' is declared under credentials"))
+                reason = (f"step '{step.id}' lists secret '{name}' but no credential '{name}' "
+                          "is declared under credentials")
+                problems.append(Problem(("steps", i, "secrets", k), reason))
         args_model = ARGS_MODELS.get(step.uses)
         if args_model is not None:
             try:
@@ -267,21 +280,27 @@ def _structure_problems(spec: WorkflowSpec) -> list[Problem]:
             except ValidationError as exc:
                 problems += problems_from_validation(exc, args_model, step.with_, ("steps", i, "with"),
                                                      skip_templates=True)
-        if isinstance(step.when, str) and not is_template(step.when):
-            problems.append(Problem(("steps", i, "when"),
-                                    f"{here}.when: must be true, false or a `${{{{ … }}}}` expression, got {step.when!r}"))
+        if isinstance(step.when, str) and not _is_single(when_template(step.when)):
+            reason = f"{here}.when: must be true, false or one expression, not text around `${{{{ ... }}}}`"
+            problems.append(Problem(("steps", i, "when"), reason))
         for _, loc, value in _step_fields(i, step):
             problems += _syntax_problems(value, loc)
-        if step.foreach is not None and not isinstance(step.foreach, list):
-            try:
-                single = isinstance(step.foreach, str) and single_expression(step.foreach) is not None
-            except ExpressionError:
-                single = True  # reported by the syntax check
-            if not single:
-                problems.append(Problem(("steps", i, "foreach"),
-                                        f"{here}.foreach: must be a list or a single `${{{{ … }}}}` expression"))
+        foreach = step.foreach
+        single = isinstance(foreach, str) and _is_single(foreach)
+        foreach_ok = foreach is None or isinstance(foreach, list) or single
+        if not foreach_ok:
+            reason = f"{here}.foreach: must be a list or a single `${{{{ ... }}}}` expression"
+            problems.append(Problem(("steps", i, "foreach"), reason))
     problems += _syntax_problems(spec.output, ("output",))
     return problems
+
+
+def _is_single(text: str) -> bool:
+    """True if `text` is one `${{ ... }}` (or is invalid: the syntax check reports that)."""
+    try:
+        return single_expression(text) is not None
+    except ExpressionError:
+        return True
 
 
 def _syntax_problems(value: object, loc: Loc) -> list[Problem]:
@@ -310,8 +329,8 @@ def _step_read_problem(spec: WorkflowSpec, step: StepSpec, field_name: str, read
     if root in FOREACH_ROOTS:
         if step.foreach is None:
             return f"'{root}' is only available in a step with foreach"
-        if field_name == "foreach":
-            return f"'{root}' cannot be used in foreach itself"
+        if field_name != "with":
+            return f"'{root}' is only available in with: ({field_name} is evaluated once, before the items)"
     if root == "steps":
         if key is None:
             return "steps must be followed by a literal step id, e.g. steps.fetch.output"
@@ -325,7 +344,8 @@ def _step_read_problem(spec: WorkflowSpec, step: StepSpec, field_name: str, read
         if key is None:
             return "secrets must be named literally, e.g. secrets.helpdesk"
         if key not in spec.credentials:
-            return f"step '{step.id}' reads secrets.{key} but no credential '{key}' is declared under credentials"
+            return (f"step '{step.id}' reads secrets.{key} but no credential '{key}' "
+                    "is declared under credentials")
         if key not in step.secrets:
             return f"step '{step.id}' reads secrets.{key} but does not list '{key}' under secrets"
     return None
@@ -414,11 +434,11 @@ class Definition:
             name=spec.name,
             def_hash=spec_hash(spec),
             spec=spec,
-            needs=types.MappingProxyType(needs),
+            needs=needs,
             order=order,
             source_path=source_path,
-            _by_id=types.MappingProxyType({step.id: step for step in spec.steps}),
-            _dependents=types.MappingProxyType(dependents),
+            _by_id={step.id: step for step in spec.steps},
+            _dependents=dependents,
         )
 
     def step(self, step_id: str) -> StepSpec:

@@ -36,7 +36,8 @@ def is_workflow_file(path: Path) -> bool:
 def scan_directory(root: Path) -> dict[Path, Definition | DefinitionError]:
     """Load every workflow file directly inside `root` (not recursive), sorted by file name.
 
-    A file that fails to load maps to its DefinitionError; nothing here raises for a bad file.
+    A file that fails to load maps to its DefinitionError; nothing here raises for a bad file
+    (an OSError still escapes if `root` itself cannot be listed).
     """
     results: dict[Path, Definition | DefinitionError] = {}
     for path in sorted(root.iterdir(), key=lambda p: p.name):

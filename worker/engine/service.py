@@ -212,7 +212,7 @@ class WorkerService:
         s = self.settings
         while not self._stopping.is_set():
             asked_at = time.monotonic()
-            held = await store.renew_leases(self.pool, s.worker_id, s.lease_ttl)
+            held = await store.renew_leases(self.pool, s.worker_id, s.lease_ttl, list(self.actors))
             for run_id, actor in list(self.actors.items()):
                 if actor.acquired_at >= asked_at:
                     continue  # leased while the renewal was in flight

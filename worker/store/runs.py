@@ -90,13 +90,18 @@ class HeldRun:
     cancel_requested: bool
 
 
-async def renew_leases(pool: asyncpg.Pool, worker_id: str, ttl: float) -> dict[str, HeldRun]:
-    """Extend every lease this worker holds; returns what it still holds (with signal versions)."""
+async def renew_leases(pool: asyncpg.Pool, worker_id: str, ttl: float, run_ids: list[str]) -> dict[str, HeldRun]:
+    """Extend the leases of the runs this worker is driving; returns those it still holds.
+
+    Only runs with a live actor are renewed: a run whose actor gave up (e.g. Postgres went away
+    mid-commit) must be allowed to expire so that the reconciler hands it out again.
+    """
     rows = await pool.fetch(
         """UPDATE runs SET lease_expires = now() + make_interval(secs => $2)
-           WHERE lease_owner = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
+           WHERE lease_owner = $1 AND run_id = ANY($3::uuid[])
+             AND status NOT IN ('completed', 'failed', 'cancelled')
            RETURNING run_id, lease_epoch, signal_version, cancel_requested""",
-        worker_id, ttl,
+        worker_id, ttl, run_ids,
     )
     return {str(r["run_id"]): HeldRun(str(r["run_id"]), r["lease_epoch"], r["signal_version"],
                                       r["cancel_requested"]) for r in rows}

@@ -1,0 +1,58 @@
+"""`python -m console [--readonly]` (what `agentrt console` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from textual.logging import TextualHandler
+
+from console.formatting import describe_error, redact_url
+from worker.config import Settings
+from worker.errors import ConfigError
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 5
+CONNECT_TIMEOUT = 15.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="agentrt console", description="AgentRuntime operations console")
+    parser.add_argument("--readonly", action="store_true",
+                        help="show everything, change nothing (cancel/approve/reject/resolve are refused)")
+    return parser.parse_args(argv)
+
+
+async def _run(settings: Settings, readonly: bool) -> int:
+    from console.app import AgentConsole  # Textual is imported only once arguments are valid
+    from worker.client import RuntimeClient
+
+    try:
+        client = await asyncio.wait_for(RuntimeClient.connect(settings), CONNECT_TIMEOUT)
+        await asyncio.wait_for(client.count_runs(), CONNECT_TIMEOUT)  # the schema is there, too
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the runtime is reported the same way
+        print(f"agentrt console: cannot reach the runtime database at {redact_url(settings.database_url)}: "
+              f"{describe_error(exc, 300)}", file=sys.stderr)  # noqa: T201 - before the TUI owns the terminal
+        return EXIT_UNAVAILABLE
+    try:
+        await AgentConsole(client, readonly=readonly).run_async()
+    finally:
+        await client.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, handlers=[TextualHandler()])
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"agentrt console: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    return asyncio.run(_run(settings, args.readonly))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""The console app: modes (screens), the live feed worker, connection state and shared actions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+
+from console.backend import ConsoleClient
+from console.commands import ConsoleCommands
+from console.feed import messages_for
+from console.formatting import describe_error, is_connection_error
+from console.messages import FeedAppended, RefreshAll, RunChanged, TasksChanged, WorkersChanged, WorkflowsChanged
+from console.screens.approvals import ApprovalsScreen
+from console.screens.base import ConsoleScreen
+from console.screens.events import EventsScreen
+from console.screens.help import HelpScreen, binding_rows
+from console.screens.run_detail import RunDetailScreen
+from console.screens.runs import RunsScreen
+from console.screens.workers import WorkersScreen
+from console.screens.workflows import WorkflowsScreen
+from console.throttle import Coalescer
+from worker.models import LiveEvent, RunStatus, RunSummary
+
+logger = logging.getLogger(__name__)
+
+RECENT_EVENTS = 500
+FEED_MAX_BACKOFF = 30.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AgentConsole(App[None]):
+    """`AgentConsole(client)`: everything it shows comes through `client` (a RuntimeClient or a fake)."""
+
+    TITLE = "AgentRuntime console"
+    CSS_PATH = "app.tcss"
+    MODES: ClassVar[dict[str, Callable[[], ConsoleScreen]]] = {  # type: ignore[assignment]
+        "runs": RunsScreen,
+        "approvals": ApprovalsScreen,
+        "workflows": WorkflowsScreen,
+        "workers": WorkersScreen,
+        "events": EventsScreen,
+    }
+    DEFAULT_MODE = "runs"
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "switch_mode('runs')", "Runs", show=False),
+        Binding("2", "switch_mode('approvals')", "Approvals", show=False),
+        Binding("3", "switch_mode('workflows')", "Workflows", show=False),
+        Binding("4", "switch_mode('workers')", "Workers", show=False),
+        Binding("5", "switch_mode('events')", "Events", show=False),
+        Binding("question_mark", "help", "Keys"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    nav_counts: reactive[dict[str, int]] = reactive(dict)
+    """Badges for the nav bar: active runs, pending approvals, invalid workflow files."""
+    offline_reason: reactive[str | None] = reactive(None)
+    """Why the runtime is unreachable, or None when it is reachable."""
+
+    def __init__(self, client: ConsoleClient, *, readonly: bool = False,
+                 now: Callable[[], datetime] = _utcnow, refresh_interval: float = 5.0) -> None:
+        super().__init__()
+        self.client = client
+        self.readonly = readonly
+        self.now = now
+        self.refresh_interval = refresh_interval
+        self.recent_events: deque[LiveEvent] = deque(maxlen=RECENT_EVENTS)
+        self.events_seen = 0
+        self.last_runs: list[RunSummary] = []
+        """The newest runs, as the runs screen last loaded them (for the command palette)."""
+        self._subscribers: set[ConsoleScreen] = set()
+        self._last_stream_id = "$"
+        self._counts = Coalescer(self, self._load_counts, group="counts", pause=1.0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        if self.readonly:
+            self.sub_title = "read-only"
+        self.follow_events()
+        self.set_interval(self.refresh_interval, self._tick, name="safety-refresh")
+        self._counts.request()
+
+    def _tick(self) -> None:
+        """The slow safety net: the feed is best effort (Redis may drop events), Postgres is truth."""
+        self.post_message(RefreshAll())
+
+    # -- live feed -------------------------------------------------------------------------
+    @work(exclusive=True, group="feed", exit_on_error=False)
+    async def follow_events(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                async for event in self.client.watch_events(last_id=self._last_stream_id):
+                    self._live_event(event)
+                    delay = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the feed must outlive any outage
+                self.report_error(exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FEED_MAX_BACKOFF)
+            self.post_message(RefreshAll())  # events may have been missed meanwhile
+
+    def _live_event(self, event: LiveEvent) -> None:
+        if event.stream_id:
+            self._last_stream_id = event.stream_id
+        self.recent_events.append(event)
+        self.events_seen += 1
+        for message in messages_for(event):
+            self.post_message(message)
+        self.post_message(FeedAppended())
+
+    # -- fan-out to screens (each gets its own copy: messages are collapsed per queue) ------
+    def subscribe(self, screen: ConsoleScreen) -> None:
+        self._subscribers.add(screen)
+
+    def unsubscribe(self, screen: ConsoleScreen) -> None:
+        self._subscribers.discard(screen)
+
+    def _forward(self, make: Callable[[], object]) -> None:
+        for screen in list(self._subscribers):
+            screen.post_message(make())  # type: ignore[arg-type]
+
+    def on_run_changed(self, m: RunChanged) -> None:
+        self._forward(lambda: RunChanged(m.run_id, m.event_type, m.status))
+        self._counts.request()
+
+    def on_tasks_changed(self, _m: TasksChanged) -> None:
+        self._forward(TasksChanged)
+        self._counts.request()
+
+    def on_workflows_changed(self, _m: WorkflowsChanged) -> None:
+        self._forward(WorkflowsChanged)
+        self._counts.request()
+
+    def on_workers_changed(self, _m: WorkersChanged) -> None:
+        self._forward(WorkersChanged)
+
+    def on_feed_appended(self, _m: FeedAppended) -> None:
+        self._forward(FeedAppended)
+
+    def on_refresh_all(self, _m: RefreshAll) -> None:
+        self._forward(RefreshAll)
+        self._counts.request()
+
+    async def _load_counts(self) -> None:
+        try:
+            counts = await self.client.count_runs()
+            tasks = await self.client.list_tasks(status="pending")
+            workflows = await self.client.list_workflows()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - banner
+            self.report_error(exc)
+            return
+        active = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+        self.nav_counts = {
+            "active": sum(counts.get(s.value, 0) for s in active),
+            "approvals": len(tasks),
+            "invalid": sum(1 for w in workflows if w.status == "invalid"),
+        }
+        self.report_ok()
+
+    # -- connection state ------------------------------------------------------------------
+    def report_error(self, exc: BaseException) -> None:
+        """Unreachable runtime: banner and keep retrying. Anything else: a notification."""
+        if is_connection_error(exc):
+            reason = describe_error(exc, 120)
+            if self.offline_reason is None:
+                logger.warning("runtime unreachable: %s", reason)
+            self.offline_reason = reason
+            return
+        logger.error("console error: %s", describe_error(exc, 500), exc_info=exc)
+        self.notify(describe_error(exc, 300), title="Error", severity="error", timeout=10)
+
+    def report_ok(self) -> None:
+        if self.offline_reason is not None:
+            self.offline_reason = None
+            self.notify("Connection restored.", title="Reconnected")
+            self.post_message(RefreshAll())
+
+    # -- shared actions --------------------------------------------------------------------
+    def open_run(self, run_id: str) -> None:
+        top = self.screen
+        if isinstance(top, RunDetailScreen) and top.run_id.startswith(run_id):
+            return
+        self.push_screen(RunDetailScreen(run_id))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A dialog is answered first: no screen switching or help underneath it.
+        if action in ("switch_mode", "help") and self.screen.is_modal:
+            return False
+        return True
+
+    def action_help(self) -> None:
+        screen = self.screen
+        title = type(screen).__name__.removesuffix("Screen")
+        self.push_screen(HelpScreen(title, binding_rows(screen), self.readonly))

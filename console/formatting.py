@@ -1,0 +1,247 @@
+"""Pure display helpers: durations, ages, status labels and styles, truncation, JSON.
+
+No Textual imports and no clocks: every function that needs "now" takes it as an argument, so the
+screens stay deterministic under a fixed clock and these helpers are testable on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from worker.models import WorkflowInfo
+
+DASH = "—"
+ELLIPSIS = "…"
+
+# status -> (glyph, rich style). Glyphs carry the meaning when colours are off (NO_COLOR).
+_STATUS: dict[str, tuple[str, str]] = {
+    "pending": ("·", "dim"),
+    "running": ("▶", "bold cyan"),
+    "retrying": ("↻", "yellow"),
+    "waiting": ("◷", "yellow"),
+    "completed": ("✓", "green"),
+    "failed": ("✗", "bold red"),
+    "crashed": ("✗", "bold red"),
+    "cancelled": ("⊘", "magenta"),
+    "skipped": ("↷", "dim"),
+    "approved": ("✓", "green"),
+    "rejected": ("✗", "red"),
+    "timed_out": ("⌛", "red"),
+    "resolved": ("✓", "green"),
+    "active": ("✓", "green"),
+    "invalid": ("✗", "bold red"),
+    "deleted": ("⊘", "dim"),
+}
+
+
+def status_glyph(status: str) -> str:
+    """A one-character marker for a run, step, attempt, task or workflow status."""
+    return _STATUS.get(str(status), ("?", ""))[0]
+
+
+def status_label(status: str, *, waiting_on: str | None = None) -> str:
+    """`✓ completed`, `⏸ human` for a run parked on a human decision."""
+    value = str(status)
+    if value == "waiting" and waiting_on == "human":
+        return "⏸ human"
+    return f"{status_glyph(value)} {value}"
+
+
+def status_style(status: str) -> str:
+    """A Rich style for a status (colour is dropped by Textual when NO_COLOR is set)."""
+    return _STATUS.get(str(status), ("?", ""))[1]
+
+
+def status_class(status: str) -> str:
+    """The `-modifier` CSS class that a widget showing this status should carry."""
+    return "-" + re.sub(r"[^a-z0-9]+", "-", str(status).lower()).strip("-")
+
+
+def short_id(value: str | None, n: int = 8) -> str:
+    return value[:n] if value else DASH
+
+
+def truncate(text: str | None, width: int) -> str:
+    """Cut to `width` cells with an ellipsis; newlines become spaces."""
+    if text is None:
+        return ""
+    flat = one_line(text)
+    if width <= 0:
+        return ""
+    if len(flat) <= width:
+        return flat
+    return flat[: max(width - 1, 0)] + ELLIPSIS
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def format_duration(seconds: float | None) -> str:
+    """Compact duration: `350ms`, `4.2s`, `42s`, `4m05s`, `3h02m`, `2d04h`."""
+    if seconds is None:
+        return DASH
+    if seconds < 0:
+        seconds = 0.0
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    total = int(seconds)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    if total < 86400:
+        return f"{total // 3600}h{total % 3600 // 60:02d}m"
+    return f"{total // 86400}d{total % 86400 // 3600:02d}h"
+
+
+def _coarse(seconds: float) -> str:
+    total = int(seconds)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m"
+    if total < 86400:
+        return f"{total // 3600}h"
+    return f"{total // 86400}d"
+
+
+def format_age(then: datetime | None, now: datetime) -> str:
+    """How long ago: `now`, `12s ago`, `4m ago`, `3h ago`, `2d ago` (or `in 5m` for the future)."""
+    if then is None:
+        return DASH
+    delta = (now - then).total_seconds()
+    if abs(delta) < 1:
+        return "now"
+    if delta < 0:
+        return f"in {_coarse(-delta)}"
+    return f"{_coarse(delta)} ago"
+
+
+def format_countdown(deadline: datetime | None, now: datetime) -> str:
+    """Time left before a deadline: `in 3h59m`, `in 42s`, `overdue 2m`, or a dash."""
+    if deadline is None:
+        return DASH
+    left = (deadline - now).total_seconds()
+    if left < 0:
+        return f"overdue {_coarse(-left)}"
+    if left >= 3600:
+        total = int(left)
+        return f"in {total // 3600}h{total % 3600 // 60:02d}m"
+    return f"in {format_duration(left)}"
+
+
+def deadline_style(deadline: datetime | None, now: datetime) -> str:
+    if deadline is None:
+        return "dim"
+    left = (deadline - now).total_seconds()
+    if left < 0:
+        return "bold red"
+    if left < 15 * 60:
+        return "yellow"
+    return ""
+
+
+def run_elapsed(created_at: datetime, finished_at: datetime | None, now: datetime) -> float:
+    """A finished run's duration, or how long an unfinished one has been going."""
+    return ((finished_at or now) - created_at).total_seconds()
+
+
+def format_clock(dt: datetime | None) -> str:
+    """`12:00:03` in UTC (the console shows UTC everywhere, like the logs)."""
+    if dt is None:
+        return DASH
+    return dt.astimezone(UTC).strftime("%H:%M:%S")
+
+
+def format_clock_ms(dt: datetime | None) -> str:
+    if dt is None:
+        return DASH
+    return dt.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def format_timestamp(dt: datetime | None) -> str:
+    """`2025-03-14 12:00:03Z`."""
+    if dt is None:
+        return DASH
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def format_json(value: Any, max_chars: int = 4000) -> str:
+    """Pretty JSON for the inspector; non-JSON values fall back to `str`; long output is cut."""
+    if value is None:
+        return "null"
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > max_chars:
+        return text[:max_chars] + f"\n{ELLIPSIS} ({len(text) - max_chars} more characters)"
+    return text
+
+
+def compact_json(value: Any, width: int) -> str:
+    """One line of JSON, cut to `width`."""
+    if value is None or value == {}:
+        return ""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return truncate(text, width)
+
+
+def workflow_location(wf: WorkflowInfo) -> str:
+    """`workflows/broken.yaml:12:5`, as an editor understands it."""
+    if wf.error_line is None:
+        return wf.path
+    if wf.error_column is None:
+        return f"{wf.path}:{wf.error_line}"
+    return f"{wf.path}:{wf.error_line}:{wf.error_column}"
+
+
+def item_suffix(item: int | None) -> str:
+    return "" if item is None else f"[{item}]"
+
+
+def describe_error(exc: BaseException, width: int = 160) -> str:
+    text = str(exc).strip()
+    return truncate(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, width)
+
+
+_CONNECTION_NAMES = ("Connection", "InterfaceError", "CannotConnectNow", "AdminShutdown", "CrashShutdown",
+                     "TooManyConnections", "StoreError", "BusError")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when `exc` means the database or broker is unreachable (so: banner and retry), not a bug.
+
+    Decided from the exception's type hierarchy (asyncpg and redis errors are recognised by class
+    name, so the console never imports the drivers), never from message text.
+    """
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return True
+    return any(
+        any(marker in cls.__name__ for marker in _CONNECTION_NAMES)
+        for cls in type(exc).__mro__
+        if cls.__module__.split(".")[0] in {"asyncpg", "redis", "worker"}
+    )
+
+
+def redact_url(url: str) -> str:
+    """A connection URL without its password, safe to print."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, parts.fragment))

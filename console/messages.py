@@ -1,0 +1,70 @@
+"""Messages the live feed posts to the app, which forwards them to the screens.
+
+They do not bubble: the app posts a fresh copy to each screen, and a screen's copy must not come
+back up to the app. `can_replace` collapses bursts (a run that emits fifty step events in a second
+costs one reload, not fifty).
+"""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+
+class RunChanged(Message):
+    """Something happened to a run (created, step started/finished, parked, finished)."""
+
+    bubble = False
+
+    def __init__(self, run_id: str, event_type: str, status: str | None = None) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.event_type = event_type
+        self.status = status
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunChanged) and message.run_id == self.run_id
+
+
+class TasksChanged(Message):
+    """The set of pending human tasks may have changed."""
+
+    bubble = False
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TasksChanged)
+
+
+class WorkflowsChanged(Message):
+    """A workflow file was loaded, reloaded, found invalid or deleted."""
+
+    bubble = False
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, WorkflowsChanged)
+
+
+class WorkersChanged(Message):
+    """A worker started or stopped."""
+
+    bubble = False
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, WorkersChanged)
+
+
+class FeedAppended(Message):
+    """New live events are in `AgentConsole.recent_events`."""
+
+    bubble = False
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, FeedAppended)
+
+
+class RefreshAll(Message):
+    """Reload everything: the periodic safety net, or the feed reconnected and may have missed events."""
+
+    bubble = False
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RefreshAll)

@@ -1,0 +1,249 @@
+"""Run detail: the step tree with an inspector, a waterfall of attempts, and the event log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.widget import Widget
+from textual.widgets import Static, TabbedContent, TabPane, Tree
+from textual.widgets.tree import TreeNode
+
+from console.formatting import (
+    compact_json,
+    format_age,
+    format_clock_ms,
+    format_duration,
+    item_suffix,
+    run_elapsed,
+    short_id,
+    status_glyph,
+    status_label,
+    status_style,
+)
+from console.messages import RunChanged
+from console.screens.base import ConsoleScreen, guarded
+from console.screens.confirm import ConfirmDialog
+from console.widgets.inspector import attempt_seconds, inspect_run, inspect_step
+from console.widgets.nav_table import NavTable, NavTree
+from console.widgets.waterfall import Span, Waterfall
+from worker.errors import NotFound, WorkerError
+from worker.models import RunDetail, StepView
+
+# Tree node data: ("run",) | ("step", step_id, item) | ("attempt", step_id, item, attempt)
+NodeKey = tuple[object, ...]
+
+
+class RunDetailScreen(ConsoleScreen):
+    """Pushed over the runs screen (or any other) by `enter` or the command palette; `esc` goes back."""
+
+    MODE = "runs"
+    CSS_PATH = "run_detail.tcss"
+    AUTO_FOCUS = "#step-tree"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("s", "tab('steps')", "Steps"),
+        Binding("w", "tab('waterfall')", "Waterfall"),
+        Binding("e", "tab('events')", "Events"),
+        *guarded("c", "cancel", "Cancel run"),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.detail: RunDetail | None = None
+        self._nodes: dict[NodeKey, TreeNode[NodeKey]] = {}
+        self._selected: NodeKey = ("run",)
+
+    def compose_body(self) -> Iterable[Widget]:
+        yield Static(f"Loading run {self.run_id}…", id="detail-header")
+        with TabbedContent(initial="steps", id="detail-tabs"):
+            with TabPane("Steps", id="steps"), Horizontal(id="steps-split"):
+                yield NavTree("run", id="step-tree")
+                with VerticalScroll(id="inspector"):
+                    yield Static(id="inspector-body")
+            with TabPane("Waterfall", id="waterfall"), VerticalScroll(id="waterfall-scroll"):
+                yield Waterfall(id="waterfall-chart")
+            with TabPane("Events", id="events"):
+                yield NavTable(id="events-table")
+
+    # -- data ------------------------------------------------------------------------------
+    async def reload(self) -> None:
+        try:
+            detail = await self.console_app.client.get_run(self.run_id)
+        except NotFound as exc:
+            self.notify(str(exc), title="Run not found", severity="error")
+            if self.is_current and len(self.app.screen_stack) > 1:
+                self.app.pop_screen()
+            return
+        self.detail = detail
+        self.run_id = detail.summary.run_id
+        self._render_header(detail)
+        self._render_tree(detail)
+        self._render_waterfall(detail)
+        self._render_events(detail)
+        self._render_inspector()
+
+    def on_run_changed(self, message: RunChanged) -> None:
+        if message.run_id == self.run_id:
+            self.request_reload()
+
+    # -- rendering -------------------------------------------------------------------------
+    def _render_header(self, d: RunDetail) -> None:
+        s, now = d.summary, self.console_app.now()
+        line1 = Content.assemble((status_label(s.status, waiting_on=s.waiting_on), status_style(s.status)),
+                                 "  ", (s.workflow, "bold"), "  ", (s.run_id, "dim"))
+        bits = [f"version {short_id(s.def_hash)}", f"started {format_age(s.created_at, now)}",
+                format_duration(run_elapsed(s.created_at, s.finished_at, now))]
+        if s.current_step:
+            bits.append(f"step {s.current_step}")
+        line2 = Content(" · ".join(bits))
+        if s.error:
+            line2 = Content.assemble(line2, "  ", (s.error, "red"))
+        self.query_one("#detail-header", Static).update(Content("\n").join([line1, line2]))
+
+    def _steps_by_id(self, d: RunDetail) -> dict[str, list[StepView]]:
+        groups: dict[str, list[StepView]] = {}
+        for view in d.steps:
+            groups.setdefault(view.step_id, []).append(view)
+        return groups
+
+    def _step_label(self, view: StepView, *, foreach: int = 0) -> Text:
+        label = Text()
+        label.append(status_glyph(view.status) + " ", style=status_style(view.status))
+        label.append(f"{view.step_id}{item_suffix(view.item)}" if view.item is None else f"item {view.item}")
+        extra = f" {view.kind}" if view.item is None else ""
+        if foreach:
+            extra += f" ×{foreach}"
+        if len(view.attempts) > 1:
+            extra += f" ({len(view.attempts)} attempts)"
+        label.append(extra, style="dim")
+        return label
+
+    def _attempt_label(self, view: StepView, n: int) -> Text:
+        a = view.attempts[n]
+        label = Text()
+        label.append(f"#{a.attempt} ", style="bold")
+        label.append(f"{status_glyph(a.status)} {a.status}", style=status_style(a.status))
+        label.append(f" {format_duration(attempt_seconds(a, self.console_app.now()))}", style="dim")
+        return label
+
+    def _add_attempts(self, node: TreeNode[NodeKey], view: StepView) -> None:
+        for i, a in enumerate(view.attempts):
+            key: NodeKey = ("attempt", view.step_id, view.item, a.attempt)
+            self._nodes[key] = node.add_leaf(self._attempt_label(view, i), data=key)
+
+    def _render_tree(self, d: RunDetail) -> None:
+        tree = self.query_one("#step-tree", NavTree)
+        tree.clear()
+        root = tree.root
+        root.set_label(Text.assemble((status_glyph(d.summary.status) + " ", status_style(d.summary.status)),
+                                     f"run {short_id(d.summary.run_id)}"))
+        root.data = ("run",)
+        self._nodes = {("run",): root}
+        for step_id, views in self._steps_by_id(d).items():
+            head = next((v for v in views if v.item is None), views[0])
+            items = [v for v in views if v.item is not None]
+            key: NodeKey = ("step", step_id, None)
+            node = root.add(self._step_label(head, foreach=len(items)), data=key, expand=True)
+            self._nodes[key] = node
+            for item in items:
+                ikey: NodeKey = ("step", step_id, item.item)
+                inode = node.add(self._step_label(item), data=ikey,
+                                 expand=len(item.attempts) > 1 or item.status != "completed")
+                self._nodes[ikey] = inode
+                self._add_attempts(inode, item)
+            if not items:
+                self._add_attempts(node, head)
+        root.expand()
+        target = self._nodes.get(self._selected, root)
+        tree.call_after_refresh(tree.move_cursor, target, animate=False)
+
+    def _render_waterfall(self, d: RunDetail) -> None:
+        spans: list[Span] = []
+        groups = self._steps_by_id(d)
+        for views in groups.values():
+            items = [v for v in views if v.item is not None]
+            for view in items or views:
+                for a in view.attempts:
+                    spans.append(Span(f"{view.step_id}{item_suffix(view.item)} #{a.attempt}", a.started_at,
+                                      a.finished_at, a.status))
+        self.query_one("#waterfall-chart", Waterfall).set_spans(spans, self.console_app.now())
+
+    def _render_events(self, d: RunDetail) -> None:
+        table = self.query_one("#events-table", NavTable)
+        keep = table.selected_key()
+        if not table.columns:
+            table.add_column("SEQ", width=4, key="seq")
+            table.add_column("TIME", width=12, key="time")
+            table.add_column("TYPE", width=14, key="type")
+            table.add_column("STEP", width=14, key="step")
+            table.add_column("ATT", width=3, key="attempt")
+            table.add_column("DATA", key="data")
+        table.clear()
+        width = max(20, self.size.width - 62)
+        for e in d.events:
+            style = "red" if e.type.endswith("failed") else ("green" if e.type.endswith("completed") else "")
+            table.add_row(str(e.seq), format_clock_ms(e.ts), Text(e.type, style=style),
+                          f"{e.step_id or ''}{item_suffix(e.item)}", "" if e.attempt is None else str(e.attempt),
+                          compact_json(e.data, width), key=str(e.seq))
+        table.restore_cursor(keep)
+
+    def _render_inspector(self) -> None:
+        body = self.query_one("#inspector-body", Static)
+        d, now = self.detail, self.console_app.now()
+        if d is None:
+            return
+        key = self._selected
+        if key[0] == "run":
+            body.update(inspect_run(d, now))
+            return
+        step_id, item = key[1], key[2]
+        views = self._steps_by_id(d).get(str(step_id), [])
+        view = next((v for v in views if v.item == item), None)
+        if view is None:
+            body.update(inspect_run(d, now))
+            return
+        items = [v for v in views if v.item is not None] if item is None else []
+        attempt = key[3] if key[0] == "attempt" and isinstance(key[3], int) else None
+        body.update(inspect_step(view, items, now, attempt))
+
+    @on(Tree.NodeHighlighted, "#step-tree")
+    def _highlighted(self, event: Tree.NodeHighlighted[NodeKey]) -> None:
+        if event.node.data is not None:
+            self._selected = event.node.data
+            self._render_inspector()
+
+    # -- actions ---------------------------------------------------------------------------
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#detail-tabs", TabbedContent).active = tab
+        target = {"steps": "#step-tree", "waterfall": "#waterfall-scroll", "events": "#events-table"}[tab]
+        self.query_one(target).focus()
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def action_cancel(self) -> None:
+        if self.detail is None:
+            return
+        s = self.detail.summary
+        if s.status.terminal:
+            self.notify(f"Run {short_id(s.run_id)} is already {s.status.value}.", severity="warning")
+            return
+        ok = await self.app.push_screen_wait(ConfirmDialog(
+            "Cancel 1 run?", f"{short_id(s.run_id)}  {s.workflow}  {status_label(s.status)}",
+            confirm_label="Cancel 1", danger=True))
+        if not ok:
+            return
+        try:
+            await self.console_app.client.cancel(s.run_id)
+        except WorkerError as exc:
+            self.notify(str(exc), title="Not cancelled", severity="error", timeout=10)
+        except Exception as exc:  # noqa: BLE001 - unreachable database: banner
+            self.console_app.report_error(exc)
+        else:
+            self.notify(f"Cancel requested for run {short_id(s.run_id)}.", title="Cancelled")
+        self.request_reload()

@@ -1,0 +1,264 @@
+"""Runs: every run, newest first; filter, mark, bulk cancel, open."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.text import Text
+from textual import events, on, work
+from textual.binding import Binding, BindingType
+from textual.content import Content
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, Static
+
+from console.filtering import STATUS_CYCLE, TextFilter, cancellable, filter_runs, next_status
+from console.formatting import (
+    describe_error,
+    format_age,
+    format_duration,
+    run_elapsed,
+    short_id,
+    status_label,
+    status_style,
+    truncate,
+)
+from console.messages import RunChanged
+from console.screens.base import ConsoleScreen, guarded
+from console.screens.confirm import ConfirmDialog
+from console.widgets.nav_table import NavTable
+from worker.errors import WorkerError
+from worker.models import RunStatus, RunSummary
+
+RUNS_LIMIT = 500
+WIDE = 110  # from this width on, the table also shows the definition version
+MARK = "●"
+
+
+class RunsScreen(ConsoleScreen):
+    """The default screen."""
+
+    MODE = "runs"
+    CSS_PATH = "runs.tcss"
+    AUTO_FOCUS = "#runs-table"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open"),
+        Binding("space", "toggle_mark", "Mark"),
+        *guarded("c", "cancel", "Cancel"),
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "cycle_status(1)", "Status"),
+        Binding("S", "cycle_status(-1)", "Status back", show=False),
+        Binding("escape", "back", "Clear", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status: RunStatus | None = None
+        self.text_filter = TextFilter.parse("")
+        self.marked: set[str] = set()
+        self.runs: list[RunSummary] = []
+        self.counts: dict[str, int] = {}
+        self._wide: bool | None = None
+
+    def compose_body(self) -> Iterable[Widget]:
+        yield Static(id="runs-tabs")
+        yield Static(id="runs-info")
+        yield NavTable(id="runs-table")
+        yield Input(placeholder="filter: text or regex over workflow, status, run id, step", id="runs-filter")
+
+    # -- data ------------------------------------------------------------------------------
+    async def reload(self) -> None:
+        client = self.console_app.client
+        runs = await client.list_runs(status=self.status.value if self.status else None, limit=RUNS_LIMIT)
+        self.counts = await client.count_runs()
+        self.runs = sorted(runs, key=lambda r: r.created_at, reverse=True)
+        self.marked &= {r.run_id for r in self.runs}
+        if self.status is None:
+            self.console_app.last_runs = list(self.runs)
+        self.render_runs()
+
+    def on_run_changed(self, _message: RunChanged) -> None:
+        self.request_reload()
+
+    @property
+    def visible_runs(self) -> list[RunSummary]:
+        return filter_runs(self.runs, self.text_filter)
+
+    # -- rendering -------------------------------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        if (event.size.width >= WIDE) != self._wide:
+            self.render_runs()
+
+    def _columns(self, table: NavTable) -> None:
+        wide = self.size.width >= WIDE
+        self._wide = wide
+        table.clear(columns=True)
+        table.add_column(" ", width=1, key="mark")
+        table.add_column("STATUS", width=11, key="status")
+        table.add_column("RUN", width=8, key="run")
+        table.add_column("WORKFLOW", width=24 if wide else 16, key="workflow")
+        if wide:
+            table.add_column("VERSION", width=8, key="version")
+        table.add_column("STARTED", width=7, key="started")
+        table.add_column("DUR", width=6, key="duration")
+        table.add_column("STEP", key="step")
+
+    def render_runs(self) -> None:
+        table = self.query_one("#runs-table", NavTable)
+        keep = table.selected_key()
+        now = self.console_app.now()
+        if self._wide is None or (self.size.width >= WIDE) != self._wide:
+            self._columns(table)
+        else:
+            table.clear()
+        step_width = max(12, self.size.width - (95 if self._wide else 70))
+        for run in self.visible_runs:
+            cells: list[str | Text] = [
+                Text(MARK if run.run_id in self.marked else " ", style="bold yellow"),
+                Text(status_label(run.status, waiting_on=run.waiting_on), style=status_style(run.status)),
+                short_id(run.run_id),
+                truncate(run.workflow, 24 if self._wide else 16),
+            ]
+            if self._wide:
+                cells.append(Text(short_id(run.def_hash), style="dim"))
+            cells += [
+                format_age(run.created_at, now),
+                format_duration(run_elapsed(run.created_at, run.finished_at, now)),
+                (Text(truncate(run.error, step_width), style="red") if run.status is RunStatus.FAILED and run.error
+                 else truncate(run.current_step or "", step_width)),
+            ]
+            table.add_row(*cells, key=run.run_id)
+        table.restore_cursor(keep)
+        self._render_header()
+
+    def _render_header(self) -> None:
+        total = sum(self.counts.values())
+        tabs: list[Content] = []
+        for status in STATUS_CYCLE:
+            name = status.value if status else "all"
+            n = total if status is None else self.counts.get(status.value, 0)
+            style = "reverse bold " if status == self.status else ""
+            tabs.append(Content.from_markup(f"[{style}@click=screen.set_status('{name}')] {name} {n} [/]"))
+        self.query_one("#runs-tabs", Static).update(Content("│").join(tabs))
+        shown = len(self.visible_runs)
+        info = [f"{shown} shown" + (f" of {len(self.runs)}" if shown != len(self.runs) else "")]
+        if self.text_filter.active:
+            kind = "regex" if self.text_filter.is_regex else "text"
+            info.append(f"filter ({kind}): {truncate(self.text_filter.text, 30)}")
+        if self.marked:
+            info.append(f"{len(self.marked)} marked")
+        hint = "  s status · / filter · space mark · c cancel · enter open"
+        line = " · ".join(info)
+        self.query_one("#runs-info", Static).update(
+            Content.assemble((line, "bold"), (hint if len(line) + len(hint) <= self.size.width else "", "dim")))
+
+    # -- actions ---------------------------------------------------------------------------
+    def _selected_run(self) -> RunSummary | None:
+        key = self.query_one("#runs-table", NavTable).selected_key()
+        return next((r for r in self.runs if r.run_id == key), None)
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.console_app.open_run(event.row_key.value)
+
+    def action_open(self) -> None:
+        run = self._selected_run()
+        if run is not None:
+            self.console_app.open_run(run.run_id)
+
+    def action_toggle_mark(self) -> None:
+        table = self.query_one("#runs-table", NavTable)
+        key = table.selected_key()
+        if key is None:
+            return
+        if key in self.marked:
+            self.marked.discard(key)
+        else:
+            self.marked.add(key)
+        table.update_cell(key, "mark", Text(MARK if key in self.marked else " ", style="bold yellow"))
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1)
+        self._render_header()
+
+    def action_set_status(self, name: str) -> None:
+        self.status = None if name == "all" else RunStatus(name)
+        self.request_reload()
+
+    def action_cycle_status(self, step: int) -> None:
+        self.status = next_status(self.status, step)
+        self._render_header()
+        self.request_reload()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        box.add_class("-visible")
+        box.value = self.text_filter.text
+        box.focus()
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.text_filter = TextFilter.parse(event.value)
+        self.render_runs()
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_submitted(self) -> None:
+        self.query_one("#runs-filter", Input).remove_class("-visible")
+        self.query_one("#runs-table", NavTable).focus()
+
+    def action_back(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        if box.has_class("-visible") or self.text_filter.active:
+            box.remove_class("-visible")
+            box.value = ""
+            self.text_filter = TextFilter.parse("")
+            self.query_one("#runs-table", NavTable).focus()
+            self.render_runs()
+        elif self.marked:
+            self.marked.clear()
+            self.render_runs()
+        else:
+            super().action_back()
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def action_cancel(self) -> None:
+        if self.marked:
+            targets = [r for r in self.runs if r.run_id in self.marked]
+        else:
+            selected = self._selected_run()
+            targets = [selected] if selected else []
+        runs = cancellable(targets)
+        skipped = len(targets) - len(runs)
+        if not runs:
+            what = "the marked runs have" if self.marked else "this run has"
+            self.notify(f"Nothing to cancel: {what} already finished." if targets else "No run selected.",
+                        severity="warning")
+            return
+        n = len(runs)
+        lines = [f"{short_id(r.run_id)}  {truncate(r.workflow, 24):<24}  {status_label(r.status)}" for r in runs[:6]]
+        if n > 6:
+            lines.append(f"… and {n - 6} more")
+        if skipped:
+            lines.append(f"({skipped} already finished, skipped)")
+        title = f"Cancel {n} run{'s' if n != 1 else ''}?"
+        ok = await self.app.push_screen_wait(
+            ConfirmDialog(title, "\n".join(lines), confirm_label=f"Cancel {n}", danger=True))
+        if not ok:
+            return
+        done, failed = 0, []
+        for run in runs:
+            try:
+                await self.console_app.client.cancel(run.run_id)
+                done += 1
+            except WorkerError as exc:  # Conflict (finished meanwhile), NotFound
+                failed.append(f"{short_id(run.run_id)}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - unreachable database: banner, stop here
+                self.console_app.report_error(exc)
+                failed.append(f"{short_id(run.run_id)}: {describe_error(exc)}")
+                break
+        self.marked.clear()
+        if failed:
+            self.notify("\n".join(failed[:5]), title=f"Cancelled {done} of {n}", severity="error", timeout=10)
+        else:
+            self.notify(f"Cancel requested for {done} run{'s' if done != 1 else ''}.", title="Cancelled")
+        self.request_reload()

@@ -1,0 +1,77 @@
+"""The one-line screen switcher at the top, and the connection banner under it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.content import Content
+from textual.widgets import Static
+
+# (mode, key, label) in key order; the app's MODES use the same names.
+SCREENS: tuple[tuple[str, str, str], ...] = (
+    ("runs", "1", "Runs"),
+    ("approvals", "2", "Approvals"),
+    ("workflows", "3", "Workflows"),
+    ("workers", "4", "Workers"),
+    ("events", "5", "Events"),
+)
+
+
+class NavBar(Static):
+    """`1 Runs  2 Approvals (2)  3 Workflows (1✗) …`; click a name or press its number."""
+
+    DEFAULT_CSS = """
+    NavBar { height: 1; width: 1fr; background: $panel; }
+    """
+
+    def __init__(self, active: str) -> None:
+        super().__init__()
+        self.active = active
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "nav_counts", self._changed, init=False)
+        self.watch(self.app, "offline_reason", self._changed, init=False)
+        self._changed()
+
+    def _changed(self, *_: Any) -> None:
+        self.update(self._content())
+
+    def _content(self) -> Content:
+        counts: dict[str, int] = getattr(self.app, "nav_counts", {})
+        parts: list[Content] = []
+        for mode, key, label in SCREENS:
+            extra = ""
+            if mode == "approvals" and counts.get("approvals"):
+                extra = f" ({counts['approvals']})"
+            elif mode == "workflows" and counts.get("invalid"):
+                extra = f" ({counts['invalid']}✗)"
+            elif mode == "runs" and counts.get("active"):
+                extra = f" ({counts['active']})"
+            text = f" {key} {label}{extra} "
+            style = "reverse bold " if mode == self.active else ""
+            parts.append(Content.from_markup(f"[{style}@click=app.switch_mode('{mode}')]{text}[/]"))
+        right: list[str] = []
+        if getattr(self.app, "readonly", False):
+            right.append("READ-ONLY")
+        right.append("○ offline" if getattr(self.app, "offline_reason", None) else "● live")
+        left = Content("").join(parts)
+        tail = Content.styled("  ".join(right) + " ", "bold")
+        gap = max(1, self.size.width - left.cell_length - tail.cell_length)
+        return Content.assemble(left, " " * gap, tail)
+
+
+class ConnectionBanner(Static):
+    """Shown only while the runtime is unreachable; the console keeps retrying by itself."""
+
+    DEFAULT_CSS = """
+    ConnectionBanner { height: auto; width: 1fr; display: none; background: $error; color: $text; }
+    ConnectionBanner.-visible { display: block; }
+    """
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "offline_reason", self._changed)
+
+    def _changed(self, reason: str | None) -> None:
+        self.set_class(reason is not None, "-visible")
+        if reason is not None:
+            self.update(Content.assemble(("⚠ Postgres unreachable — retrying", "bold"), f"  {reason}"))

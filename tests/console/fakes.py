@@ -1,0 +1,323 @@
+"""FakeRuntimeClient: fixed data and a fixed clock for the console's snapshot and Pilot tests.
+
+It answers like `worker.client.RuntimeClient`, records every command it receives (cancel, decide,
+resolve) in `commands`, can be told to raise Conflict for a task or to be unreachable, and its
+`watch_events` yields scripted events and then waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from worker.errors import Conflict, NotFound, WorkerError
+from worker.models import (
+    AttemptView,
+    EventView,
+    HumanTask,
+    LiveEvent,
+    RunDetail,
+    RunId,
+    RunStatus,
+    RunSummary,
+    StepStatus,
+    StepView,
+    TaskId,
+    TaskStatus,
+    WorkerInfo,
+    WorkflowInfo,
+)
+
+FIXED_NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
+
+
+def fixed_now() -> datetime:
+    return FIXED_NOW
+
+
+def ago(**kw: float) -> datetime:
+    return FIXED_NOW - timedelta(**kw)
+
+
+def rid(n: int) -> RunId:
+    """Stable, distinct, UUID-shaped run ids: the first 8 characters differ for every run."""
+    return RunId(str(uuid.uuid5(uuid.NAMESPACE_URL, f"agentrt-run-{n}")))
+
+
+def tid(n: int) -> TaskId:
+    return TaskId(str(uuid.uuid5(uuid.NAMESPACE_URL, f"agentrt-task-{n}")))
+
+
+HASH = {
+    "refund-request": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+    "fan-out": "2c26b46b68ffc68ff99b453c1d30413413422d70",
+    "hello": "fcde2b2edba56bf408601fb721fe9b5c338d10ee",
+    "nightly-report": "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f2",
+}
+
+
+def _run(n: int, workflow: str, status: RunStatus, *, created: datetime, finished: datetime | None = None,
+         step: str | None = None, waiting_on: str | None = None, error: str | None = None) -> RunSummary:
+    return RunSummary(rid(n), workflow, HASH[workflow], status, created, finished or created, finished, step,
+                      waiting_on, None, error)
+
+
+def make_runs() -> list[RunSummary]:
+    """Twelve runs in every status (newest first is the console's job, not this list's order)."""
+    return [
+        _run(1, "refund-request", RunStatus.RUNNING, created=ago(minutes=2), step="refund"),
+        _run(2, "refund-request", RunStatus.WAITING, created=ago(minutes=15), step="approve", waiting_on="human"),
+        _run(3, "fan-out", RunStatus.RUNNING, created=ago(seconds=40), step="summarize"),
+        _run(4, "hello", RunStatus.COMPLETED, created=ago(hours=1), finished=ago(minutes=59, seconds=57)),
+        _run(5, "nightly-report", RunStatus.FAILED, created=ago(hours=3), finished=ago(hours=2, minutes=58),
+             step="render", error="step render: HTTP 503 from reports.example (3 attempts)"),
+        _run(6, "hello", RunStatus.PENDING, created=ago(seconds=5)),
+        _run(7, "fan-out", RunStatus.COMPLETED, created=ago(hours=5), finished=ago(hours=4, minutes=59)),
+        _run(8, "refund-request", RunStatus.CANCELLED, created=ago(hours=7), finished=ago(hours=6),
+             error="cancelled by alice@10.0.0.7: duplicate ticket"),
+        _run(9, "nightly-report", RunStatus.COMPLETED, created=ago(days=1), finished=ago(hours=23, minutes=50)),
+        _run(10, "hello", RunStatus.FAILED, created=ago(days=2), finished=ago(days=2),
+             step="greet", error="step greet: expression `inputs.nme` failed: no such key"),
+        _run(11, "refund-request", RunStatus.WAITING, created=ago(minutes=48), step="approve", waiting_on="human"),
+        _run(12, "fan-out", RunStatus.WAITING, created=ago(minutes=31), step="notify", waiting_on="human"),
+    ]
+
+
+def _a(n: int, start: datetime, end: datetime | None, status: str, error: str | None = None) -> AttemptView:
+    return AttemptView(n, start, end, status, error)
+
+
+def fan_out_detail(summary: RunSummary) -> RunDetail:
+    """Run 3: a foreach step with a retried item, a failed attempt, and a step still running."""
+    t0 = summary.created_at
+    s = lambda sec: t0 + timedelta(seconds=sec)  # noqa: E731
+    key = f"{summary.run_id}:fetch"
+    steps = (
+        StepView("list", "python", None, StepStatus.COMPLETED, (_a(1, s(0.2), s(0.5), "completed"),),
+                 {"source": "tickets"}, {"ids": ["T-1", "T-2", "T-3"]}, None, None),
+        StepView("fetch", "http", None, StepStatus.COMPLETED, (), None, [{"status": 200}] * 3, None, None),
+        StepView("fetch", "http", 0, StepStatus.COMPLETED, (_a(1, s(1), s(3), "completed"),),
+                 {"url": "https://helpdesk.example/api/tickets/T-1"}, {"status": 200}, None, f"{key}:0:0"),
+        StepView("fetch", "http", 1, StepStatus.COMPLETED,
+                 (_a(1, s(1), s(4), "failed", "HTTP 502 Bad Gateway (retryable)"), _a(2, s(6), s(8), "completed")),
+                 {"url": "https://helpdesk.example/api/tickets/T-2"}, {"status": 200}, None, f"{key}:1:0"),
+        StepView("fetch", "http", 2, StepStatus.COMPLETED,
+                 (_a(1, s(1), s(11), "failed", "timed out after 10s"), _a(2, s(13), s(15), "failed", "HTTP 502"),
+                  _a(3, s(17), s(19), "completed")),
+                 {"url": "https://helpdesk.example/api/tickets/T-3"}, {"status": 200}, None, f"{key}:2:0"),
+        StepView("summarize", "llm", None, StepStatus.RUNNING, (_a(1, s(20), None, "running"),),
+                 {"model": "small", "prompt": "Summarize 3 tickets"}, None, None, f"{summary.run_id}:summarize:0"),
+        StepView("notify", "tool", None, StepStatus.PENDING, (), None, None, None, None),
+    )
+    events: list[EventView] = [EventView(1, t0, "run.created", None, None, None, {"inputs": {"source": "tickets"}})]
+    for view in steps:
+        for a in view.attempts:
+            events.append(EventView(0, a.started_at or t0, "step.started", view.step_id, view.item, a.attempt, {}))
+            if a.finished_at is not None:
+                kind = "step.completed" if a.status == "completed" else "step.failed"
+                events.append(EventView(0, a.finished_at, kind, view.step_id, view.item, a.attempt,
+                                        {"error": a.error} if a.error else {}))
+    events.sort(key=lambda e: e.ts)
+    numbered = tuple(replace(e, seq=i + 1) for i, e in enumerate(events))
+    return RunDetail(summary, {"source": "tickets"}, None, steps, numbered)
+
+
+def simple_detail(summary: RunSummary) -> RunDetail:
+    """Any other run: two steps shaped by its status."""
+    t0 = summary.created_at
+    first = StepView("start", "set", None, StepStatus.COMPLETED,
+                     (_a(1, t0 + timedelta(seconds=0.1), t0 + timedelta(seconds=0.3), "completed"),),
+                     {"ticket_id": "T-1042"}, {"ok": True}, None, None)
+    status_map = {
+        RunStatus.COMPLETED: StepStatus.COMPLETED, RunStatus.FAILED: StepStatus.FAILED,
+        RunStatus.RUNNING: StepStatus.RUNNING, RunStatus.WAITING: StepStatus.WAITING,
+        RunStatus.CANCELLED: StepStatus.CANCELLED, RunStatus.PENDING: StepStatus.PENDING,
+    }
+    step_status = status_map[summary.status]
+    end = summary.finished_at
+    attempts: tuple[AttemptView, ...] = ()
+    if summary.status is RunStatus.FAILED:
+        attempts = tuple(_a(i, t0 + timedelta(seconds=i * 10), t0 + timedelta(seconds=i * 10 + 5), "failed",
+                            "HTTP 503 Service Unavailable") for i in (1, 2, 3))
+    elif summary.status is not RunStatus.PENDING:
+        attempts = (_a(1, t0 + timedelta(seconds=1), end, str(step_status)),)
+    second = StepView(summary.current_step or "main", "http", None, step_status, attempts, {"n": 1},
+                      {"done": True} if summary.status is RunStatus.COMPLETED else None,
+                      summary.error if summary.status is RunStatus.FAILED else None,
+                      f"{summary.run_id}:main:0" if attempts else None)
+    events = (EventView(1, t0, "run.created", None, None, None, {}),
+              EventView(2, t0 + timedelta(seconds=0.1), "step.started", "start", None, 1, {}))
+    return RunDetail(summary, {"ticket_id": "T-1042"}, None, (first, second), events)
+
+
+def make_tasks() -> list[HumanTask]:
+    return [
+        HumanTask(tid(1), rid(2), "refund-request", "approve", "approval", TaskStatus.PENDING,
+                  "Refund 250.00 EUR to ticket T-1042?", {"ticket": "T-1042", "amount": 250.0, "customer": "ACME"},
+                  ago(minutes=14), FIXED_NOW + timedelta(hours=3, minutes=46), "reject"),
+        HumanTask(tid(2), rid(11), "refund-request", "approve", "approval", TaskStatus.PENDING,
+                  "Refund 1200.00 EUR to ticket T-0977?", {"ticket": "T-0977", "amount": 1200.0},
+                  ago(minutes=47), FIXED_NOW + timedelta(minutes=12), "reject"),
+        HumanTask(tid(3), rid(12), "fan-out", "notify", "uncertain", TaskStatus.PENDING,
+                  "payments.refund may have run: the worker died before its result was recorded",
+                  {"tool": "payments.refund", "idempotency_key": f"{rid(12)}:notify:0"},
+                  ago(minutes=30), None, None),
+    ]
+
+
+def make_workflows() -> list[WorkflowInfo]:
+    return [
+        WorkflowInfo("workflows/hello.yaml", "hello", HASH["hello"], "active", None, None, None, ago(days=3), 2),
+        WorkflowInfo("workflows/refund-request.yaml", "refund-request", HASH["refund-request"], "active", None,
+                     None, None, ago(hours=20), 3),
+        WorkflowInfo("workflows/fan-out.yaml", "fan-out", HASH["fan-out"], "active", None, None, None,
+                     ago(days=1), 1),
+        WorkflowInfo("workflows/nightly-report.yaml", "nightly-report", HASH["nightly-report"], "invalid",
+                     "unknown key 'retyr' in step 'render' (did you mean 'retry'?)", 12, 5, ago(minutes=3), 4),
+        WorkflowInfo("workflows/scratch.yaml", None, None, "invalid", "mapping values are not allowed here", 3, 9,
+                     ago(minutes=1), 0),
+    ]
+
+
+def make_workers() -> list[WorkerInfo]:
+    return [
+        WorkerInfo("web-1-4711-a1b2c3", "web-1", 4711, ago(hours=6), ago(seconds=2), True, (rid(1), rid(3)), 200),
+        WorkerInfo("web-2-5120-d4e5f6", "web-2", 5120, ago(days=1), ago(minutes=3), False, (), 200),
+    ]
+
+
+def make_events() -> list[LiveEvent]:
+    return [
+        LiveEvent("run", "run.created", rid(6), {"seq": 1, "step": None, "status": "pending", "ts": 0},
+                  "1710417600000-0"),
+        LiveEvent("step", "step.started", rid(3), {"seq": 14, "step": "summarize", "item": None, "attempt": 1,
+                                                   "status": "running", "ts": 0}, "1710417600001-0"),
+        LiveEvent("workflow", "workflow.invalid", None, {"path": "workflows/nightly-report.yaml"},
+                  "1710417600002-0"),
+        LiveEvent("worker", "worker.started", None, {"worker": "web-1-4711-a1b2c3"}, "1710417600003-0"),
+    ]
+
+
+class FakeRuntimeClient:
+    """Answers like RuntimeClient from in-memory data; records commands."""
+
+    def __init__(self, *, events: list[LiveEvent] | None = None) -> None:
+        self.runs = make_runs()
+        self.tasks = make_tasks()
+        self.workflows = make_workflows()
+        self.workers = make_workers()
+        self.events = make_events() if events is None else events
+        self.commands: list[tuple[Any, ...]] = []
+        self.conflicts: dict[str, str] = {}
+        self.offline = False
+        self.calls = 0
+        self.closed = False
+
+    # -- knobs for tests ---------------------------------------------------------------------
+    def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:
+        self.conflicts[task_id] = by
+
+    def _check(self) -> None:
+        self.calls += 1
+        if self.offline:
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    def _find_run(self, run_id: str) -> RunSummary:
+        matches = [r for r in self.runs if r.run_id.startswith(run_id)]
+        if len(matches) != 1:
+            raise NotFound(f"no run {run_id!r}")
+        return matches[0]
+
+    # -- RuntimeClient surface ---------------------------------------------------------------
+    async def close(self) -> None:
+        self.closed = True
+
+    async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50) -> list[RunSummary]:
+        self._check()
+        runs = [r for r in self.runs if (status is None or r.status == status)
+                and (workflow is None or r.workflow == workflow)]
+        return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    async def count_runs(self) -> dict[str, int]:
+        self._check()
+        counts: dict[str, int] = {}
+        for r in self.runs:
+            counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        return counts
+
+    async def get_run(self, run_id: str) -> RunDetail:
+        self._check()
+        summary = self._find_run(run_id)
+        return fan_out_detail(summary) if summary.run_id == rid(3) else simple_detail(summary)
+
+    async def cancel(self, run_id: str, *, reason: str | None = None) -> RunSummary:
+        self._check()
+        self.commands.append(("cancel", run_id, reason))
+        summary = self._find_run(run_id)
+        if summary.status.terminal:
+            raise Conflict(f"run {run_id} is already {summary.status.value}")
+        updated = replace(summary, status=RunStatus.CANCELLED, finished_at=FIXED_NOW)
+        self.runs = [updated if r.run_id == summary.run_id else r for r in self.runs]
+        return updated
+
+    async def start_run(self, workflow: str, inputs: dict[str, Any] | None = None) -> RunId:
+        self._check()
+        self.commands.append(("start", workflow, inputs))
+        return rid(100 + len(self.commands))
+
+    async def list_tasks(self, *, status: str | None = "pending") -> list[HumanTask]:
+        self._check()
+        return [t for t in self.tasks if status is None or t.status == status]
+
+    async def get_task(self, task_id: str) -> HumanTask:
+        self._check()
+        for t in self.tasks:
+            if t.task_id == task_id:
+                return t
+        raise NotFound(f"no task {task_id!r}")
+
+    def _settle(self, task_id: str, kind: str, status: TaskStatus, reason: str | None) -> HumanTask:
+        task = next((t for t in self.tasks if t.task_id == task_id), None)
+        if task is None:
+            raise NotFound(f"no task {task_id!r}")
+        if task.kind != kind:
+            raise WorkerError(f"task {task_id} is an {task.kind} task, not {kind}")
+        if task_id in self.conflicts:
+            raise Conflict(f"task {task_id} was already approved by {self.conflicts[task_id]} "
+                           f"at 2025-03-14 11:59:58 UTC")
+        settled = replace(task, status=status, decided_by="tester", decided_at=FIXED_NOW, reason=reason)
+        self.tasks = [settled if t.task_id == task_id else t for t in self.tasks]
+        return settled
+
+    async def decide(self, task_id: str, *, approve: bool, reason: str | None = None) -> HumanTask:
+        self._check()
+        self.commands.append(("decide", task_id, approve, reason))
+        if not approve and not (reason and reason.strip()):
+            raise WorkerError("a rejection needs a reason")
+        return self._settle(task_id, "approval", TaskStatus.APPROVED if approve else TaskStatus.REJECTED, reason)
+
+    async def resolve(self, task_id: str, *, action: str, output: Any = None,
+                      reason: str | None = None) -> HumanTask:
+        self._check()
+        self.commands.append(("resolve", task_id, action, output, reason))
+        if action not in ("retry", "done", "fail"):
+            raise WorkerError("action must be retry, done or fail")
+        return self._settle(task_id, "uncertain", TaskStatus.RESOLVED, reason)
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        self._check()
+        return list(self.workflows)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        self._check()
+        return list(self.workers)
+
+    async def watch_events(self, last_id: str = "$") -> AsyncIterator[LiveEvent]:
+        for event in self.events:
+            yield event
+        await asyncio.Event().wait()  # then nothing, forever (cancelled when the app exits)
