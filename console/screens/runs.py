@@ -111,7 +111,7 @@ class RunsScreen(ConsoleScreen):
             self._columns(table)
         else:
             table.clear()
-        step_width = max(12, self.size.width - (95 if self._wide else 70))
+        step_width = max(12, self.size.width - (84 if self._wide else 66))
         for run in self.visible_runs:
             cells: list[str | Text] = [
                 Text(MARK if run.run_id in self.marked else " ", style="bold yellow"),
@@ -139,7 +139,7 @@ class RunsScreen(ConsoleScreen):
             n = total if status is None else self.counts.get(status.value, 0)
             style = "reverse bold " if status == self.status else ""
             tabs.append(Content.from_markup(f"[{style}@click=screen.set_status('{name}')] {name} {n} [/]"))
-        self.query_one("#runs-tabs", Static).update(Content("│").join(tabs))
+        self.query_one("#runs-tabs", Static).update(Content(" ").join(tabs))
         shown = len(self.visible_runs)
         info = [f"{shown} shown" + (f" of {len(self.runs)}" if shown != len(self.runs) else "")]
         if self.text_filter.active:

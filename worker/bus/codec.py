@@ -10,20 +10,20 @@ from worker.models import LiveEvent, RunId
 
 
 def encode_event(kind: str, type_: str, run_id: str | None, data: dict[str, Any]) -> dict[str, bytes]:
-    return {
-        "kind": kind.encode(),
-        "type": type_.encode(),
-        "run": (run_id or "").encode(),
-        "data": orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
-    }
+    """One field holding compact JSON: fewer arguments per XADD is measurably cheaper in the hot path."""
+    return {"e": orjson.dumps({"k": kind, "t": type_, "r": run_id, "d": data}, option=orjson.OPT_NON_STR_KEYS)}
 
 
 def decode_event(stream_id: bytes | str, fields: dict[bytes, bytes]) -> LiveEvent:
     sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-    run = fields.get(b"run", b"").decode()
     try:
-        data = orjson.loads(fields.get(b"data", b"{}"))
+        body = orjson.loads(fields.get(b"e", b"{}"))
     except orjson.JSONDecodeError:
-        data = {}
-    return LiveEvent(kind=fields.get(b"kind", b"").decode(), type=fields.get(b"type", b"").decode(),
-                     run_id=RunId(run) if run else None, data=data, stream_id=sid)
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    run = body.get("r")
+    data = body.get("d")
+    return LiveEvent(kind=str(body.get("k") or ""), type=str(body.get("t") or ""),
+                     run_id=RunId(run) if isinstance(run, str) and run else None,
+                     data=data if isinstance(data, dict) else {}, stream_id=sid)

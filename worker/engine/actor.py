@@ -74,7 +74,8 @@ class RunActor:
         self.state = RunState(run_id=lease.run_id)
         self.defn: Definition | None = None
         self.log = logging.LoggerAdapter(logger, {"run_id": self.run_id})
-        self._signal = asyncio.Event()
+        self._wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._signalled = False
         self._lost = False
         self._running: dict[InstanceKey, asyncio.Task[_Outcome]] = {}
         self._pending: list[ev.Event] = []
@@ -89,12 +90,15 @@ class RunActor:
     # -- called by the service -------------------------------------------------------------
     def notify(self) -> None:
         """Something changed outside (approval, cancel, child finished): look at signals again."""
-        self._signal.set()
+        self._signalled = True
+        if not self._wake.done():
+            self._wake.set_result(None)
 
     def lose(self) -> None:
         """The lease is gone (another worker took the run): stop without committing anything."""
         self._lost = True
-        self._signal.set()
+        if not self._wake.done():
+            self._wake.set_result(None)
 
     # -- event helpers ---------------------------------------------------------------------
     def _emit(self, type_: str, *, step_id: str | None = None, item: int | None = None,
@@ -139,10 +143,15 @@ class RunActor:
         if not ok:
             raise LeaseLost(self.run_id)
         pub = self.service.publisher
-        for e in events:
-            pub.event("step" if e.step_id else "run", e.type, self.run_id,
-                      {"seq": e.seq, "step": e.step_id, "item": e.item, "attempt": e.attempt,
-                       "status": append.update.status, "ts": e.ts})
+        if events:
+            # one live event per commit: its type is the last event's; `events` lists them all
+            last = events[-1]
+            pub.event("step" if last.step_id else "run", last.type, self.run_id, {
+                "status": append.update.status, "step": last.step_id, "item": last.item,
+                "attempt": last.attempt, "seq": last.seq, "ts": last.ts,
+                "current_step": append.update.current_step, "waiting_on": append.update.waiting_on,
+                "events": [[e.seq, e.type, e.step_id, e.item, e.attempt] for e in events],
+            })
         for child in children:
             pub.enqueue(child.run_id)
         if signal_parent:
@@ -177,7 +186,7 @@ class RunActor:
         svc = self.service
         events = await store.load_events(svc.pool, self.run_id)
         self.state = RunState.from_events(self.run_id, events)
-        self._parent = await svc.pool.fetchval("SELECT parent_run_id::text FROM runs WHERE run_id = $1", self.run_id)
+        self._parent = self.lease.parent_run_id
         try:
             self.defn = await svc.definitions.get(self.lease.def_hash)
         except Exception as exc:  # noqa: BLE001
@@ -185,7 +194,8 @@ class RunActor:
             await self._commit()
             return
         self._recover()
-        await self._absorb_signals()
+        if self.lease.cancel_requested or self.state.waiting_instances():
+            await self._absorb_signals()
         horizon = min(5.0, svc.settings.lease_ttl / 2)
         while True:
             wake_at, timeouts = self._advance()
@@ -251,10 +261,14 @@ class RunActor:
                 if isinstance(cmd, TimeoutTask):
                     timeouts.append(cmd)
                     continue
-                progressed = True
                 if isinstance(cmd, Start):
                     self._start(cmd, now)
-                elif isinstance(cmd, Skip):
+                    # a start unlocks nothing new, unless its arguments were refused on the spot
+                    inst = self.state.instances.get((cmd.step_id, cmd.item))
+                    progressed = progressed or (inst is not None and inst.status == StepStatus.FAILED)
+                    continue
+                progressed = True
+                if isinstance(cmd, Skip):
                     self._emit(ev.STEP_SKIPPED, step_id=cmd.step_id, reason=cmd.reason)
                 elif isinstance(cmd, Expand):
                     self._emit(ev.STEP_EXPANDED, step_id=cmd.step_id, count=cmd.count)
@@ -388,22 +402,20 @@ class RunActor:
 
     async def _wait(self, wake_at: float | None) -> None:
         timeout = None if wake_at is None else max(0.0, wake_at - time.time())
-        waiters: set[asyncio.Future[Any]] = set(self._running.values())
-        signal_task = asyncio.create_task(self._signal.wait())
-        waiters.add(signal_task)
-        try:
-            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not signal_task.done():
-                signal_task.cancel()
+        if not self._wake.done():
+            waiters: set[asyncio.Future[Any]] = set(self._running.values())
+            waiters.add(self._wake)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if self._lost:
             raise LeaseLost(self.run_id)
         for key, task in list(self._running.items()):
             if task.done():
                 del self._running[key]
                 self._record(task.result())
-        if self._signal.is_set():
-            self._signal.clear()
+        if self._wake.done():
+            self._wake = asyncio.get_running_loop().create_future()
+        if self._signalled:
+            self._signalled = False
             await self._absorb_signals()
 
     def _record(self, outcome: _Outcome) -> None:

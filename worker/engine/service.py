@@ -177,23 +177,26 @@ class WorkerService:
                 await self._take(entries)
 
     async def _take(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        ids = []
-        for entry_id, fields in entries:
-            ids.append(entry_id)
-            run_id = fields.get(b"run", b"").decode()
-            if run_id:
-                await self._activate(run_id)
+        ids = [entry_id for entry_id, _ in entries]
+        wanted: list[str] = []
+        for _entry_id, fields in entries:
+            run_id = fields.get(b"run", b"").decode() if fields else ""
+            if not run_id or run_id in wanted:
+                continue
+            actor = self.actors.get(run_id)
+            if actor is not None:
+                actor.notify()  # a signal for a run we are driving
+            else:
+                wanted.append(run_id)
+        if wanted:
+            for lease in await store.acquire_leases(self.pool, wanted, self.settings.worker_id,
+                                                    self.settings.lease_ttl):
+                self._spawn(lease)
         if ids:
             await self.redis.xack(self.keys.work, WORK_GROUP, *ids)
 
-    async def _activate(self, run_id: str) -> None:
-        actor = self.actors.get(run_id)
-        if actor is not None:
-            actor.notify()
-            return
-        lease = await store.acquire_lease(self.pool, run_id, self.settings.worker_id, self.settings.lease_ttl)
-        if lease is None:
-            return  # finished, parked and not due, or another worker holds it
+    def _spawn(self, lease: store.Lease) -> None:
+        run_id = lease.run_id
         actor = RunActor(self, lease)
         self.actors[run_id] = actor
         task = asyncio.create_task(actor.run(), name=f"run:{run_id}")

@@ -53,27 +53,34 @@ class Lease:
     cancel_requested: bool
     cancel_reason: str | None
     previous_owner: str | None
+    parent_run_id: str | None = None
 
 
-async def acquire_lease(pool: asyncpg.Pool, run_id: str, worker_id: str, ttl: float) -> Lease | None:
-    """Take the run if it is active and nobody holds a live lease on it (bumps the fencing epoch)."""
-    row = await pool.fetchrow(
-        """WITH prev AS (SELECT run_id, lease_owner FROM runs WHERE run_id = $1)
+async def acquire_leases(pool: asyncpg.Pool, run_ids: list[str], worker_id: str, ttl: float) -> list[Lease]:
+    """Take the given runs that are active and not held by a live lease (bumps each fencing epoch).
+
+    One round trip for a whole batch of work-stream entries; runs that are finished, parked and not
+    due, or held by another worker are simply not returned.
+    """
+    rows = await pool.fetch(
+        """WITH prev AS (
+               SELECT run_id, lease_owner FROM runs
+               WHERE run_id = ANY($1::uuid[]) AND status NOT IN ('completed', 'failed', 'cancelled')
+                 AND (lease_owner IS NULL OR lease_expires < now())
+               FOR UPDATE SKIP LOCKED)
            UPDATE runs SET lease_owner = $2, lease_epoch = runs.lease_epoch + 1,
                   lease_expires = now() + make_interval(secs => $3),
                   status = CASE WHEN runs.status = 'pending' THEN 'running' ELSE runs.status END,
                   seen_signal_version = runs.signal_version, updated_at = now()
            FROM prev
-           WHERE runs.run_id = prev.run_id AND runs.status NOT IN ('completed', 'failed', 'cancelled')
-             AND (runs.lease_owner IS NULL OR runs.lease_expires < now())
-           RETURNING runs.lease_epoch, runs.def_hash, runs.status, runs.signal_version, runs.cancel_requested,
-                     runs.cancel_reason, prev.lease_owner AS previous_owner""",
-        run_id, worker_id, ttl,
+           WHERE runs.run_id = prev.run_id
+           RETURNING runs.run_id::text, runs.lease_epoch, runs.def_hash, runs.status, runs.signal_version,
+                     runs.cancel_requested, runs.cancel_reason, prev.lease_owner AS previous_owner,
+                     runs.parent_run_id::text""",
+        run_ids, worker_id, ttl,
     )
-    if row is None:
-        return None
-    return Lease(run_id, row["lease_epoch"], row["def_hash"], row["status"], row["signal_version"],
-                 row["cancel_requested"], row["cancel_reason"], row["previous_owner"])
+    return [Lease(r["run_id"], r["lease_epoch"], r["def_hash"], r["status"], r["signal_version"],
+                  r["cancel_requested"], r["cancel_reason"], r["previous_owner"], r["parent_run_id"]) for r in rows]
 
 
 async def load_events(pool: asyncpg.Pool | asyncpg.Connection, run_id: str) -> list[Event]:

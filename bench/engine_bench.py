@@ -1,0 +1,169 @@
+"""Engine benchmark: per-step overhead (sequential) and throughput (500 concurrent runs).
+
+Starts its own durable Postgres (fsync on) and Redis from the wheels, one worker process, and drives
+it through RuntimeClient. Prints a table and writes bench/results/engine.json.
+
+    python bench/engine_bench.py [--sequential-runs 40] [--concurrent-runs 500] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from worker.client import RuntimeClient  # noqa: E402
+from worker.config import Settings  # noqa: E402
+from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from worker.devstack.postgres import create_database  # noqa: E402
+from worker.store.migrate import migrate  # noqa: E402
+
+TASKS = '''
+def noop():
+    return None
+
+async def anoop():
+    return None
+'''
+
+
+def workflow(name: str, steps: int, function: str) -> str:
+    body = "\n".join(f"  - {{id: s{i}, uses: python, with: {{function: \"bench_tasks:{function}\"}}}}"
+                     for i in range(1, steps + 1))
+    return f"name: {name}\nsteps:\n{body}\n"
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+async def step_gaps(client: RuntimeClient, run_id: str) -> list[float]:
+    """Seconds between consecutive step starts: commit of step i + decide + launch of step i+1."""
+    detail = await client.get_run(run_id)
+    starts = [e.ts.timestamp() for e in detail.events if e.type == "step.started"]
+    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+
+
+async def sequential(client: RuntimeClient, name: str, runs: int) -> dict[str, float]:
+    gaps: list[float] = []
+    walls: list[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run_id = await client.start_run(name)
+        summary = await client.wait_for_run(run_id, timeout=60, poll=0.002)
+        walls.append(time.perf_counter() - t0)
+        assert summary.status.value == "completed", summary.error
+        gaps.extend(await step_gaps(client, run_id))
+    return {"step_overhead_p50_ms": pct(gaps, 50) * 1000, "step_overhead_p99_ms": pct(gaps, 99) * 1000,
+            "run_wall_p50_ms": pct(walls, 50) * 1000, "samples": len(gaps)}
+
+
+async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    ids = await client.start_runs(name, [{} for _ in range(runs)])
+    created = time.perf_counter() - t0
+    while True:
+        counts = await client.count_runs()
+        done = counts.get("completed", 0) + counts.get("failed", 0)
+        if done >= runs:
+            break
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - t0
+    last = await client.pool.fetchval(
+        "SELECT max(finished_at) - min(created_at) FROM runs WHERE run_id = ANY($1::uuid[])", ids)
+    db_elapsed = last.total_seconds()
+    failed = (await client.count_runs()).get("failed", 0)
+    return {"runs": runs, "steps_per_s": runs * steps / db_elapsed, "elapsed_s": db_elapsed,
+            "wall_s": elapsed, "create_s": created, "failed": failed}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    tmp = Path(tempfile.mkdtemp(prefix="agentrt-bench-"))
+    os.chmod(tmp, 0o755)
+    pg = EmbeddedPostgres(tmp / "pg", fsync=True)
+    rd = EmbeddedRedis(tmp / "redis")
+    wf_dir = tmp / "workflows"
+    wf_dir.mkdir()
+    (wf_dir / "bench_tasks.py").write_text(TASKS)
+    (wf_dir / "seq.yaml").write_text(workflow("seq", args.steps, "noop"))
+    (wf_dir / "seq-async.yaml").write_text(workflow("seq-async", args.steps, "anoop"))
+    pg.start()
+    rd.start()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        create_database(pg.url(), "bench")
+        url = pg.url("bench")
+        await migrate(url)
+        env = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": rd.url(),
+               "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": str(max(600, args.concurrent_runs)),
+               "AGENTRT_LOG_LEVEL": "WARNING", "AGENTRT_DB_POOL_SIZE": "8"}
+        prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        worker = subprocess.Popen([sys.executable, *prof, "-m", "worker", "worker"], cwd=ROOT, env=env,
+                                  stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT)
+        settings = Settings(database_url=url, redis_url=rd.url(), workflows_dir=wf_dir)
+        client = await RuntimeClient.connect(settings)
+        try:
+            for _ in range(100):  # the worker registers the workflows when it starts
+                if {w.name for w in await client.list_workflows()} >= {"seq", "seq-async"}:
+                    break
+                await asyncio.sleep(0.1)
+            await sequential(client, "seq", 3)  # warm-up
+            results: dict[str, object] = {
+                "sequential_sync_python": await sequential(client, "seq", args.sequential_runs),
+                "sequential_async_python": await sequential(client, "seq-async", args.sequential_runs),
+                "concurrent": await concurrent(client, "seq-async", args.concurrent_runs, args.steps),
+            }
+        finally:
+            await client.close()
+        return results
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(20)
+        rd.stop()
+        pg.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sequential-runs", type=int, default=40)
+    p.add_argument("--concurrent-runs", type=int, default=500)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    results = asyncio.run(main_async(args))
+    seq, seqa, conc = (results["sequential_sync_python"], results["sequential_async_python"],
+                       results["concurrent"])
+    print(f"\nAgentRuntime engine benchmark ({os.cpu_count()} cores; Postgres fsync on, Redis, one worker)")
+    print(f"{'figure':58} {'value':>12}")
+    for label, value in [
+        (f"per-step overhead p50, sequential {args.steps}-step, sync python no-op (ms)", seq["step_overhead_p50_ms"]),
+        ("per-step overhead p99, sync python no-op (ms)", seq["step_overhead_p99_ms"]),
+        (f"per-step overhead p50, async python no-op (ms)", seqa["step_overhead_p50_ms"]),
+        ("per-step overhead p99, async python no-op (ms)", seqa["step_overhead_p99_ms"]),
+        (f"whole {args.steps}-step run incl. start + polling, p50 (ms)", seq["run_wall_p50_ms"]),
+        (f"throughput, {conc['runs']} concurrent {args.steps}-step runs (steps/s)", conc["steps_per_s"]),
+        ("  time from first create to last finish (s)", conc["elapsed_s"]),
+        ("  failed runs", conc["failed"]),
+    ]:
+        print(f"{label:58} {value:>12.2f}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "engine.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
