@@ -263,9 +263,11 @@ class RunActor:
                     continue
                 if isinstance(cmd, Start):
                     self._start(cmd, now)
-                    # a start unlocks nothing new, unless its arguments were refused on the spot
+                    # A start unlocks nothing new, unless its arguments were refused on the spot, or it
+                    # parked (sleep, approval deadline): then decide again to learn when to wake up.
                     inst = self.state.instances.get((cmd.step_id, cmd.item))
-                    progressed = progressed or (inst is not None and inst.status == StepStatus.FAILED)
+                    progressed = progressed or (inst is not None and inst.status in (StepStatus.FAILED,
+                                                                                     StepStatus.WAITING))
                     continue
                 progressed = True
                 if isinstance(cmd, Skip):
