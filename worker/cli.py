@@ -109,7 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--json", action="store_true")
 
     sub.add_parser("migrate", help="apply database schema migrations")
+    for module in _extensions():
+        COMMANDS.update(module.register(sub))
     return p
+
+
+# Subsystems add their own commands: a module with `register(subparsers) -> {name: handler}`,
+# where a handler is `(args, settings) -> exit code` (see `with_client` for async ones).
+EXTENSION_MODULES = ("worker.secrets.cli", "worker.telemetry.cli", "worker.oversight.cli", "worker.ops.cli")
+
+
+def _extensions() -> list[Any]:
+    import importlib
+    import importlib.util
+
+    found = []
+    for name in EXTENSION_MODULES:
+        parent = name.rsplit(".", 1)[0]
+        if importlib.util.find_spec(parent) is None or importlib.util.find_spec(name) is None:
+            continue
+        found.append(importlib.import_module(name))
+    return found
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -160,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
 
 
-def _with_client(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Callable[[argparse.Namespace, Settings], int]:
+def with_client(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Callable[[argparse.Namespace, Settings], int]:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         async def go() -> int:
             from worker.client import RuntimeClient
@@ -400,14 +420,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "console": cmd_console,
     "migrate": cmd_migrate,
     "validate": cmd_validate,
-    "run": _with_client(cmd_run),
-    "runs": _with_client(cmd_runs),
-    "show": _with_client(cmd_show),
-    "approvals": _with_client(cmd_approvals),
-    "approve": _with_client(cmd_approve),
-    "reject": _with_client(cmd_reject),
-    "resolve": _with_client(cmd_resolve),
-    "cancel": _with_client(cmd_cancel),
-    "workflows": _with_client(cmd_workflows),
-    "workers": _with_client(cmd_workers),
+    "run": with_client(cmd_run),
+    "runs": with_client(cmd_runs),
+    "show": with_client(cmd_show),
+    "approvals": with_client(cmd_approvals),
+    "approve": with_client(cmd_approve),
+    "reject": with_client(cmd_reject),
+    "resolve": with_client(cmd_resolve),
+    "cancel": with_client(cmd_cancel),
+    "workflows": with_client(cmd_workflows),
+    "workers": with_client(cmd_workers),
 }

@@ -71,3 +71,21 @@ class StepFailed(WorkerError):
         self.retryable = retryable
         self.retry_after = retry_after
         super().__init__(reason)
+
+
+class StepParked(WorkerError):
+    """A step asks a human before it goes on (e.g. an agent about to call a guarded tool).
+
+    The run parks with an approval task; once it is decided, the step runs again (a new attempt)
+    and finds the decision in `StepContext.decisions[key]`. `key` names the question within the step
+    so that the same question is never asked twice.
+    """
+
+    def __init__(self, key: str, prompt: str, *, context: object = None, timeout: float | None = None,
+                 on_timeout: str = "reject") -> None:
+        self.key = key
+        self.prompt = prompt
+        self.context = context
+        self.timeout = timeout
+        self.on_timeout = on_timeout
+        super().__init__(prompt)

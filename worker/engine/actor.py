@@ -30,9 +30,9 @@ from worker.engine.commands import (
 )
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.engine.retry import next_retry_at
-from worker.engine.scheduler import decide
+from worker.engine.scheduler import decide, expression_context
 from worker.engine.state import Instance, InstanceKey, RunState
-from worker.errors import LeaseLost, StepFailed
+from worker.errors import LeaseLost, StepFailed, StepParked
 from worker.models import StepStatus
 from worker.steps.base import StepContext, idempotency_key
 from worker.store import runs as store
@@ -62,6 +62,27 @@ class _Outcome:
     attempt: int
     output: Any = None
     failure: StepFailed | None = None
+    park: StepParked | None = None
+
+
+class _FencedJournal:
+    """A step's journal: entries from earlier attempts, and fenced appends (see `Journal`)."""
+
+    def __init__(self, actor: RunActor, step_id: str, item: int | None, entries: dict[int, Any]) -> None:
+        self.entries = entries
+        self._actor = actor
+        self._step_id = step_id
+        self._item = item
+
+    async def record(self, call_index: int, data: Any) -> None:
+        a = self._actor
+        ok = await store.append_journal(a.service.pool, run_id=a.run_id, worker_id=a.service.settings.worker_id,
+                                        epoch=a.lease.epoch, step_id=self._step_id, item=self._item,
+                                        call_index=call_index, data=data)
+        if not ok:
+            a.lose()
+            raise LeaseLost(a.run_id)
+        self.entries[call_index] = data
 
 
 class RunActor:
@@ -142,6 +163,7 @@ class RunActor:
         ok = await self.service.writer.append(append)
         if not ok:
             raise LeaseLost(self.run_id)
+        self.service.telemetry.committed(self.run_id, self.defn.name if self.defn else "", events)
         pub = self.service.publisher
         if events:
             # one live event per commit: its type is the last event's; `events` lists them all
@@ -234,7 +256,7 @@ class RunActor:
             step = self.defn.step(inst.step_id)
             if step.idempotent or step.uses not in EXTERNAL_KINDS:
                 policy = self.defn.retry_for(step)
-                retry_at = next_retry_at(policy, inst.attempt, now, 0.0, retryable=True)
+                retry_at = next_retry_at(policy, inst.failures + 1, now, 0.0, retryable=True)
                 self._emit(ev.STEP_FAILED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
                            error=f"worker lost during attempt {inst.attempt}", crashed=True, retryable=True,
                            retry_at=now if retry_at is not None else None, final=retry_at is None)
@@ -358,26 +380,48 @@ class RunActor:
             return _Outcome(key, cmd.attempt, failure=StepFailed(f"no executor for step kind {step.uses!r}",
                                                                  retryable=False))
         timeout = self.defn.timeout_for(step)
-        ctx = StepContext(
-            run_id=self.run_id,  # type: ignore[arg-type]
-            workflow=self.defn.name, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
-            idempotency_key=idempotency_key(self.run_id, cmd.step_id, cmd.item), timeout=timeout,
-            settings=svc.settings, logger=self.log, idempotent=step.idempotent,
-        )
+        journal: _FencedJournal | None = None
+        decisions: dict[str, dict[str, Any]] = {}
+        if getattr(executor, "uses_journal", False):
+            journal = _FencedJournal(self, cmd.step_id, cmd.item,
+                                     await store.load_journal(svc.pool, self.run_id, cmd.step_id, cmd.item))
+            decisions = await store.load_step_decisions(svc.pool, self.run_id, cmd.step_id, cmd.item)
+        secrets: Any = {}
+        args = cmd.inputs
         try:
+            args, secrets = await svc.secrets.prepare(self.defn, step, cmd.inputs,
+                                                      lambda: expression_context(self.defn, self.state))
+            ctx = StepContext(
+                run_id=self.run_id,  # type: ignore[arg-type]
+                workflow=self.defn.name, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
+                idempotency_key=idempotency_key(self.run_id, cmd.step_id, cmd.item), timeout=timeout,
+                settings=svc.settings, logger=self.log, idempotent=step.idempotent, journal=journal,
+                decisions=decisions, secrets=secrets,
+                traceparent=svc.telemetry.traceparent(self.run_id, cmd.step_id, cmd.item, cmd.attempt),
+            )
             if timeout is not None:
                 async with asyncio.timeout(timeout):
-                    output = await executor.execute(cmd.inputs, ctx)
+                    output = await executor.execute(args, ctx)
             else:
-                output = await executor.execute(cmd.inputs, ctx)
+                output = await executor.execute(args, ctx)
         except TimeoutError:
             return _Outcome(key, cmd.attempt, failure=StepFailed(f"timed out after {timeout:g}s", retryable=True))
         except StepFailed as exc:
+            if secrets:
+                exc = StepFailed(str(svc.secrets.redact(exc.reason, secrets)), retryable=exc.retryable,
+                                 retry_after=exc.retry_after)
             return _Outcome(key, cmd.attempt, failure=exc)
-        except asyncio.CancelledError:
+        except StepParked as exc:
+            return _Outcome(key, cmd.attempt, park=exc)
+        except (asyncio.CancelledError, LeaseLost):
             raise
         except Exception as exc:  # noqa: BLE001 - an executor bug is a retryable step failure, not a crash
-            return _Outcome(key, cmd.attempt, failure=StepFailed(f"{type(exc).__name__}: {exc}", retryable=True))
+            reason = f"{type(exc).__name__}: {exc}"
+            if secrets:
+                reason = str(svc.secrets.redact(reason, secrets))
+            return _Outcome(key, cmd.attempt, failure=StepFailed(reason, retryable=True))
+        if secrets:
+            output = svc.secrets.redact(output, secrets)
         return _Outcome(key, cmd.attempt, output=output)
 
     async def _start_child(self, cmd: Start) -> _Outcome:
@@ -434,14 +478,33 @@ class RunActor:
                 return
             self._emit(ev.STEP_COMPLETED, output=out, **common)
             return
+        if outcome.park is not None:
+            self._park(outcome)
+            return
         failure = outcome.failure
+        assert failure is not None
         policy = self.defn.retry_for(self.defn.step(step_id))
-        retry_at = next_retry_at(policy, outcome.attempt, time.time(), random.random(),
+        failures = self.state.instance(step_id, item).failures + 1
+        retry_at = next_retry_at(policy, failures, time.time(), random.random(),
                                  retryable=failure.retryable, retry_after=failure.retry_after)
         self.log.info("step %s attempt %d failed: %s%s", step_id, outcome.attempt, failure.reason,
                       "" if retry_at is None else f" (retry in {retry_at - time.time():.2f}s)")
         self._emit(ev.STEP_FAILED, error=failure.reason, retryable=failure.retryable, retry_at=retry_at,
                    final=retry_at is None, **common)
+
+    def _park(self, outcome: _Outcome) -> None:
+        """The executor asked a human (StepParked): raise the task and wait; the step resumes after."""
+        p = outcome.park
+        assert p is not None
+        step_id, item = outcome.key
+        task_id = task_id_for(self.run_id, step_id, item, "approval", 0) if not p.key else str(
+            uuid.uuid5(_TASK_NS, f"{self.run_id}/{step_id}/{item}/approval/{p.key}"))
+        deadline = time.time() + p.timeout if p.timeout else None
+        self._tasks.append(NewTask(task_id, step_id, item, "approval", p.prompt, p.context, deadline, p.on_timeout,
+                                   task_key=p.key))
+        self._emit(ev.STEP_WAITING, step_id=step_id, item=item, attempt=outcome.attempt, reason="approval",
+                   resume=True, task_id=task_id, deadline=deadline, on_timeout=p.on_timeout, prompt=p.prompt,
+                   key=p.key)
 
     async def _absorb_signals(self) -> None:
         sig = await store.load_signals(self.service.pool, self.run_id)

@@ -88,6 +88,17 @@ def _waiting(inst: Instance, now: float, wake: list[float]) -> Command | None:
         return Fail(inst.step_id, inst.item,
                     f"child run {decision.get('child_run_id')} {decision.get('status')}: {decision.get('error')}",
                     inst.attempt)
+    if reason == "approval" and wait.get("resume"):
+        # raised by the step itself (StepParked): any decision (or the timeout) resumes the step, which
+        # reads the decision from its context
+        if decision is None:
+            deadline = wait.get("deadline")
+            if deadline is not None:
+                if now >= float(deadline):
+                    return TimeoutTask(inst.step_id, inst.item, str(wait.get("task_id")))
+                wake.append(float(deadline))
+            return None
+        return Start(inst.step_id, inst.item, inst.attempt + 1, "", inst.inputs)
     if reason == "approval":
         if decision is None:
             deadline = wait.get("deadline")
@@ -134,7 +145,7 @@ def _instance_commands(defn: Definition, step: StepSpec, inst: Instance, ctx: di
         return None
     if inst.status == StepStatus.WAITING:
         cmd = _waiting(inst, now, wake)
-        if isinstance(cmd, Start):  # uncertain -> retry: same inputs, next attempt, same key
+        if isinstance(cmd, Start):  # uncertain -> retry, or resume after a decision: same inputs and key
             return Start(cmd.step_id, cmd.item, cmd.attempt, step.uses, cmd.inputs)
         return cmd
     return None

@@ -25,6 +25,7 @@ from worker.bus.streams import WORK_GROUP, Keys
 from worker.config import Settings
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
+from worker.secrets import SecretProvider, build_secret_provider
 from worker.steps.base import StepExecutor
 from worker.steps.registry import build_executors, close_executors
 from worker.store import runs as store
@@ -32,6 +33,7 @@ from worker.store.definitions import DefinitionCache
 from worker.store.migrate import migrate_conn
 from worker.store.pool import create_pool
 from worker.store.writer import EventWriter
+from worker.telemetry import Telemetry, build_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class WorkerService:
         self.publisher.start()
         self.definitions = DefinitionCache(self.pool)
         self.executors = build_executors(s)
+        self.secrets: SecretProvider = build_secret_provider(s)
+        self.telemetry: Telemetry = build_telemetry(s)
         workflows = s.workflows_dir.resolve()
         if str(workflows) not in sys.path:
             sys.path.insert(0, str(workflows))  # `python` steps may call modules kept beside the workflows
@@ -112,6 +116,8 @@ class WorkerService:
         await self.writer.stop()
         await self.publisher.stop()
         await close_executors(self.executors)
+        await self.secrets.aclose()
+        await self.telemetry.aclose()
         try:
             await self.pool.execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1",
                                     self.settings.worker_id)

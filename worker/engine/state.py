@@ -23,6 +23,7 @@ class Instance:
     item: int | None
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
+    failures: int = 0  # failed attempts (resumptions after a human decision are attempts too, not failures)
     retry_at: float | None = None
     inputs: Any = None
     output: Any = None
@@ -128,6 +129,8 @@ class RunState:
             inst = self.instance(e.step_id or "", e.item)
             inst.error = e.data.get("error")
             inst.wait = None
+            if not e.data.get("cancelled"):
+                inst.failures += 1
             inst.finished_at = e.ts
             if e.data.get("cancelled"):
                 inst.status = StepStatus.CANCELLED

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from worker.config import Settings
 from worker.models import RunId
+
+
+class Journal(Protocol):
+    """Durable memo of a step's sub-steps (LLM turns, tool calls inside an agent loop).
+
+    `entries` holds what earlier attempts committed. `record` commits one entry (fenced by the run
+    lease) before returning; after a crash the next attempt finds it in `entries` and does not
+    repeat the call.
+    """
+
+    entries: dict[int, Any]
+
+    async def record(self, call_index: int, data: Any) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +42,10 @@ class StepContext:
     settings: Settings
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
     idempotent: bool = True
+    journal: Journal | None = None  # only for executors with `uses_journal = True`
+    decisions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # task key -> decided task
+    secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # credential name -> values
+    traceparent: str | None = None  # W3C trace context of this attempt's span
 
     def key_for(self, call_index: int) -> str:
         return self.idempotency_key if call_index == 0 else f"{self.idempotency_key}.{call_index}"
@@ -42,9 +60,10 @@ def idempotency_key(run_id: str, step_id: str, item: int | None) -> str:
 class StepExecutor(Protocol):
     """Runs one attempt of one step kind.
 
-    `args` is the step's `with:` mapping, already rendered (expressions evaluated) and validated.
-    Return the step output (JSON-encodable). Raise `worker.errors.StepFailed` for a failure that
-    the retry policy should see; any other exception is treated as a retryable failure.
+    `args` is the step's `with:` mapping, already rendered (expressions evaluated). Return the step
+    output (JSON-encodable). Raise `worker.errors.StepFailed` for a failure that the retry policy
+    should see, or `worker.errors.StepParked` to wait for a human before going on; any other
+    exception is treated as a retryable failure.
     """
 
     kind: ClassVar[str]
@@ -52,3 +71,6 @@ class StepExecutor(Protocol):
     async def execute(self, args: dict[str, Any], ctx: StepContext) -> Any: ...
 
     async def aclose(self) -> None: ...
+
+
+SecretResolver = Callable[[], Awaitable[Mapping[str, Mapping[str, Any]]]]

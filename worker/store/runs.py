@@ -206,3 +206,36 @@ async def reconcile(pool: asyncpg.Pool, redeliver_after: float, *, full: bool, l
 
 async def signal_run_txn(conn: asyncpg.Connection, run_id: str) -> None:
     await conn.execute("UPDATE runs SET signal_version = signal_version + 1 WHERE run_id = $1", run_id)
+
+
+async def load_journal(pool: asyncpg.Pool, run_id: str, step_id: str, item: int | None) -> dict[int, Any]:
+    rows = await pool.fetch(
+        "SELECT call_index, data FROM step_journal WHERE run_id = $1 AND step_id = $2 AND item = $3",
+        run_id, step_id, -1 if item is None else item)
+    return {r["call_index"]: r["data"] for r in rows}
+
+
+async def append_journal(pool: asyncpg.Pool, *, run_id: str, worker_id: str, epoch: int, step_id: str,
+                         item: int | None, call_index: int, data: Any) -> bool:
+    """Commit one sub-step result if this worker still holds the run at `epoch` (fencing)."""
+    row = await pool.fetchval(
+        """WITH ok AS (SELECT run_id FROM runs WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3
+                       FOR NO KEY UPDATE)
+           INSERT INTO step_journal (run_id, step_id, item, call_index, data)
+           SELECT run_id, $4, $5, $6, $7 FROM ok
+           ON CONFLICT (run_id, step_id, item, call_index) DO UPDATE SET data = EXCLUDED.data
+           RETURNING true""",
+        run_id, worker_id, epoch, step_id, -1 if item is None else item, call_index, data)
+    return bool(row)
+
+
+async def load_step_decisions(pool: asyncpg.Pool, run_id: str, step_id: str,
+                              item: int | None) -> dict[str, dict[str, Any]]:
+    """Decided approval tasks that a step raised itself (StepParked), by their key."""
+    rows = await pool.fetch(
+        """SELECT task_key, task_id::text, status, decided_by, reason, decision FROM human_tasks
+           WHERE run_id = $1 AND step_id = $2 AND item IS NOT DISTINCT FROM $3 AND task_key IS NOT NULL
+             AND status NOT IN ('pending', 'cancelled')""",
+        run_id, step_id, item)
+    return {r["task_key"]: {"task_id": r["task_id"], "status": r["status"], "by": r["decided_by"],
+                            "reason": r["reason"], "decision": r["decision"]} for r in rows}

@@ -38,6 +38,7 @@ class NewTask:
     context: Any
     deadline: float | None
     on_timeout: str | None
+    task_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -119,9 +120,11 @@ def _params(worker_id: str, batch: list[Append]) -> list[Any]:
 async def _extras_txn(conn: asyncpg.Connection, a: Append) -> None:
     for t in a.tasks:
         await conn.execute(
-            """INSERT INTO human_tasks (task_id, run_id, step_id, item, kind, prompt, context, deadline, on_timeout)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (task_id) DO NOTHING""",
+            """INSERT INTO human_tasks (task_id, run_id, step_id, item, kind, prompt, context, deadline, on_timeout,
+                                       task_key)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (task_id) DO NOTHING""",
             t.task_id, a.run_id, t.step_id, t.item, t.kind, t.prompt, t.context, ts_to_dt(t.deadline), t.on_timeout,
+            t.task_key,
         )
     for c in a.children:
         await insert_run_txn(conn, run_id=c.run_id, workflow=c.workflow, def_hash=c.def_hash, inputs=c.inputs,

@@ -91,6 +91,7 @@ CREATE TABLE human_tasks (
     step_id     text NOT NULL,
     item        integer,
     kind        text NOT NULL CHECK (kind IN ('approval', 'uncertain')),
+    task_key    text,
     status      text NOT NULL DEFAULT 'pending'
                 CHECK (status IN ('pending', 'approved', 'rejected', 'timed_out', 'resolved', 'cancelled')),
     prompt      text NOT NULL,
@@ -116,4 +117,15 @@ CREATE TABLE workers (
     stopped_at   timestamptz,
     held_runs    integer NOT NULL DEFAULT 0,
     lease_ttl    double precision NOT NULL DEFAULT 15
+);
+
+-- Durable sub-steps of a step (agent turns, tool calls): committed one by one, fenced by the lease.
+CREATE TABLE step_journal (
+    run_id      uuid NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    step_id     text NOT NULL,
+    item        integer NOT NULL DEFAULT -1,
+    call_index  integer NOT NULL,
+    data        jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, step_id, item, call_index)
 );
