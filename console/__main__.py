@@ -10,6 +10,7 @@ import sys
 from textual.logging import TextualHandler
 
 from console.formatting import describe_error, redact_url
+from worker.client import RuntimeClient
 from worker.config import Settings
 from worker.errors import ConfigError
 
@@ -26,21 +27,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def _run(settings: Settings, readonly: bool) -> int:
-    from console.app import AgentConsole  # Textual is imported only once arguments are valid
-    from worker.client import RuntimeClient
+    from console.app import AgentConsole  # the UI is imported only once arguments are valid
 
+    where = redact_url(settings.database_url)
     try:
         client = await asyncio.wait_for(RuntimeClient.connect(settings), CONNECT_TIMEOUT)
-        await asyncio.wait_for(client.count_runs(), CONNECT_TIMEOUT)  # the schema is there, too
     except Exception as exc:  # noqa: BLE001 - any failure to reach the runtime is reported the same way
-        print(f"agentrt console: cannot reach the runtime database at {redact_url(settings.database_url)}: "
-              f"{describe_error(exc, 300)}", file=sys.stderr)  # noqa: T201 - before the TUI owns the terminal
-        return EXIT_UNAVAILABLE
+        return _unavailable(where, exc)
+    try:
+        await asyncio.wait_for(client.count_runs(), CONNECT_TIMEOUT)  # the schema is there, too
+    except Exception as exc:  # noqa: BLE001
+        await _close_quietly(client)
+        return _unavailable(where, exc)
     try:
         await AgentConsole(client, readonly=readonly).run_async()
     finally:
-        await client.close()
+        await _close_quietly(client)
     return 0
+
+
+def _unavailable(where: str, exc: BaseException) -> int:
+    # printed before the TUI owns the terminal, so stderr is safe
+    print(f"agentrt console: cannot reach the runtime database at {where}: {describe_error(exc, 300)}\n"  # noqa: T201
+          "Is Postgres running and AGENTRT_DATABASE_URL right? (`agentrt dev` starts everything locally.)",
+          file=sys.stderr)
+    return EXIT_UNAVAILABLE
+
+
+async def _close_quietly(client: RuntimeClient) -> None:
+    try:
+        await asyncio.wait_for(client.close(), 5)
+    except Exception:  # noqa: BLE001 - closing a broken connection must not mask the real outcome
+        logging.getLogger(__name__).debug("closing the runtime client failed", exc_info=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,8 @@ from __future__ import annotations
 from textual.message import Message
 
 
-class RunChanged(Message):
+class RunChanged(Message, bubble=False):
     """Something happened to a run (created, step started/finished, parked, finished)."""
-
-    bubble = False
 
     def __init__(self, run_id: str, event_type: str, status: str | None = None) -> None:
         super().__init__()
@@ -25,46 +23,36 @@ class RunChanged(Message):
         return isinstance(message, RunChanged) and message.run_id == self.run_id
 
 
-class TasksChanged(Message):
+class TasksChanged(Message, bubble=False):
     """The set of pending human tasks may have changed."""
-
-    bubble = False
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, TasksChanged)
 
 
-class WorkflowsChanged(Message):
+class WorkflowsChanged(Message, bubble=False):
     """A workflow file was loaded, reloaded, found invalid or deleted."""
-
-    bubble = False
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, WorkflowsChanged)
 
 
-class WorkersChanged(Message):
+class WorkersChanged(Message, bubble=False):
     """A worker started or stopped."""
-
-    bubble = False
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, WorkersChanged)
 
 
-class FeedAppended(Message):
+class FeedAppended(Message, bubble=False):
     """New live events are in `AgentConsole.recent_events`."""
-
-    bubble = False
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, FeedAppended)
 
 
-class RefreshAll(Message):
+class RefreshAll(Message, bubble=False):
     """Reload everything: the periodic safety net, or the feed reconnected and may have missed events."""
-
-    bubble = False
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RefreshAll)

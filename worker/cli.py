@@ -16,9 +16,17 @@ import orjson
 
 from worker import output as o
 from worker.config import Settings
-from worker.errors import ConfigError, Conflict, DefinitionError, NotFound, StoreError, WorkerError
+from worker.errors import (
+    ConfigError,
+    Conflict,
+    DefinitionError,
+    NotFound,
+    PermissionDenied,
+    StoreError,
+    WorkerError,
+)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_DENIED = 0, 1, 2, 3, 4, 5, 6
 
 
 def _json_arg(text: str) -> Any:
@@ -63,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--workflow")
     rs.add_argument("--limit", type=int, default=50)
     rs.add_argument("--json", action="store_true")
+    bulk = rs.add_mutually_exclusive_group()
+    bulk.add_argument("--cancel", action="store_true", help="cancel every matching unfinished run (needs --yes)")
+    bulk.add_argument("--retry", action="store_true",
+                      help="replay every matching failed/cancelled run from its failed step (needs --yes)")
+    rs.add_argument("--yes", action="store_true", help="with --cancel/--retry: do it (default: count only)")
+    rs.add_argument("--rate", type=float, default=20.0, help="with --cancel/--retry: actions per second")
+    rs.add_argument("--reason", default=None, help="with --cancel: why (audited)")
 
     s = sub.add_parser("show", help="show a run: steps, attempts, inputs, outputs, events")
     s.add_argument("run_id", help="run id or a unique prefix of it")
@@ -169,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     except Conflict as exc:
         o.err.print(f"[red]conflict:[/] {exc}")
         return EXIT_CONFLICT
+    except PermissionDenied as exc:
+        o.err.print(f"[red]permission denied:[/] {exc}")
+        return EXIT_DENIED
+    except ConfigError as exc:
+        o.err.print(f"[red]configuration error:[/] {exc}")
+        return EXIT_USAGE
     except StoreError as exc:
         o.err.print(f"[red]database unavailable:[/] {exc}")
         return EXIT_UNAVAILABLE
@@ -273,6 +294,12 @@ async def cmd_run(client: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
+    if args.cancel or args.retry:
+        from worker.oversight.cli import cmd_bulk
+
+        args.action = "cancel" if args.cancel else "retry"
+        args.limit = max(args.limit, 1000) if args.limit == 50 else args.limit
+        return await cmd_bulk(client, args)
     runs = await client.list_runs(status=args.status, workflow=args.workflow, limit=args.limit)
     if args.json:
         o.print_json([{**o.to_jsonable(r), "duration_s": r.duration_s} for r in runs])

@@ -8,6 +8,7 @@ if Redis is down the reconciler delivers them anyway.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,8 +27,11 @@ from worker.definitions.model import Definition
 from worker.engine import events as ev
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.engine.views import step_views
-from worker.errors import Conflict, NotFound, WorkerError
-from worker.identity import current_identity
+from worker.errors import Conflict, NotFound, PermissionDenied, WorkerError
+from worker.identity import Identity, current_identity
+from worker.identity import current as current_person
+from worker.oversight import audit
+from worker.oversight.policy import Action, Authorizer
 from worker.models import (
     EventView,
     HumanTask,
@@ -43,6 +47,8 @@ from worker.models import (
 from worker.store import runs as store
 from worker.store.definitions import active_version
 from worker.store.pool import create_pool
+
+logger = logging.getLogger(__name__)
 
 _RUN_COLS = """run_id::text, workflow, def_hash, status, created_at, updated_at, finished_at, current_step,
                waiting_on, parent_run_id::text, error"""
@@ -61,18 +67,38 @@ def _task(r: asyncpg.Record) -> HumanTask:
 
 
 class RuntimeClient:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, *,
+                 identity: Identity | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
+        self.identity = identity or current_person()
+        self.authorizer = Authorizer.from_path(settings.policy_file)
         self.keys = Keys(settings.redis_prefix)
         self._definitions: dict[str, Definition] = {}
 
     @classmethod
-    async def connect(cls, settings: Settings) -> RuntimeClient:
+    async def connect(cls, settings: Settings, *, identity: Identity | None = None) -> RuntimeClient:
+        authorizer = Authorizer.from_path(settings.policy_file)  # a broken policy file fails before connecting
         pool = await create_pool(settings.database_url, min_size=1, max_size=4)
         redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
-        return cls(settings, pool, redis)
+        client = cls(settings, pool, redis, identity=identity)
+        client.authorizer = authorizer
+        return client
+
+    # -- authorization: every action goes through here, for the CLI and the console alike ------
+    def _actor(self, by: str | None) -> Identity:
+        """The acting identity; `by` (for programmatic callers and tests) names a user without groups."""
+        return self.identity if by is None else Identity(user=by)
+
+    async def _authorize(self, who: Identity, action: Action, workflow: str, *, run_id: str | None = None,
+                         task_id: str | None = None, audit_denial: bool = True) -> None:
+        if self.authorizer.allowed(who, action, workflow):
+            return
+        if audit_denial:
+            await audit.append(self.pool, who, action, outcome="denied", run_id=run_id, task_id=task_id,
+                               workflow=workflow, reason="not allowed by the policy file")
+        self.authorizer.check(who, action, workflow)  # logs and raises PermissionDenied
 
     async def close(self) -> None:
         await self.pool.close()
@@ -141,10 +167,10 @@ class RuntimeClient:
         run_id = str(uuid.uuid4())
         created = ev.Event(ev.RUN_CREATED, time.time(),
                            data={"workflow": workflow, "def_hash": def_hash, "inputs": resolved,
-                                 "requested_by": requested_by or current_identity()})
+                                 "requested_by": requested_by or str(self.identity)})
         async with self.pool.acquire() as conn, conn.transaction():
             await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash, inputs=resolved,
-                                       created=created, requested_by=requested_by or current_identity())
+                                       created=created, requested_by=requested_by or str(self.identity))
         await self._nudge(run_id)
         return RunId(run_id)
 
@@ -160,7 +186,7 @@ class RuntimeClient:
         defn = self._definitions.get(def_hash)
         if defn is None:
             defn = self._definitions[def_hash] = Definition.from_json(spec)
-        who = requested_by or current_identity()
+        who = requested_by or str(self.identity)
         resolved = []
         for i, given in enumerate(inputs):
             try:
@@ -196,7 +222,7 @@ class RuntimeClient:
                   AND ($4::timestamptz IS NULL OR created_at < $4)
                 ORDER BY created_at DESC LIMIT $3""",
             status, workflow, limit, before)
-        return [_summary(r) for r in rows]
+        return [_summary(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
 
     async def count_runs(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
@@ -207,6 +233,7 @@ class RuntimeClient:
         row = await self.pool.fetchrow(f"SELECT {_RUN_COLS}, inputs, output FROM runs WHERE run_id = $1", run_id)
         if row is None:
             raise NotFound(f"no run {run_id!r}")
+        await self._authorize(self.identity, "view", row["workflow"], run_id=run_id, audit_denial=False)
         events = await store.load_events(self.pool, run_id)
         spec_row = await self.pool.fetchrow("SELECT spec FROM definitions WHERE def_hash = $1", row["def_hash"])
         steps_spec = (spec_row["spec"] if spec_row else {}).get("steps", [])
@@ -224,17 +251,24 @@ class RuntimeClient:
 
     async def cancel(self, run_id: str, *, by: str | None = None, reason: str | None = None) -> RunSummary:
         run_id = await self.resolve_run_id(run_id)
-        who = by or current_identity()
-        row = await self.pool.fetchrow(
-            f"""UPDATE runs SET cancel_requested = true, cancel_reason = $2, signal_version = signal_version + 1,
-                       updated_at = now()
-                WHERE run_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
-                RETURNING {_RUN_COLS}""",
-            run_id, f"cancelled by {who}" + (f": {reason}" if reason else ""))
+        who = self._actor(by)
+        workflow = await self.pool.fetchval("SELECT workflow FROM runs WHERE run_id = $1", run_id)
+        if workflow is None:
+            raise NotFound(f"no run {run_id!r}")
+        await self._authorize(who, "cancel", workflow, run_id=run_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""UPDATE runs SET cancel_requested = true, cancel_reason = $2,
+                           signal_version = signal_version + 1, updated_at = now()
+                    WHERE run_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
+                    RETURNING {_RUN_COLS}""",
+                run_id, f"cancelled by {who}" + (f": {reason}" if reason else ""))
+            if row is not None:
+                await audit.append_txn(conn, who, "cancel", run_id=run_id, workflow=workflow,
+                                       seen={"status": row["status"], "current_step": row["current_step"]},
+                                       reason=reason)
         if row is None:
             current = await self.pool.fetchval("SELECT status FROM runs WHERE run_id = $1", run_id)
-            if current is None:
-                raise NotFound(f"no run {run_id!r}")
             raise Conflict(f"run {run_id} is already {current}")
         await self._nudge(run_id, signal=True)
         return _summary(row)
@@ -264,7 +298,7 @@ class RuntimeClient:
         rows = await self.pool.fetch(
             self._TASK_SQL + """ WHERE ($1::text IS NULL OR t.status = $1) AND ($2::uuid IS NULL OR t.run_id = $2)
                                  ORDER BY t.created_at LIMIT $3""", status, run_id, limit)
-        return [_task(r) for r in rows]
+        return [_task(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
 
     async def get_task(self, task_id: str) -> HumanTask:
         task_id = await self._resolve_task_id(task_id)
@@ -302,25 +336,111 @@ class RuntimeClient:
 
     async def _decide(self, task_id: str, *, kind: str, status: str, by: str | None, reason: str | None,
                       decision: dict[str, Any] | None) -> HumanTask:
+        """Record a human decision atomically, with its audit record; the first decision wins.
+
+        Approvals may need several approvers (`min_approvals`), may be limited to `approvers`
+        (users or `group:name`) and may forbid the run's requester from approving.
+        """
         task_id = await self._resolve_task_id(task_id)
-        who = by or current_identity()
+        who = self._actor(by)
+        denied: str | None = None
+        final = False
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                """UPDATE human_tasks SET status = $2, decided_by = $3, decided_at = now(), reason = $4, decision = $5
-                   WHERE task_id = $1 AND status = 'pending' AND kind = $6 RETURNING run_id""",
-                task_id, status, who, reason, decision, kind)
+                """SELECT t.*, r.workflow, r.requested_by AS run_requester FROM human_tasks t
+                   JOIN runs r ON r.run_id = t.run_id WHERE t.task_id = $1 FOR UPDATE OF t""", task_id)
             if row is None:
-                cur = await conn.fetchrow(
-                    "SELECT status, kind, decided_by, decided_at FROM human_tasks WHERE task_id = $1", task_id)
-                if cur is None:
-                    raise NotFound(f"no task {task_id!r}")
-                if cur["kind"] != kind:
-                    raise WorkerError(f"task {task_id} is an {cur['kind']} task, not {kind}")
-                raise Conflict(f"task {task_id} was already {cur['status']} by {cur['decided_by']} "
-                               f"at {cur['decided_at']:%Y-%m-%d %H:%M:%S} UTC")
-            await store.signal_run_txn(conn, str(row["run_id"]))
-        await self._nudge(str(row["run_id"]), signal=True)
+                raise NotFound(f"no task {task_id!r}")
+            if row["kind"] != kind:
+                raise WorkerError(f"task {task_id} is an {row['kind']} task, not {kind}")
+            run_id, workflow = str(row["run_id"]), row["workflow"]
+            seen = {"step": row["step_id"], "prompt": row["prompt"], "context": row["context"],
+                    "deadline": row["deadline"].isoformat() if row["deadline"] else None}
+            requester = (row["run_requester"] or "").split("@", 1)[0]
+            if not self.authorizer.allowed(who, "approve", workflow):
+                denied = f"{who.user} may not decide tasks of workflow {workflow!r} (policy file)"
+            elif not self.authorizer.matches_any(who, list(row["approvers"] or [])):
+                denied = f"{who.user} is not one of this approval's approvers: {', '.join(row['approvers'])}"
+            elif row["forbid_requester"] and requester == who.user:
+                denied = f"{who.user} requested this run and may not approve it"
+            if denied is not None:
+                await audit.append_txn(conn, who, "approve" if status == "approved" else status.rstrip("d"),
+                                       outcome="denied", run_id=run_id, task_id=task_id, workflow=workflow,
+                                       seen=seen, reason=denied)
+            elif row["status"] != "pending":
+                raise Conflict(f"task {task_id} was already {row['status']} by {row['decided_by']} "
+                               f"at {row['decided_at']:%Y-%m-%d %H:%M:%S} UTC")
+            else:
+                approvals = list(row["approvals"] or [])
+                new_status = status
+                decided_by = who.user
+                if kind == "approval" and status == "approved":
+                    if any(a.get("by") == who.user for a in approvals):
+                        raise Conflict(f"{who.user} already approved task {task_id}; it needs "
+                                       f"{row['min_approvals'] - len(approvals)} more approver(s)")
+                    approvals.append({"by": who.user, "origin": who.origin, "reason": reason,
+                                      "at": datetime.now(tz=UTC).isoformat()})
+                    if len(approvals) < row["min_approvals"]:
+                        new_status = "pending"
+                    decided_by = ", ".join(a["by"] for a in approvals)
+                final = new_status != "pending"
+                await conn.execute(
+                    """UPDATE human_tasks SET status = $2, approvals = $3,
+                              decided_by = CASE WHEN $7 THEN $4 ELSE decided_by END,
+                              decided_at = CASE WHEN $7 THEN now() ELSE decided_at END,
+                              reason = CASE WHEN $7 THEN $5 ELSE reason END,
+                              decision = CASE WHEN $7 THEN $6 ELSE decision END
+                       WHERE task_id = $1""",
+                    task_id, new_status, approvals, decided_by, reason, decision, final)
+                outcome = new_status if final else f"approval {len(approvals)} of {row['min_approvals']}"
+                await audit.append_txn(conn, who, {"approved": "approve", "rejected": "reject"}.get(status, "resolve"),
+                                       outcome=outcome, run_id=run_id, task_id=task_id, workflow=workflow,
+                                       seen=seen, decision=decision or {"status": status}, reason=reason)
+                if final:
+                    await store.signal_run_txn(conn, run_id)
+        if denied is not None:
+            logger.warning("denied: %s", denied)
+            raise PermissionDenied(denied)
+        if final:
+            await self._nudge(run_id, signal=True)
         return await self.get_task(task_id)
+
+    # -- replay and bulk operations ----------------------------------------------------------
+    async def replay(self, run_id: str, *, from_step: str | None = None, inputs: dict[str, Any] | None = None,
+                     latest: bool = False, dry_run: bool = False, by: str | None = None) -> tuple[Any, RunId | None]:
+        """Plan (and unless `dry_run`, start) a replay of a run; returns (plan, new run id)."""
+        from worker.oversight.replay import create_replay, plan_as_dict, plan_replay
+
+        run_id = await self.resolve_run_id(run_id)
+        who = self._actor(by)
+        workflow = await self.pool.fetchval("SELECT workflow FROM runs WHERE run_id = $1", run_id)
+        if workflow is None:
+            raise NotFound(f"no run {run_id!r}")
+        await self._authorize(who, "replay", workflow, run_id=run_id)
+        try:
+            plan = await plan_replay(self.pool, run_id, from_step=from_step, inputs=inputs, latest=latest)
+        except InputError as exc:
+            raise WorkerError(f"{workflow}: {exc}") from exc
+        if dry_run:
+            return plan, None
+        async with self.pool.acquire() as conn, conn.transaction():
+            new_id = await create_replay(conn, plan, str(who))
+            await audit.append_txn(conn, who, "replay", run_id=run_id, workflow=workflow, seen=plan_as_dict(plan),
+                                   decision={"new_run": new_id})
+        await self._nudge(new_id)
+        return plan, RunId(new_id)
+
+    async def matching_runs(self, *, status: str | None, workflow: str | None, limit: int = 10_000) -> list[RunSummary]:
+        return await self.list_runs(status=status, workflow=workflow, limit=limit)
+
+    # -- audit -------------------------------------------------------------------------------
+    async def audit_records(self, *, run_id: str | None = None, limit: int = 1000) -> list[audit.AuditRecord]:
+        if run_id is not None:
+            run_id = await self.resolve_run_id(run_id)
+        return await audit.records(self.pool, run_id=run_id, limit=limit)
+
+    async def verify_audit(self) -> audit.Verification:
+        return await audit.verify(self.pool)
 
     # -- workflows and workers ---------------------------------------------------------------
     async def list_workflows(self) -> list[WorkflowInfo]:

@@ -63,6 +63,10 @@ class Conflict(WorkerError):
     """The operation conflicts with the current state (e.g. the task was already decided)."""
 
 
+class PermissionDenied(WorkerError):
+    """The policy file does not allow this identity to do this (the denial is audited)."""
+
+
 class StepFailed(WorkerError):
     """A step attempt failed; `retryable` tells the engine whether another attempt may help."""
 

@@ -28,8 +28,10 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, title: str, body: str | Content, *, confirm_label: str = "Yes", danger: bool = False) -> None:
+    def __init__(self, title: str, body: str | Content, *, confirm_label: str = "Yes", cancel_label: str = "No",
+                 danger: bool = False) -> None:
         super().__init__()
+        self.cancel_label = cancel_label
         self.title_text = title
         self.body = body
         self.confirm_label = confirm_label
@@ -42,7 +44,7 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal(id="buttons"):
                 yield Button(f"{self.confirm_label} (y)", id="yes", variant="error" if self.danger else "primary",
                              compact=True)
-                yield Button("Cancel (n)", id="no", compact=True)
+                yield Button(f"{self.cancel_label} (n)", id="no", compact=True)
 
     def on_mount(self) -> None:
         self.set_class(self.danger, "-danger")

@@ -48,12 +48,12 @@ class EventsScreen(ConsoleScreen):
         table.add_column("DATA", key="data")
 
     async def reload(self) -> None:
-        self._render()
+        self._render_feed()
 
     def on_feed_appended(self, _message: FeedAppended) -> None:
         self.request_reload()
 
-    def _render(self) -> None:
+    def _render_feed(self) -> None:
         app = self.console_app
         table = self.query_one("#events-feed", NavTable)
         keep = table.selected_key()

@@ -57,7 +57,7 @@ class RunDetailScreen(ConsoleScreen):
         super().__init__()
         self.run_id = run_id
         self.detail: RunDetail | None = None
-        self._nodes: dict[NodeKey, TreeNode[NodeKey]] = {}
+        self._tree_nodes: dict[NodeKey, TreeNode[NodeKey]] = {}
         self._selected: NodeKey = ("run",)
 
     def compose_body(self) -> Iterable[Widget]:
@@ -121,7 +121,7 @@ class RunDetailScreen(ConsoleScreen):
         if foreach:
             extra += f" ×{foreach}"
         if len(view.attempts) > 1:
-            extra += f" ({len(view.attempts)} attempts)"
+            extra += f" {len(view.attempts)} tries"
         label.append(extra, style="dim")
         return label
 
@@ -136,7 +136,7 @@ class RunDetailScreen(ConsoleScreen):
     def _add_attempts(self, node: TreeNode[NodeKey], view: StepView) -> None:
         for i, a in enumerate(view.attempts):
             key: NodeKey = ("attempt", view.step_id, view.item, a.attempt)
-            self._nodes[key] = node.add_leaf(self._attempt_label(view, i), data=key)
+            self._tree_nodes[key] = node.add_leaf(self._attempt_label(view, i), data=key)
 
     def _render_tree(self, d: RunDetail) -> None:
         tree = self.query_one("#step-tree", NavTree)
@@ -145,23 +145,27 @@ class RunDetailScreen(ConsoleScreen):
         root.set_label(Text.assemble((status_glyph(d.summary.status) + " ", status_style(d.summary.status)),
                                      f"run {short_id(d.summary.run_id)}"))
         root.data = ("run",)
-        self._nodes = {("run",): root}
+        self._tree_nodes = {("run",): root}
         for step_id, views in self._steps_by_id(d).items():
             head = next((v for v in views if v.item is None), views[0])
             items = [v for v in views if v.item is not None]
             key: NodeKey = ("step", step_id, None)
-            node = root.add(self._step_label(head, foreach=len(items)), data=key, expand=True)
-            self._nodes[key] = node
+            label = self._step_label(head, foreach=len(items))
+            if not items and not head.attempts:
+                self._tree_nodes[key] = root.add_leaf(label, data=key)
+                continue
+            node = root.add(label, data=key, expand=True)
+            self._tree_nodes[key] = node
             for item in items:
                 ikey: NodeKey = ("step", step_id, item.item)
                 inode = node.add(self._step_label(item), data=ikey,
                                  expand=len(item.attempts) > 1 or item.status != "completed")
-                self._nodes[ikey] = inode
+                self._tree_nodes[ikey] = inode
                 self._add_attempts(inode, item)
             if not items:
                 self._add_attempts(node, head)
         root.expand()
-        target = self._nodes.get(self._selected, root)
+        target = self._tree_nodes.get(self._selected, root)
         tree.call_after_refresh(tree.move_cursor, target, animate=False)
 
     def _render_waterfall(self, d: RunDetail) -> None:
@@ -235,7 +239,7 @@ class RunDetailScreen(ConsoleScreen):
             return
         ok = await self.app.push_screen_wait(ConfirmDialog(
             "Cancel 1 run?", f"{short_id(s.run_id)}  {s.workflow}  {status_label(s.status)}",
-            confirm_label="Cancel 1", danger=True))
+            confirm_label="Yes, cancel it", cancel_label="Keep", danger=True))
         if not ok:
             return
         try:

@@ -242,7 +242,7 @@ class RunsScreen(ConsoleScreen):
             lines.append(f"({skipped} already finished, skipped)")
         title = f"Cancel {n} run{'s' if n != 1 else ''}?"
         ok = await self.app.push_screen_wait(
-            ConfirmDialog(title, "\n".join(lines), confirm_label=f"Cancel {n}", danger=True))
+            ConfirmDialog(title, "\n".join(lines), confirm_label=f"Yes, cancel {n}", cancel_label="Keep", danger=True))
         if not ok:
             return
         done, failed = 0, []

@@ -27,7 +27,7 @@ class WorkersScreen(ConsoleScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.workers: list[WorkerInfo] = []
+        self.worker_infos: list[WorkerInfo] = []
 
     def compose_body(self) -> Iterable[Widget]:
         yield NavTable(id="workers-table")
@@ -37,16 +37,16 @@ class WorkersScreen(ConsoleScreen):
     def on_mount(self) -> None:
         table = self.query_one("#workers-table", NavTable)
         table.add_column("ALIVE", width=7, key="alive")
-        table.add_column("WORKER", width=24, key="worker")
-        table.add_column("HOST", width=12, key="host")
-        table.add_column("PID", width=7, key="pid")
+        table.add_column("WORKER", width=20, key="worker")
+        table.add_column("HOST", width=10, key="host")
+        table.add_column("PID", width=6, key="pid")
         table.add_column("BEAT", width=7, key="heartbeat")
         table.add_column("HELD", width=5, key="held")
         table.add_column("UP", key="uptime")
 
     async def reload(self) -> None:
         workers = await self.console_app.client.list_workers()
-        self.workers = sorted(workers, key=lambda w: (not w.alive, w.worker_id))
+        self.worker_infos = sorted(workers, key=lambda w: (not w.alive, w.worker_id))
         self._render_table()
 
     def on_workers_changed(self, _message: WorkersChanged) -> None:
@@ -57,12 +57,12 @@ class WorkersScreen(ConsoleScreen):
         keep = table.selected_key()
         table.clear()
         now = self.console_app.now()
-        for w in self.workers:
+        for w in self.worker_infos:
             held = f"{len(w.held_runs)}/{w.concurrency}" if w.concurrency else str(len(w.held_runs))
             table.add_row(
                 Text("● alive", style="green") if w.alive else Text("○ dead", style="red"),
-                Text(truncate(w.worker_id, 24), style="" if w.alive else "dim"),
-                truncate(w.hostname, 12),
+                Text(truncate(w.worker_id, 20), style="" if w.alive else "dim"),
+                truncate(w.hostname, 10),
                 str(w.pid),
                 format_age(w.heartbeat_at, now).replace(" ago", ""),
                 held,
@@ -74,7 +74,7 @@ class WorkersScreen(ConsoleScreen):
 
     def _selected(self) -> WorkerInfo | None:
         key = self.query_one("#workers-table", NavTable).selected_key()
-        return next((w for w in self.workers if w.worker_id == key), None)
+        return next((w for w in self.worker_infos if w.worker_id == key), None)
 
     @on(DataTable.RowHighlighted, "#workers-table")
     def _render_detail(self) -> None:

@@ -13,6 +13,7 @@ from rich.text import Text
 from console.formatting import (
     DASH,
     format_age,
+    format_clock,
     format_duration,
     format_json,
     format_timestamp,
@@ -30,7 +31,7 @@ def _section(out: Text, title: str) -> None:
 
 
 def _field(out: Text, name: str, value: str, style: str = "") -> None:
-    out.append(f"{name:<16}", style="dim")
+    out.append(f"{name:<10}", style="dim")
     out.append(value + "\n", style=style)
 
 
@@ -41,11 +42,11 @@ def attempt_seconds(a: AttemptView, now: datetime) -> float | None:
 
 
 def attempt_line(a: AttemptView, now: datetime) -> Text:
-    """`#2 ✓ completed  12:00:04Z → 12:00:04Z  0.3s`."""
+    """`#2 ✓ completed 12:00:04→12:00:04  300ms` (UTC)."""
     out = Text()
     out.append(f"#{a.attempt} ", style="bold")
-    out.append(f"{status_label(a.status):<12}", style=status_style(a.status))
-    out.append(f" {format_timestamp(a.started_at)[11:]} → {format_timestamp(a.finished_at)[11:]}", style="dim")
+    out.append(f"{status_label(a.status):<11}", style=status_style(a.status))
+    out.append(f" {format_clock(a.started_at)}→{format_clock(a.finished_at)}", style="dim")
     out.append(f"  {format_duration(attempt_seconds(a, now))}")
     if a.error:
         out.append(f"\n   {a.error}", style="red")
@@ -59,16 +60,16 @@ def inspect_run(detail: RunDetail, now: datetime) -> Text:
     _field(out, "run", s.run_id)
     _field(out, "status", status_label(s.status, waiting_on=s.waiting_on), status_style(s.status))
     if s.waiting_on:
-        _field(out, "waiting on", s.waiting_on)
+        _field(out, "waiting", s.waiting_on)
     _field(out, "version", short_id(s.def_hash, 12))
     _field(out, "started", f"{format_timestamp(s.created_at)} ({format_age(s.created_at, now)})")
     _field(out, "finished", format_timestamp(s.finished_at))
     _field(out, "duration", format_duration(run_elapsed(s.created_at, s.finished_at, now)))
-    _field(out, "current step", s.current_step or DASH)
+    _field(out, "step", s.current_step or DASH)
     if s.parent_run_id:
-        _field(out, "parent run", s.parent_run_id)
+        _field(out, "parent", s.parent_run_id)
     if detail.children:
-        _field(out, "child runs", ", ".join(short_id(c) for c in detail.children))
+        _field(out, "children", ", ".join(short_id(c) for c in detail.children))
     if s.error:
         _section(out, "error")
         out.append(s.error + "\n", style="red")
@@ -85,7 +86,7 @@ def inspect_step(view: StepView, items: Sequence[StepView], now: datetime, attem
     out.append(f"{view.step_id}{item_suffix(view.item)}", style="bold")
     out.append(f"  {view.kind}\n", style="dim")
     _field(out, "status", status_label(view.status), status_style(view.status))
-    _field(out, "idempotency key", view.idempotency_key or DASH)
+    _field(out, "idem. key", view.idempotency_key or DASH)
     if items:
         done = sum(1 for i in items if i.status == "completed")
         _field(out, "foreach", f"{len(items)} items, {done} completed")

@@ -216,6 +216,7 @@ class FakeRuntimeClient:
         self.offline = False
         self.calls = 0
         self.closed = False
+        self._live: asyncio.Queue[LiveEvent] | None = None
 
     # -- knobs for tests ---------------------------------------------------------------------
     def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:
@@ -317,7 +318,16 @@ class FakeRuntimeClient:
         self._check()
         return list(self.workers)
 
+    def push_event(self, event: LiveEvent) -> None:
+        """Deliver one more live event to a running `watch_events` (after the scripted ones)."""
+        if self._live is None:
+            self._live = asyncio.Queue()
+        self._live.put_nowait(event)
+
     async def watch_events(self, last_id: str = "$") -> AsyncIterator[LiveEvent]:
         for event in self.events:
             yield event
-        await asyncio.Event().wait()  # then nothing, forever (cancelled when the app exits)
+        if self._live is None:
+            self._live = asyncio.Queue()
+        while True:  # then only what a test pushes, forever (cancelled when the app exits)
+            yield await self._live.get()

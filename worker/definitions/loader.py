@@ -25,7 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from worker.definitions.model import Definition, Loc, Problem, find_problems, problems_from_validation
-from worker.definitions.schema import WorkflowSpec
+from worker.definitions.schema import ToolsFileSpec, WorkflowSpec
 from worker.errors import DefinitionError
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -331,3 +331,36 @@ def load_file(path: Path, root: Path | None = None) -> Definition:
     where = str(path)
     real = _check_inside(path, root) if root is not None else path
     return load_bytes(_read_regular_file(real, where), where)
+
+
+def load_tools_text(text: str, path: str | Path = "<tools>") -> ToolsFileSpec:
+    """Parse and validate a shared `tools.yaml` (MCP servers, prices); DefinitionError with line:column."""
+    where = str(path)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)")
+    root = _compose(text, where)
+    if root is None:
+        return ToolsFileSpec()
+    try:
+        data = _Converter().convert(root)
+    except _RefusalError as refusal:
+        raise _error_at(where, text, refusal.reason, refusal.mark) from None
+    if not isinstance(data, dict):
+        raise _error_at(where, text, "the top level must be a mapping with servers:", root.start_mark)
+    try:
+        return ToolsFileSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, ToolsFileSpec, data)
+        if not problems:  # pragma: no cover
+            raise DefinitionError(where, str(exc)) from None
+        raise _first_problem(where, text, root, problems) from None
+
+
+def load_tools_file(path: Path) -> ToolsFileSpec:
+    """Load `tools.yaml` (a regular file of at most 1 MiB)."""
+    data = _read_regular_file(Path(path), str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DefinitionError(str(path), "the file is not valid UTF-8") from None
+    return load_tools_text(text, path)

@@ -29,6 +29,7 @@ from worker.definitions.schema import (
     ARGS_MODELS,
     AVAILABLE_KINDS,
     DEFAULT_RETRY,
+    SECRET_KINDS,
     RetryPolicy,
     StepSpec,
     WorkflowSpec,
@@ -268,6 +269,10 @@ def _structure_problems(spec: WorkflowSpec) -> list[Problem]:
             if need not in first_index:
                 reason = f"step '{step.id}' needs unknown step '{need}'"
                 problems.append(Problem(("steps", i, "needs", k), reason))
+        if step.secrets and step.uses not in SECRET_KINDS:
+            kinds = ", ".join(sorted(SECRET_KINDS))
+            reason = f"step kind '{step.uses}' cannot use secrets (only {kinds} steps can)"
+            problems.append(Problem(("steps", i, "secrets"), reason))
         for k, name in enumerate(step.secrets):
             if name not in spec.credentials:
                 reason = (f"step '{step.id}' lists secret '{name}' but no credential '{name}' "
@@ -341,6 +346,11 @@ def _step_read_problem(spec: WorkflowSpec, step: StepSpec, field_name: str, read
         if key not in ancestors[step.id]:
             return f"step '{step.id}' reads {text} but does not depend on {key} (add it to needs)"
     if root == "secrets":
+        if field_name != "with":
+            return f"secrets are only available in with: ({field_name} is decided and stored by the scheduler)"
+        if step.uses not in SECRET_KINDS:
+            kinds = ", ".join(sorted(SECRET_KINDS))
+            return f"step kind '{step.uses}' cannot read secrets (only {kinds} steps can)"
         if key is None:
             return "secrets must be named literally, e.g. secrets.helpdesk"
         if key not in spec.credentials:
@@ -370,10 +380,17 @@ def _reference_problems(spec: WorkflowSpec) -> list[Problem]:
     for i, step in enumerate(spec.steps):
         for field_name, base, value in _step_fields(i, step):
             for loc, text in _template_strings(value, base):
-                for read in root_reads(text):
+                reads = root_reads(text)
+                for read in reads:
                     reason = _step_read_problem(spec, step, field_name, read, ancestors)
                     if reason is not None:
                         problems.append(Problem(loc, f"{format_loc(loc)}: {reason}"))
+                roots = {read.root for read in reads}
+                if "secrets" in roots and roots & FOREACH_ROOTS:
+                    # secret references are rendered again when the step runs, without the foreach item
+                    reason = ("a string that reads secrets cannot also read item or index; "
+                              "put them in separate values")
+                    problems.append(Problem(loc, f"{format_loc(loc)}: {reason}"))
     for loc, text in _template_strings(spec.output, ("output",)):
         for read in root_reads(text):
             reason = _output_read_problem(read, frozenset(order))

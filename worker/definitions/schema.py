@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -37,7 +37,9 @@ WORKFLOW_NAME = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 
 StepKind = Literal["http", "llm", "tool", "agent", "approval", "python", "sleep", "set", "workflow"]
 # kinds with an executor in this build; the others are rejected at load time with a clear message
-AVAILABLE_KINDS: frozenset[str] = frozenset({"http", "approval", "python", "sleep", "set", "workflow"})
+AVAILABLE_KINDS: frozenset[str] = frozenset(
+    {"http", "llm", "tool", "agent", "approval", "python", "sleep", "set", "workflow"}
+)
 # kinds whose calls reach outside the runtime (they get idempotency keys and the uncertain-effect policy)
 EXTERNAL_KINDS: frozenset[str] = frozenset({"http", "llm", "tool", "agent", "python"})
 
@@ -64,9 +66,31 @@ class InputSpec(_Model):
     required: bool | None = None  # default: required when no default is given
 
 
+# kinds whose `with:` may read `${{ secrets.* }}` and that may list `secrets:`: they run an executor
+# that receives ctx.secrets and whose output and errors are redacted. approval, sleep and workflow
+# steps never see secret values (their stored inputs would hold only placeholders).
+SECRET_KINDS: frozenset[str] = frozenset({"http", "llm", "tool", "agent", "python", "set"})
+
+# A KV v2 path as a Vault policy names it: segments of letters, digits, `_ . -`, no `.`/`..` segment,
+# no globs (`*`, `+`) and no quotes, so a generated policy grants exactly this path.
+_KV_PATH = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*$")
+
+
+def _kv_path(value: str) -> str:
+    if not _KV_PATH.match(value) or any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"{value!r} is not a plain Vault path (segments of letters, digits, _ . - "
+                         "separated by /; no leading or trailing /, no . or .. segments, no * or +)")
+    return value
+
+
 class CredentialSpec(_Model):
-    path: str = Field(min_length=1)
-    mount: str = "secret"
+    path: str = Field(min_length=1, max_length=512)
+    mount: str = Field("secret", min_length=1, max_length=128)
+
+    @field_validator("path", "mount")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        return _kv_path(value)
 
 
 class StepSpec(_Model):
@@ -92,14 +116,84 @@ class StepSpec(_Model):
         return value
 
 
+class McpServerSpec(_Model):
+    """One MCP server: a command to launch (stdio) or a streamable-HTTP endpoint (url)."""
+
+    name: str | None = None  # filled in when a named declaration is copied into a step
+    command: str | None = None  # stdio; `python` means the worker's own interpreter
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None  # default: the workflows directory
+    url: str | None = None  # streamable HTTP
+    headers: dict[str, str] = Field(default_factory=dict)
+    credential: str | None = None  # `${credential.KEY}` in env/headers is filled from this credential
+    timeout: Duration | None = None  # per tool call; default: the step's timeout or 60s
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("a tool server needs exactly one of command (stdio) or url (streamable HTTP)")
+        return self
+
+
+class ToolsFileSpec(_Model):
+    """`workflows/tools.yaml`: MCP servers (and prices) shared by every workflow."""
+
+    servers: dict[str, McpServerSpec] = Field(default_factory=dict)
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)
+
+
+class ModelPrice(_Model):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class WorkflowSpec(_Model):
     name: str = Field(pattern=WORKFLOW_NAME)
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     credentials: dict[str, CredentialSpec] = Field(default_factory=dict)
+    tools: dict[str, McpServerSpec] = Field(default_factory=dict)  # MCP servers for tool/agent steps
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)  # model name -> price, for llm/agent cost
     defaults: StepDefaults | None = None
     steps: list[StepSpec] = Field(min_length=1, max_length=1000)
     output: Any = None  # expression template; default: the output of the last step
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embed_declarations(cls, data: Any) -> Any:
+        """Copy the workflow's named tool servers and price table into the steps that use them.
+
+        The step's arguments then carry everything its executor needs, and a run is pinned to the
+        exact declarations it started with (they are part of the definition's hash). Names not
+        declared here are looked up in the shared `tools.yaml` when the step runs.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+            return data
+        servers = data.get("tools") if isinstance(data.get("tools"), dict) else {}
+        pricing = data.get("pricing") if isinstance(data.get("pricing"), dict) else {}
+
+        def resolve(ref: Any) -> Any:
+            if isinstance(ref, str) and isinstance(servers.get(ref), dict):
+                return {**servers[ref], "name": ref}
+            return ref
+
+        steps = []
+        for step in data["steps"]:
+            if isinstance(step, dict) and isinstance(step.get("with"), dict) and step.get("uses") in (
+                    "tool", "agent", "llm"):
+                args = dict(step["with"])
+                if step["uses"] == "tool" and "server" in args:
+                    args["server"] = resolve(args["server"])
+                if step["uses"] == "agent" and isinstance(args.get("servers"), list):
+                    args["servers"] = [resolve(ref) for ref in args["servers"]]
+                if step["uses"] in ("llm", "agent") and pricing and "pricing" not in args:
+                    args["pricing"] = pricing
+                step = {**step, "with": args}
+            steps.append(step)
+        return {**data, "steps": steps}
 
 
 class StepDefaults(_Model):
@@ -108,6 +202,7 @@ class StepDefaults(_Model):
 
 
 WorkflowSpec.model_rebuild()
+ToolsFileSpec.model_rebuild()
 
 
 # ---- `with:` arguments per step kind -------------------------------------------------------
@@ -141,8 +236,11 @@ class ApprovalArgs(_Model):
     prompt: str
     context: Any = None
     timeout: Duration | None = None
-    on_timeout: Literal["approve", "reject", "fail"] = "reject"
-    approvers: list[str] = Field(default_factory=list)
+    # escalate: the task stays open past its deadline, flagged as escalated (nothing is decided for you)
+    on_timeout: Literal["approve", "reject", "fail", "escalate"] = "reject"
+    approvers: list[str] = Field(default_factory=list)  # user names or `group:<name>`; empty: anyone allowed
+    min_approvals: int = Field(1, ge=1, le=20)
+    forbid_requester: bool = False  # the person who started the run may not approve it
 
 
 class WorkflowArgs(_Model):
@@ -150,9 +248,63 @@ class WorkflowArgs(_Model):
     inputs: dict[str, Any] = Field(default_factory=dict)
 
 
+class ChatMessage(_Model):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class LlmArgs(_Model):
+    """A chat completion (`llm`), and the model part of an `agent`."""
+
+    provider: Literal["openai", "anthropic", "ollama"] = "openai"  # openai: any OpenAI-compatible API
+    model: str = Field(min_length=1)
+    base_url: str | None = None  # default: the provider's public API (ollama: 127.0.0.1:11434)
+    base_url_env: str | None = None  # an environment variable holding the base URL (used when it is set)
+    api_key_env: str | None = None  # an environment variable holding the API key
+    credential: str | None = None  # a credential (from Vault) whose `api_key` is the key
+    api_key_header: str | None = None  # e.g. `api-key` for Azure OpenAI; default per provider
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)  # e.g. {api-version: ...} for Azure OpenAI
+    system: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] = Field(default_factory=list)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # JSON schema of a structured answer
+    timeout: Duration | None = None  # per request; default: the step timeout or 120s
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)  # model -> USD per 1M tokens
+
+    @model_validator(mode="after")
+    def _has_input(self) -> LlmArgs:
+        if self.prompt is None and not self.messages:
+            raise ValueError("give a prompt or messages")
+        return self
+
+
+class ToolArgs(_Model):
+    server: str | McpServerSpec  # a name (workflow `tools:` or tools.yaml) or an inline declaration
+    tool: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration | None = None  # per call; default: the server's, else the step timeout, else 60s
+
+
+class AgentArgs(LlmArgs):
+    servers: list[str | McpServerSpec] = Field(default_factory=list)
+    tools: list[str] | None = None  # only these tools of the servers (default: all)
+    approve_tools: list[str] = Field(default_factory=list)  # ask a human before calling these
+    approval_timeout: Duration | None = None  # then the call counts as rejected
+    max_turns: int = Field(10, ge=1, le=200)  # LLM calls
+    token_budget: int | None = Field(None, ge=1)  # total tokens over all LLM calls
+    tool_timeout: Duration | None = None  # per tool call; default 60s
+
+
 # `set` takes any mapping of names to values/expressions: its output is that mapping rendered.
 ARGS_MODELS: dict[str, type[_Model] | None] = {
     "http": HttpArgs,
+    "llm": LlmArgs,
+    "tool": ToolArgs,
+    "agent": AgentArgs,
     "python": PythonArgs,
     "sleep": SleepArgs,
     "approval": ApprovalArgs,

@@ -65,6 +65,10 @@ class _Outcome:
     park: StepParked | None = None
 
 
+class _HandBack(Exception):  # noqa: N818 - flow control, not an error
+    """Raised inside the actor when the worker stops: drop the lease so another worker takes over."""
+
+
 class _FencedJournal:
     """A step's journal: entries from earlier attempts, and fenced appends (see `Journal`)."""
 
@@ -98,6 +102,7 @@ class RunActor:
         self._wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._signalled = False
         self._lost = False
+        self._stopping = False
         self._running: dict[InstanceKey, asyncio.Task[_Outcome]] = {}
         self._pending: list[ev.Event] = []
         self._tasks: list[NewTask] = []
@@ -112,6 +117,12 @@ class RunActor:
     def notify(self) -> None:
         """Something changed outside (approval, cancel, child finished): look at signals again."""
         self._signalled = True
+        if not self._wake.done():
+            self._wake.set_result(None)
+
+    def shutdown(self) -> None:
+        """The worker is stopping: hand the run back as soon as no step is executing."""
+        self._stopping = True
         if not self._wake.done():
             self._wake.set_result(None)
 
@@ -186,6 +197,9 @@ class RunActor:
             await self._drive()
         except LeaseLost:
             self.log.warning("run %s: lease lost to another worker; stopping without committing", self.run_id)
+        except _HandBack:
+            self.log.info("run %s handed back (worker stopping)", self.run_id)
+            await self._abandon()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the run is resumed from Postgres by whoever leases it next
@@ -228,9 +242,12 @@ class RunActor:
             self._launch()
             if timeouts:
                 for cmd in timeouts:
-                    await store.timeout_task(svc.pool, cmd.task_id)
+                    if await store.timeout_task(svc.pool, cmd.task_id) == "escalated":
+                        self._emit(ev.TASK_ESCALATED, step_id=cmd.step_id, item=cmd.item, task_id=cmd.task_id)
                 await self._absorb_signals()
                 continue
+            if self._stopping and not self._running:
+                raise _HandBack
             if not self._running:
                 now = time.time()
                 if wake_at is None or wake_at - now > horizon:
@@ -349,7 +366,8 @@ class RunActor:
             task_id = task_id_for(self.run_id, cmd.step_id, cmd.item, "approval", cmd.attempt)
             deadline = now + args.timeout if args.timeout else None
             self._tasks.append(NewTask(task_id, cmd.step_id, cmd.item, "approval", args.prompt, args.context,
-                                       deadline, args.on_timeout))
+                                       deadline, args.on_timeout, approvers=list(args.approvers),
+                                       min_approvals=args.min_approvals, forbid_requester=args.forbid_requester))
             self._emit(ev.STEP_WAITING, reason="approval", task_id=task_id, deadline=deadline,
                        on_timeout=args.on_timeout, prompt=args.prompt, inputs=cmd.inputs, **common)
         elif kind == "workflow":

@@ -18,6 +18,7 @@ STEP_COMPLETED = "step.completed"
 STEP_FAILED = "step.failed"
 TASK_REQUESTED = "task.requested"
 TASK_DECIDED = "task.decided"
+TASK_ESCALATED = "task.escalated"
 CHILD_FINISHED = "child.finished"
 
 RUN_TERMINAL_EVENTS = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})

@@ -25,6 +25,7 @@ from worker.engine.commands import (
 )
 from worker.engine.state import Instance, RunState
 from worker.errors import ExpressionError
+from worker.secrets.deferred import DeferredSecrets
 from worker.models import StepStatus
 
 _DONE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
@@ -32,7 +33,12 @@ _TERMINAL = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED, StepSt
 
 
 def expression_context(defn: Definition, state: RunState) -> dict[str, Any]:
-    """The names `${{ }}` expressions see: inputs, steps.<id>.output/status, run."""
+    """The names `${{ }}` expressions see: inputs, steps.<id>.output/status, run, secrets.
+
+    `secrets` holds no value: each `secrets.<name>.<key>` renders to an inert marker, so the inputs
+    stored in the event log never contain a secret. The step's SecretProvider renders those
+    positions again, from the definition, when the step runs (worker.secrets.deferred).
+    """
     steps: dict[str, Any] = {}
     for step_id, st in state.steps.items():
         if st.status in _TERMINAL:
@@ -41,6 +47,7 @@ def expression_context(defn: Definition, state: RunState) -> dict[str, Any]:
         "inputs": state.inputs,
         "steps": steps,
         "run": {"id": state.run_id, "workflow": defn.name, "version": defn.def_hash[:12]},
+        "secrets": DeferredSecrets(),
     }
 
 

@@ -103,16 +103,21 @@ class WorkerService:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        for actor in list(self.actors.values()):
+            actor.shutdown()  # idle actors (timers, short retries) hand back at once
         if self._actor_tasks:
-            done, pending = await asyncio.wait(self._actor_tasks, timeout=grace)
+            _done, pending = await asyncio.wait(self._actor_tasks, timeout=grace)
+            # steps still executing after the grace period are interrupted; their runs are handed back
+            # now (not after the lease TTL) and the next owner retries the interrupted attempts
+            held = {run_id: actor.lease.epoch for run_id, actor in self.actors.items()}
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for run_id, actor in list(self.actors.items()):
-            try:
-                await store.drop_lease(self.pool, run_id, self.settings.worker_id, actor.lease.epoch)
-            except Exception:  # noqa: BLE001
-                logger.debug("could not hand back %s", run_id)
+            for run_id, epoch in held.items():
+                try:
+                    await store.drop_lease(self.pool, run_id, self.settings.worker_id, epoch)
+                except Exception:  # noqa: BLE001
+                    logger.debug("could not hand back %s; its lease will expire", run_id)
         await self.writer.stop()
         await self.publisher.stop()
         await close_executors(self.executors)

@@ -158,6 +158,10 @@ class RunState:
                 self.step(inst.step_id).status = StepStatus.WAITING
             if self.status == RunStatus.PENDING:
                 self.status = RunStatus.RUNNING
+        elif t == ev.TASK_ESCALATED:
+            inst = self.instance(e.step_id or "", e.item)
+            if inst.wait is not None:
+                inst.wait = {**inst.wait, "deadline": None, "escalated": True}
         elif t in (ev.TASK_DECIDED, ev.CHILD_FINISHED):
             inst = self.instance(e.step_id or "", e.item)
             inst.decision = dict(e.data)

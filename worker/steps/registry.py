@@ -7,17 +7,28 @@ import logging
 from collections.abc import Mapping
 
 from worker.config import Settings
+from worker.steps.agent import AgentExecutor
 from worker.steps.base import StepExecutor
 from worker.steps.http import HttpExecutor
+from worker.steps.llm import LlmClient, LlmExecutor
+from worker.steps.mcp_pool import McpPool
 from worker.steps.python_step import PythonExecutor
 from worker.steps.set_step import SetExecutor
+from worker.steps.tool import ToolExecutor
 
 logger = logging.getLogger(__name__)
 
 
 def build_executors(settings: Settings) -> dict[str, StepExecutor]:
     """One executor per kind; each is shared by every step of that kind (e.g. one HTTP connection pool)."""
-    executors: list[StepExecutor] = [HttpExecutor(settings), PythonExecutor(), SetExecutor()]
+    # llm/tool own the LLM HTTP pool and the MCP connection pool; agent shares both
+    llm, pool = LlmClient(settings), McpPool(settings)
+    tool = ToolExecutor(settings, pool, owns_pool=True)
+    executors: list[StepExecutor] = [
+        HttpExecutor(settings), PythonExecutor(), SetExecutor(),
+        LlmExecutor(settings, llm, owns_client=True, shared=tool.shared), tool,
+        AgentExecutor(settings, llm, pool, tool.shared),
+    ]
     return {executor.kind: executor for executor in executors}
 
 

@@ -170,12 +170,19 @@ async def mark_seen_signals(pool: asyncpg.Pool, run_id: str, version: int) -> No
         "UPDATE runs SET seen_signal_version = GREATEST(seen_signal_version, $2) WHERE run_id = $1", run_id, version)
 
 
-async def timeout_task(pool: asyncpg.Pool, task_id: str) -> bool:
-    """Time out a pending task atomically; False when a human decided first."""
+async def timeout_task(pool: asyncpg.Pool, task_id: str) -> str:
+    """Apply a pending task's deadline atomically: "timed_out", "escalated" (on_timeout: escalate: the
+    task stays open, flagged), or "" when a human decided first."""
     row = await pool.fetchval(
-        """UPDATE human_tasks SET status = 'timed_out', decided_at = now(), decided_by = 'system:timeout'
-           WHERE task_id = $1 AND status = 'pending' RETURNING true""", task_id)
-    return bool(row)
+        """UPDATE human_tasks SET
+               status = CASE WHEN on_timeout = 'escalate' THEN 'pending' ELSE 'timed_out' END,
+               escalated = escalated OR on_timeout = 'escalate',
+               deadline = CASE WHEN on_timeout = 'escalate' THEN NULL ELSE deadline END,
+               decided_at = CASE WHEN on_timeout = 'escalate' THEN NULL ELSE now() END,
+               decided_by = CASE WHEN on_timeout = 'escalate' THEN NULL ELSE 'system:timeout' END
+           WHERE task_id = $1 AND status = 'pending'
+           RETURNING CASE WHEN on_timeout = 'escalate' THEN 'escalated' ELSE 'timed_out' END""", task_id)
+    return row or ""
 
 
 async def reconcile(pool: asyncpg.Pool, redeliver_after: float, *, full: bool, limit: int = 2000) -> list[str]:

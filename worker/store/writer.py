@@ -39,6 +39,9 @@ class NewTask:
     deadline: float | None
     on_timeout: str | None
     task_key: str | None = None
+    approvers: list[str] = field(default_factory=list)
+    min_approvals: int = 1
+    forbid_requester: bool = False
 
 
 @dataclass(slots=True)
@@ -121,10 +124,12 @@ async def _extras_txn(conn: asyncpg.Connection, a: Append) -> None:
     for t in a.tasks:
         await conn.execute(
             """INSERT INTO human_tasks (task_id, run_id, step_id, item, kind, prompt, context, deadline, on_timeout,
-                                       task_key)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (task_id) DO NOTHING""",
+                                       task_key, approvers, min_approvals, forbid_requester, requested_by)
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, r.requested_by
+               FROM runs r WHERE r.run_id = $2
+               ON CONFLICT (task_id) DO NOTHING""",
             t.task_id, a.run_id, t.step_id, t.item, t.kind, t.prompt, t.context, ts_to_dt(t.deadline), t.on_timeout,
-            t.task_key,
+            t.task_key, t.approvers, t.min_approvals, t.forbid_requester,
         )
     for c in a.children:
         await insert_run_txn(conn, run_id=c.run_id, workflow=c.workflow, def_hash=c.def_hash, inputs=c.inputs,

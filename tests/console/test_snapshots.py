@@ -1,0 +1,157 @@
+"""Snapshots of every screen and dialog at 80x24 (SSH) and 160x48, on fixed data and a fixed clock.
+
+Regenerate after an intended change: `pytest tests/console/test_snapshots.py --snapshot-update`,
+then look at the SVGs in tests/console/__snapshots__/ before committing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from console.app import AgentConsole
+from console.messages import RefreshAll
+from tests.console.fakes import FakeRuntimeClient, rid
+from tests.console.helpers import make_app, no_blink, settle
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+
+Before = Callable[[Pilot[None]], Awaitable[None]]
+
+
+def keys(*presses: str) -> Before:
+    """Settle, press the keys one by one (settling after each), then freeze cursors."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        for key in presses:
+            await pilot.press(key)
+            await settle(pilot)
+        no_blink(pilot.app)  # type: ignore[arg-type]
+        await pilot.pause()
+
+    return run_before
+
+
+def check(snap_compare: Any, size: tuple[int, int], before: Before, app: AgentConsole | None = None) -> None:
+    assert snap_compare(app or make_app(), terminal_size=size, run_before=before)
+
+
+def open_fan_out(*more: str) -> Sequence[str]:
+    # the fan-out run (rid 3) is the second newest: j moves onto it
+    return ("j", "enter", *more)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_filtered(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("slash", "r", "e", "f", "u", "n", "d"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_status_waiting(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("s", "s"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_cancel_confirm_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("space", "j", "space", "c"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_steps(snap_compare: Any, size: tuple[int, int]) -> None:
+    # cursor onto fetch[1] attempt #1: the inspector shows the failed attempt
+    check(snap_compare, size, keys(*open_fan_out("j", "j", "j", "j", "j", "j")))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_waterfall(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys(*open_fan_out("w")))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_events(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys(*open_fan_out("e")))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_failed_run(snap_compare: Any, size: tuple[int, int]) -> None:
+    # the failed nightly-report run: three failed attempts and the run's error in the header
+    check(snap_compare, size, keys("G", "k", "k", "k", "k", "enter", "j", "j", "j"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_approvals(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("2"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_approve_confirm_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("2", "a"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_reject_reason_prompt_requires_reason(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("2", "r", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_resolve_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("2", "G", "e"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_approval_conflict(snap_compare: Any, size: tuple[int, int]) -> None:
+    client = FakeRuntimeClient()
+    client.raise_conflict_for(client.tasks[1].task_id)
+    check(snap_compare, size, keys("2", "a", "y"), make_app(client))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workflows(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("3"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workers(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("4"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_events(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("5"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("question_mark"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_readonly(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("c"), make_app(readonly=True))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_offline_banner(snap_compare: Any, size: tuple[int, int]) -> None:
+    client = FakeRuntimeClient()
+
+    async def before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        client.offline = True
+        pilot.app.post_message(RefreshAll())
+        await settle(pilot)
+
+    check(snap_compare, size, before, make_app(client))
+
+
+def test_fake_ids_are_distinct() -> None:
+    """The snapshots rely on every run having a different short id."""
+    assert len({rid(n)[:8] for n in range(1, 13)}) == 12

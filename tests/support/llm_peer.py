@@ -1,0 +1,230 @@
+"""A scripted LLM API peer: a real HTTP server speaking the OpenAI chat-completions and the Anthropic
+Messages wire formats, recording every request (headers, Idempotency-Key, JSON body).
+
+    with LlmPeer() as peer:
+        peer.script([Reply(429, {"Retry-After": "1"}, {"error": "slow down"}), openai_text("hi")])
+        ... base_url: peer.openai_url (…/v1) or peer.url (Anthropic)
+        assert peer.keys() == [...]
+
+Replies are taken from the script in order; when it is empty, `peer.responder(request)` decides
+(default: a plain "ok" in the request's format). A reply may be a dict (200 JSON), a `Reply`, or a
+callable taking the `LlmRequest` and returning either.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class LlmRequest:
+    path: str
+    headers: dict[str, str]  # lowercased names
+    body: Any  # parsed JSON (None if it was not JSON)
+    at: float
+
+    @property
+    def key(self) -> str | None:
+        return self.headers.get("idempotency-key")
+
+    @property
+    def anthropic(self) -> bool:
+        return self.path.endswith("/messages")
+
+    def tool_results(self) -> list[str]:
+        """Contents of the tool results in the conversation so far, in order (either format)."""
+        out: list[str] = []
+        for m in (self.body or {}).get("messages", []):
+            if m.get("role") == "tool":
+                out.append(str(m.get("content")))
+            elif isinstance(m.get("content"), list):
+                out += [str(b.get("content")) for b in m["content"] if b.get("type") == "tool_result"]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None  # dict/list: JSON; str/bytes: raw
+    delay: float = 0.0
+
+
+Script = dict[str, Any] | Reply | Callable[[LlmRequest], "dict[str, Any] | Reply"]
+
+
+def openai_text(text: str, *, model: str = "peer-model", usage: tuple[int, int] = (10, 5),
+                finish_reason: str = "stop") -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}}
+
+
+def openai_tool_calls(calls: list[tuple[str, dict[str, Any]]], *, model: str = "peer-model",
+                      usage: tuple[int, int] = (20, 8), call_ids: list[str] | None = None) -> dict[str, Any]:
+    tool_calls = [{"id": (call_ids or [])[i] if call_ids else f"call_{i}", "type": "function",
+                   "function": {"name": name, "arguments": json.dumps(args)}} for i, (name, args) in enumerate(calls)]
+    return {"id": "chatcmpl-2", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": tool_calls},
+                         "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}}
+
+
+def anthropic_text(text: str, *, model: str = "peer-claude", usage: tuple[int, int] = (12, 6)) -> dict[str, Any]:
+    return {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": usage[0], "output_tokens": usage[1]}}
+
+
+def anthropic_tool_use(calls: list[tuple[str, dict[str, Any]]], *, model: str = "peer-claude",
+                       usage: tuple[int, int] = (30, 9)) -> dict[str, Any]:
+    return {"id": "msg_2", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": a}
+                        for i, (n, a) in enumerate(calls)],
+            "stop_reason": "tool_use", "usage": {"input_tokens": usage[0], "output_tokens": usage[1]}}
+
+
+def _default(request: LlmRequest) -> dict[str, Any]:
+    return anthropic_text("ok") if request.anthropic else openai_text("ok")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class LlmPeer:
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._requests: list[LlmRequest] = []
+        self._script: deque[Script] = deque()
+        self.responder: Callable[[LlmRequest], dict[str, Any] | Reply] = _default
+        self._server: _Server | None = None
+        self.url = ""
+
+    @property
+    def openai_url(self) -> str:
+        return self.url + "/v1"
+
+    def start(self) -> LlmPeer:
+        server = _Server(("127.0.0.1", 0), _handler(self))
+        self._server = server
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True,
+                         name="llm-peer").start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> LlmPeer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def script(self, replies: list[Script]) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    @property
+    def requests(self) -> list[LlmRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def keys(self) -> list[str | None]:
+        return [r.key for r in self.requests]
+
+    def wait_for(self, predicate: Callable[[LlmPeer], bool], timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.1))
+            return True
+
+    def _answer(self, request: LlmRequest) -> Reply:
+        with self._lock:
+            self._requests.append(request)
+            self._lock.notify_all()
+            item: Script = self._script.popleft() if self._script else self.responder
+        while callable(item) and not isinstance(item, Reply | dict):
+            item = item(request)
+        return item if isinstance(item, Reply) else Reply(200, {}, item)
+
+
+def _handler(peer: LlmPeer) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            return
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            request = LlmRequest(self.path.split("?", 1)[0], {k.lower(): v for k, v in self.headers.items()},
+                                 body, time.monotonic())
+            reply = peer._answer(request)
+            if reply.delay:
+                time.sleep(reply.delay)
+            if isinstance(reply.body, dict | list):
+                data, ctype = json.dumps(reply.body).encode(), "application/json"
+            else:
+                data = reply.body.encode() if isinstance(reply.body, str) else (reply.body or b"")
+                ctype = "application/json"
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", ctype)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    return Handler
+
+
+def step_context(settings: Any = None, *, step_id: str = "s", journal: Any = None,
+                 decisions: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None,
+                 timeout: float | None = None, run_id: str = "run-1") -> Any:
+    """A StepContext built by hand for calling an executor directly."""
+    import logging
+
+    from worker.config import Settings
+    from worker.steps.base import StepContext, idempotency_key
+
+    return StepContext(
+        run_id=run_id, workflow="wf", step_id=step_id, item=None, attempt=1,  # type: ignore[arg-type]
+        idempotency_key=idempotency_key(run_id, step_id, None), timeout=timeout,
+        settings=settings or Settings(http_allowed_hosts=("127.0.0.1",)), logger=logging.getLogger("test"),
+        journal=journal, decisions=decisions or {}, secrets=secrets or {})
+
+
+class MemoryJournal:
+    """An in-memory `Journal` for tests; `recorded` lists the indices in commit order."""
+
+    def __init__(self, entries: dict[int, Any] | None = None) -> None:
+        self.entries: dict[int, Any] = dict(entries or {})
+        self.recorded: list[int] = []
+
+    async def record(self, call_index: int, data: Any) -> None:
+        self.entries[call_index] = json.loads(json.dumps(data))  # what a round trip through Postgres gives
+        self.recorded.append(call_index)

@@ -1,0 +1,1 @@
+"""Operations: `agentrt doctor` (is this deployment healthy?) and `agentrt gc` (retention)."""

@@ -1,0 +1,1 @@
+"""Human oversight: authorization policy, the audit trail, replay plans, bulk operations."""

@@ -1,0 +1,75 @@
+"""`agentrt vault policies [--apply] [--json]`: the Vault policies the workflow files need."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from worker import output as o
+from worker.config import Settings
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 5
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def register(subparsers: Any) -> dict[str, Handler]:
+    vault = subparsers.add_parser("vault", help="Vault: least-privilege policies for the workflows")
+    sub = vault.add_subparsers(dest="vault_command", metavar="SUBCOMMAND", required=True)
+    pol = sub.add_parser("policies", help="show (and with --apply, write) one read-only policy per workflow")
+    pol.add_argument("--apply", action="store_true",
+                     help="write the policies, the worker policy and the step token role to VAULT_ADDR "
+                          "(VAULT_TOKEN must be allowed to manage policies)")
+    pol.add_argument("--workflows", type=Path, default=None, help="workflow directory (default: settings)")
+    pol.add_argument("--json", action="store_true")
+    return {"vault": cmd_vault}
+
+
+def cmd_vault(args: argparse.Namespace, settings: Settings) -> int:
+    if args.vault_command == "policies":
+        return cmd_policies(args, settings)
+    o.err.print(f"unknown vault command {args.vault_command!r}", markup=False)
+    return EXIT_USAGE
+
+
+def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.secrets.policies import STEP_TOKEN_ROLE, apply_policies, load_workflows, policies_for
+
+    directory = args.workflows or settings.workflows_dir
+    defns, errors = load_workflows(directory)
+    policies = policies_for(defns)
+    for error in errors:
+        o.err.print(f"skipped invalid workflow file {error}", markup=False)
+    applied = False
+    if args.apply:
+        if not settings.vault_addr or not settings.vault_token:
+            o.err.print("--apply needs VAULT_ADDR and VAULT_TOKEN (a token allowed to write policies)", markup=False)
+            return EXIT_USAGE
+        import hvac
+        import requests
+
+        from worker.secrets.vault import wrap_errors
+
+        try:
+            apply_policies(hvac.Client(url=settings.vault_addr, token=settings.vault_token, timeout=10), policies,
+                           token_role=settings.vault_token_role or STEP_TOKEN_ROLE)
+        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+            wrapped = wrap_errors(exc, settings.vault_addr)
+            o.err.print(f"could not apply policies: {wrapped or exc}", markup=False)
+            return EXIT_UNAVAILABLE if isinstance(exc, requests.RequestException) else EXIT_FAIL
+        applied = True
+    if args.json:
+        o.print_json([{"name": p.name, "source": p.source, "paths": list(p.paths), "policy": p.hcl,
+                       "applied": applied} for p in policies])
+    else:
+        if not policies:
+            o.out.print(f"no workflow in {directory} declares credentials", markup=False)
+        for p in policies:
+            o.out.print(f"# {p.name}  ({p.source})", markup=False)
+            o.out.print(p.hcl, markup=False)
+        if applied:
+            o.err.print(f"applied {len(policies)} workflow policies, the worker policy and the step token role",
+                        markup=False)
+    return EXIT_FAIL if errors else EXIT_OK

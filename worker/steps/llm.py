@@ -1,0 +1,216 @@
+"""The `llm` step: one chat completion (OpenAI-compatible APIs or Anthropic), over httpx.
+
+`LlmClient` is shared with the `agent` step: it resolves the base URL and the API key, checks the
+URL against the SSRF policy of http steps, sends one request with the step's idempotency key and
+classifies failures (429/5xx/timeouts are retryable, honouring Retry-After).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, ClassVar
+
+import httpx
+import jsonschema
+
+from worker.config import Settings
+from worker.definitions.schema import LlmArgs
+from worker.errors import StepFailed
+from worker.steps.base import StepContext
+from worker.steps.http import USER_AGENT, parse_retry_after, validate_args
+from worker.steps.netguard import check_url
+from worker.steps.providers import ChatRequest, MalformedResponse, Message, get_provider
+from worker.steps.tool import SharedTools
+
+DEFAULT_TIMEOUT = 120.0
+EXCERPT_CHARS = 300
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+class LlmClient:
+    """One pooled httpx client for every LLM call of a worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._allowed_hosts = settings.http_allowed_hosts
+        # trust_env=False: proxy variables and ~/.netrc never apply to user-chosen URLs.
+        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False,
+                                         headers={"User-Agent": USER_AGENT}, timeout=DEFAULT_TIMEOUT)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def complete(self, spec: LlmArgs, request: ChatRequest, ctx: StepContext) -> dict[str, Any]:
+        """Send one request; the normalized completion, with `usage`, `model` and `cost_usd`."""
+        provider = get_provider(spec.provider)
+        base = _base_url(spec, provider.default_base_url)
+        wire = provider.build(request)
+        url = base.rstrip("/") + wire.path
+        headers = {**wire.headers, **spec.headers}
+        key = api_key(spec, ctx)
+        if key:
+            headers.update(provider.auth_headers(key, spec.api_key_header))
+        if ctx.traceparent:
+            headers.setdefault("traceparent", ctx.traceparent)
+        timeout = spec.timeout or ctx.timeout or DEFAULT_TIMEOUT
+        await check_url(url, self._allowed_hosts)
+        started = time.monotonic()
+        try:
+            response = await self._client.post(url, json=wire.body, headers=headers, params=spec.query or None,
+                                               timeout=httpx.Timeout(timeout))
+        except httpx.TimeoutException as exc:
+            raise StepFailed(f"{provider.name}: timed out after {timeout:g}s (POST {_safe(url)})",
+                             retryable=True) from exc
+        except httpx.TransportError as exc:
+            raise StepFailed(f"{provider.name}: cannot reach {_safe(url)}: {type(exc).__name__}: {exc}",
+                             retryable=True) from exc
+        ctx.logger.debug("llm %s %s -> %d in %.0fms", provider.name, _safe(url), response.status_code,
+                         (time.monotonic() - started) * 1000)
+        if len(response.content) > MAX_RESPONSE_BYTES:
+            raise StepFailed(f"{provider.name}: response larger than {MAX_RESPONSE_BYTES} bytes", retryable=False)
+        if response.status_code >= 300:
+            raise _status_failure(provider.name, url, response, spec)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise StepFailed(f"{provider.name}: malformed JSON in the response: "
+                             f"{response.text[:EXCERPT_CHARS]!r}", retryable=True) from exc
+        try:
+            result = provider.parse(body)
+        except MalformedResponse as exc:
+            raise StepFailed(f"{provider.name}: {exc}", retryable=True) from exc
+        result["model"] = result.get("model") or request.model
+        result["provider"] = provider.name
+        result["cost_usd"] = cost_of(spec, request.model, result)
+        return result
+
+
+def api_key(spec: LlmArgs, ctx: StepContext) -> str | None:
+    """The key from the named credential (Vault), else the named environment variable, else None."""
+    if spec.credential:
+        values = ctx.secrets.get(spec.credential)
+        if not values:
+            raise StepFailed(f"credential {spec.credential!r} is not available to this step "
+                             "(list it under the step's secrets:)", retryable=False)
+        for name in ("api_key", "key", "token"):
+            if values.get(name):
+                return str(values[name])
+        if len(values) == 1:
+            return str(next(iter(values.values())))
+        raise StepFailed(f"credential {spec.credential!r} has no api_key", retryable=False)
+    if spec.api_key_env:
+        return os.environ.get(spec.api_key_env) or None
+    return None
+
+
+def _base_url(spec: LlmArgs, default: str) -> str:
+    if spec.base_url_env and os.environ.get(spec.base_url_env):
+        return os.environ[spec.base_url_env]
+    return spec.base_url or default
+
+
+def cost_of(spec: LlmArgs, requested: str, result: dict[str, Any]) -> float | None:
+    price = spec.pricing.get(requested) or spec.pricing.get(str(result.get("model")))
+    if price is None:
+        return None
+    usage = result["usage"]
+    return round(usage["input_tokens"] * price.input / 1e6 + usage["output_tokens"] * price.output / 1e6, 8)
+
+
+def _safe(url: str) -> str:
+    return str(httpx.URL(url).copy_with(query=None, fragment=None, username=None, password=None))
+
+
+def _status_failure(provider: str, url: str, response: httpx.Response, spec: LlmArgs) -> StepFailed:
+    status = response.status_code
+    reason = f"{provider}: HTTP {status} from POST {_safe(url)}"
+    excerpt = response.text[:EXCERPT_CHARS].strip()
+    if excerpt:
+        reason += f": {excerpt}"
+    if status in (401, 403) and not (spec.credential or (spec.api_key_env and os.environ.get(spec.api_key_env))):
+        where = spec.api_key_env or "api_key_env / credential"
+        reason += f" (no API key was sent: set {where})"
+    if status in (408, 409, 429) or status >= 500:
+        return StepFailed(reason, retryable=True, retry_after=parse_retry_after(response.headers.get("retry-after")))
+    return StepFailed(reason, retryable=False)
+
+
+def conversation(spec: LlmArgs) -> list[Message]:
+    messages: list[Message] = []
+    if spec.system:
+        messages.append({"role": "system", "content": spec.system})
+    messages += [{"role": m.role, "content": m.content} for m in spec.messages]
+    if spec.prompt is not None:
+        messages.append({"role": "user", "content": spec.prompt})
+    return messages
+
+
+def stop_list(spec: LlmArgs) -> list[str]:
+    if spec.stop is None:
+        return []
+    return [spec.stop] if isinstance(spec.stop, str) else list(spec.stop)
+
+
+def parse_structured(text: str, schema: dict[str, Any]) -> Any:
+    """The JSON answer, validated against `schema`; a mismatch is a retryable failure naming the problem."""
+    raw = text.strip()
+    if raw.startswith("```"):  # a fenced block: ```json ... ```
+        raw = raw.split("\n", 1)[1] if "\n" in raw else ""
+        raw = raw.rsplit("```", 1)[0]
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StepFailed(f"structured output is not JSON ({exc.msg} at {exc.pos}): {text[:EXCERPT_CHARS]!r}",
+                         retryable=True) from exc
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    if errors:
+        problems = "; ".join(f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+                             for e in errors[:5])
+        raise StepFailed(f"structured output does not match the schema: {problems}", retryable=True)
+    return value
+
+
+class LlmExecutor:
+    """Runs `uses: llm` steps."""
+
+    kind: ClassVar[str] = "llm"
+
+    def __init__(self, settings: Settings, client: LlmClient | None = None, *, owns_client: bool | None = None,
+                 shared: SharedTools | None = None) -> None:
+        self._client = client or LlmClient(settings)
+        self._owns_client = client is None if owns_client is None else owns_client
+        self._shared = shared or SharedTools(settings.workflows_dir)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def execute(self, args: dict[str, Any], ctx: StepContext) -> Any:
+        spec = validate_args(LlmArgs, args, "llm")
+        if not spec.pricing:
+            spec = spec.model_copy(update={"pricing": self._shared.pricing()})
+        if spec.schema_ is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(spec.schema_)
+            except jsonschema.SchemaError as exc:
+                raise StepFailed(f"invalid llm step arguments: schema: {exc.message}", retryable=False) from exc
+        request = ChatRequest(model=spec.model, messages=conversation(spec), temperature=spec.temperature,
+                              max_tokens=spec.max_tokens, stop=stop_list(spec), schema=spec.schema_,
+                              idempotency_key=ctx.key_for(0))
+        result = await self._client.complete(spec, request, ctx)
+        output: dict[str, Any] = {
+            "text": result["text"],
+            "json": None,
+            "finish_reason": result["finish_reason"],
+            "usage": result["usage"],
+            "model": result["model"],
+            "provider": result["provider"],
+            "cost_usd": result["cost_usd"],
+        }
+        if result["tool_calls"]:
+            output["tool_calls"] = result["tool_calls"]
+        if spec.schema_ is not None:
+            output["json"] = parse_structured(result["text"], spec.schema_)
+        return output

@@ -1,0 +1,75 @@
+"""Wire formats of chat-completion APIs: one module per API family, no vendor SDKs.
+
+Each provider turns a normalized conversation into an HTTP request and a response body back into a
+normalized `Completion`. The conversation is a list of messages shaped like this:
+
+    {"role": "system" | "user" | "assistant" | "tool", "content": str,
+     "tool_calls": [{"id": str, "name": str, "arguments": {...}}],   # assistant only
+     "tool_call_id": str, "is_error": bool}                            # tool only
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: its name, description and JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What the `llm` and `agent` executors ask for, independent of the wire format."""
+
+    model: str
+    messages: list[Message]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    tools: list[ToolSpec] = field(default_factory=list)
+    schema: dict[str, Any] | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    path: str  # appended to the base URL
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class MalformedResponse(Exception):
+    """The API answered 2xx with a body that is not the documented shape."""
+
+
+class Provider(Protocol):
+    name: str
+    default_base_url: str
+    default_key_header: str
+
+    def build(self, request: ChatRequest) -> WireRequest: ...
+
+    def parse(self, body: Any) -> dict[str, Any]:
+        """{"text", "tool_calls", "finish_reason", "usage": {input_tokens, output_tokens, total_tokens}, "model"}."""
+        ...
+
+    def auth_headers(self, key: str, header: str | None) -> dict[str, str]: ...
+
+
+def get_provider(name: str) -> Provider:
+    from worker.steps.providers.anthropic import AnthropicProvider
+    from worker.steps.providers.openai import OpenAIProvider
+
+    if name == "anthropic":
+        return AnthropicProvider()
+    if name == "ollama":
+        return OpenAIProvider(name="ollama", default_base_url="http://127.0.0.1:11434/v1")
+    return OpenAIProvider()

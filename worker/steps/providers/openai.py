@@ -1,0 +1,89 @@
+"""The OpenAI chat-completions wire format (OpenAI, Azure OpenAI, vLLM, Ollama, any compatible server)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from worker.steps.providers import ChatRequest, MalformedResponse, Message, WireRequest
+
+
+class OpenAIProvider:
+    default_key_header = "Authorization"
+
+    def __init__(self, name: str = "openai", default_base_url: str = "https://api.openai.com/v1") -> None:
+        self.name = name
+        self.default_base_url = default_base_url
+
+    def auth_headers(self, key: str, header: str | None) -> dict[str, str]:
+        if header and header.lower() != "authorization":
+            return {header: key}  # Azure OpenAI: `api-key: <key>`
+        return {"Authorization": f"Bearer {key}"}
+
+    def build(self, request: ChatRequest) -> WireRequest:
+        body: dict[str, Any] = {"model": request.model, "messages": [_message(m) for m in request.messages]}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.stop:
+            body["stop"] = request.stop
+        if request.tools:
+            body["tools"] = [
+                {"type": "function",
+                 "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                for t in request.tools
+            ]
+        if request.schema is not None:
+            body["response_format"] = {
+                "type": "json_schema", "json_schema": {"name": "answer", "schema": request.schema},
+            }
+        if request.idempotency_key and self.name == "openai":
+            body["metadata"] = {"idempotency_key": request.idempotency_key}
+        return WireRequest("/chat/completions", {"Idempotency-Key": request.idempotency_key}, body)
+
+    def parse(self, body: Any) -> dict[str, Any]:
+        try:
+            choice = body["choices"][0]
+            message = choice["message"]
+            text = message.get("content") or ""
+            calls = []
+            for call in message.get("tool_calls") or []:
+                raw = call["function"].get("arguments") or "{}"
+                try:
+                    arguments = json.loads(raw) if isinstance(raw, str) else raw
+                except json.JSONDecodeError as exc:
+                    raise MalformedResponse(f"tool call {call['function']['name']!r} has arguments that are "
+                                            f"not JSON: {raw[:200]!r}") from exc
+                if not isinstance(arguments, dict):
+                    raise MalformedResponse(f"tool call {call['function']['name']!r}: arguments are not an object")
+                calls.append({"id": str(call.get("id") or f"call_{len(calls)}"),
+                              "name": str(call["function"]["name"]), "arguments": arguments})
+            usage = body.get("usage") or {}
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            return {
+                "text": text if isinstance(text, str) else json.dumps(text),
+                "tool_calls": calls,
+                "finish_reason": choice.get("finish_reason"),
+                "usage": {"input_tokens": prompt, "output_tokens": completion,
+                          "total_tokens": int(usage.get("total_tokens") or prompt + completion)},
+                "model": body.get("model"),
+            }
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise MalformedResponse(f"unexpected chat completion shape ({type(exc).__name__}: {exc})") from exc
+
+
+def _message(m: Message) -> dict[str, Any]:
+    role = m["role"]
+    if role == "tool":
+        return {"role": "tool", "tool_call_id": m.get("tool_call_id", ""), "content": m.get("content", "")}
+    out: dict[str, Any] = {"role": role, "content": m.get("content", "")}
+    if role == "assistant" and m.get("tool_calls"):
+        out["content"] = m.get("content") or None
+        out["tool_calls"] = [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+            for c in m["tool_calls"]
+        ]
+    return out

@@ -1,0 +1,150 @@
+"""The span store and step log lines (migration 0002): batched writes, reads by run, retention."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from worker.engine.events import Event
+from worker.store.runs import row_to_event, ts_to_dt
+
+
+@dataclass(frozen=True, slots=True)
+class RunTraceInfo:
+    run_id: str
+    workflow: str
+    def_hash: str
+    traceparent: str | None
+
+
+async def insert_spans(pool: asyncpg.Pool, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """(run_id, span row) pairs in one statement; a span already stored (same id) is kept."""
+    if not rows:
+        return
+    cols: list[list[Any]] = [[] for _ in range(12)]
+    for run_id, r in rows:
+        for i, v in enumerate((run_id, r["span_id"], r["trace_id"], r["parent_id"], r["name"], r["kind"],
+                               ts_to_dt(r["start"]), ts_to_dt(r["end"]), r["status"], r["status_message"],
+                               r["attributes"], r["events"])):
+            cols[i].append(v)
+    await pool.execute(
+        """INSERT INTO spans (run_id, span_id, trace_id, parent_id, name, kind, start_ts, end_ts, status,
+                              status_message, attributes, events)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::jsonb[],
+                                $12::jsonb[])
+           ON CONFLICT (run_id, span_id) DO NOTHING""",
+        *cols)
+
+
+async def insert_step_logs(pool: asyncpg.Pool, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(run_id, step_id, item, attempt, ts, level, logger, message, trace_id, span_id) tuples."""
+    if not rows:
+        return
+    cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+    cols[4] = [ts_to_dt(t) for t in cols[4]]
+    await pool.execute(
+        """INSERT INTO step_logs (run_id, step_id, item, attempt, ts, level, logger, message, trace_id, span_id)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::timestamptz[], $6::text[],
+                                $7::text[], $8::text[], $9::text[], $10::text[])""",
+        *cols)
+
+
+async def load_spans(pool: asyncpg.Pool | asyncpg.Connection, run_id: str) -> list[dict[str, Any]]:
+    """A run's stored spans, by start time (the console's waterfall)."""
+    rows = await pool.fetch(
+        """SELECT span_id, trace_id, parent_id, name, kind, start_ts, end_ts, status, status_message, attributes,
+                  events FROM spans WHERE run_id = $1 ORDER BY start_ts, end_ts DESC""", run_id)
+    return [{"span_id": r["span_id"], "trace_id": r["trace_id"], "parent_id": r["parent_id"], "name": r["name"],
+             "kind": r["kind"], "start": r["start_ts"].timestamp(), "end": r["end_ts"].timestamp(),
+             "status": r["status"], "status_message": r["status_message"], "attributes": r["attributes"],
+             "events": r["events"]} for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    id: int
+    run_id: str
+    step_id: str
+    item: int | None
+    attempt: int | None
+    ts: datetime
+    level: str
+    logger: str | None
+    message: str
+    trace_id: str | None
+    span_id: str | None
+
+
+async def load_step_logs(pool: asyncpg.Pool | asyncpg.Connection, run_id: str, *, step_id: str | None = None,
+                         after_id: int = 0, limit: int = 5000) -> list[LogLine]:
+    rows = await pool.fetch(
+        """SELECT id, run_id::text, step_id, item, attempt, ts, level, logger, message, trace_id, span_id
+           FROM step_logs WHERE run_id = $1 AND ($2::text IS NULL OR step_id = $2) AND id > $3
+           ORDER BY id LIMIT $4""", run_id, step_id, after_id, limit)
+    return [LogLine(r["id"], r["run_id"], r["step_id"], r["item"], r["attempt"], r["ts"], r["level"], r["logger"],
+                    r["message"], r["trace_id"], r["span_id"]) for r in rows]
+
+
+async def load_trace_info(pool: asyncpg.Pool, run_ids: Sequence[str]) -> dict[str, RunTraceInfo]:
+    rows = await pool.fetch(
+        "SELECT run_id::text, workflow, def_hash, traceparent FROM runs WHERE run_id = ANY($1::uuid[])",
+        list(run_ids))
+    return {r["run_id"]: RunTraceInfo(r["run_id"], r["workflow"], r["def_hash"], r["traceparent"]) for r in rows}
+
+
+async def load_step_kinds(pool: asyncpg.Pool | asyncpg.Connection,
+                          def_hashes: Sequence[str]) -> dict[str, dict[str, str]]:
+    """step id -> `uses` for each definition version."""
+    rows = await pool.fetch(
+        """SELECT def_hash, coalesce((SELECT jsonb_object_agg(s->>'id', s->>'uses')
+                                      FROM jsonb_array_elements(spec->'steps') s), '{}'::jsonb) AS kinds
+           FROM definitions WHERE def_hash = ANY($1::text[])""", list(def_hashes))
+    return {r["def_hash"]: dict(r["kinds"] or {}) for r in rows}
+
+
+async def load_events_before(pool: asyncpg.Pool, bounds: dict[str, int]) -> dict[str, list[Event]]:
+    """Each run's events with seq below its bound; inputs and outputs left out (only shapes matter)."""
+    if not bounds:
+        return {}
+    rows = await pool.fetch(
+        """SELECT e.run_id::text AS run_id, e.seq, e.ts, e.type, e.step_id, e.item, e.attempt,
+                  e.data - 'inputs' - 'output' - 'context' AS data
+           FROM events e JOIN unnest($1::uuid[], $2::int[]) AS b(run_id, bound)
+             ON e.run_id = b.run_id AND e.seq < b.bound
+           ORDER BY e.run_id, e.seq""",
+        list(bounds), list(bounds.values()))
+    out: dict[str, list[Event]] = {}
+    for r in rows:
+        out.setdefault(r["run_id"], []).append(row_to_event(r))
+    return out
+
+
+async def load_run_for_export(pool: asyncpg.Pool | asyncpg.Connection,
+                              run_id: str) -> tuple[RunTraceInfo, list[Event]] | None:
+    row = await pool.fetchrow(
+        "SELECT run_id::text, workflow, def_hash, traceparent FROM runs WHERE run_id = $1", run_id)
+    if row is None:
+        return None
+    rows = await pool.fetch(
+        "SELECT seq, ts, type, step_id, item, attempt, data FROM events WHERE run_id = $1 ORDER BY seq", run_id)
+    return (RunTraceInfo(row["run_id"], row["workflow"], row["def_hash"], row["traceparent"]),
+            [row_to_event(r) for r in rows])
+
+
+async def prune(pool: asyncpg.Pool, *, span_retention_s: float, log_retention_s: float,
+                batch: int = 5000) -> tuple[int, int]:
+    """Delete spans and step log lines older than their retention, a batch at a time."""
+    spans = await pool.fetchval(
+        """WITH gone AS (DELETE FROM spans WHERE ctid = ANY(ARRAY(
+               SELECT ctid FROM spans WHERE created_at < now() - make_interval(secs => $1) LIMIT $2))
+               RETURNING 1) SELECT count(*) FROM gone""", span_retention_s, batch)
+    logs = await pool.fetchval(
+        """WITH gone AS (DELETE FROM step_logs WHERE id = ANY(ARRAY(
+               SELECT id FROM step_logs WHERE ts < now() - make_interval(secs => $1) ORDER BY id LIMIT $2))
+               RETURNING 1) SELECT count(*) FROM gone""", log_retention_s, batch)
+    return int(spans or 0), int(logs or 0)
