@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", type=_json_arg, default={}, metavar="JSON", help='run inputs, e.g. \'{"id": 7}\'')
     r.add_argument("--wait", action="store_true", help="wait until the run finishes; exit 1 if it fails")
     r.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    r.add_argument("--traceparent", default=None, metavar="HEADER",
+                   help="W3C trace context: the run's trace joins the caller's (default: $TRACEPARENT)")
     r.add_argument("--json", action="store_true")
 
     rs = sub.add_parser("runs", help="list runs, newest first")
@@ -159,6 +162,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("AGENTRT_LOG_FORMAT", "json").strip().lower() == "json":
+        # one JSON object per line, with run, step, attempt, trace and span ids where known
+        from worker.telemetry.logging import install_json_logging
+
+        install_json_logging(getattr(logging, level.upper(), logging.INFO))
     for noisy in ("asyncio", "httpx", "httpcore", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -272,7 +280,8 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_run(client: Any, args: argparse.Namespace) -> int:
     if not isinstance(args.input, dict):
         raise WorkerError("--input must be a JSON object")
-    run_id = await client.start_run(args.workflow, args.input)
+    traceparent = getattr(args, "traceparent", None) or os.environ.get("TRACEPARENT") or None
+    run_id = await client.start_run(args.workflow, args.input, traceparent=traceparent)
     if not args.wait:
         if args.json:
             o.print_json({"run_id": run_id, "workflow": args.workflow, "status": "pending"})

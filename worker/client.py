@@ -150,7 +150,9 @@ class RuntimeClient:
         return any(c.name == name and c.kind != "invalid" for c in changes)
 
     async def start_run(self, workflow: str, inputs: dict[str, Any] | None = None, *,
-                        requested_by: str | None = None) -> RunId:
+                        requested_by: str | None = None, traceparent: str | None = None) -> RunId:
+        """Start a run; `traceparent` (W3C) makes its trace part of the caller's."""
+        traceparent = _check_traceparent(traceparent)
         found = await active_version(self.pool, workflow)
         if found is None and await self.register_local(workflow):
             found = await active_version(self.pool, workflow)
@@ -170,13 +172,17 @@ class RuntimeClient:
                                  "requested_by": requested_by or str(self.identity)})
         async with self.pool.acquire() as conn, conn.transaction():
             await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash, inputs=resolved,
-                                       created=created, requested_by=requested_by or str(self.identity))
+                                       created=created, requested_by=requested_by or str(self.identity),
+                                       traceparent=traceparent)
         await self._nudge(run_id)
         return RunId(run_id)
 
     async def start_runs(self, workflow: str, inputs: list[dict[str, Any]], *,
-                         requested_by: str | None = None) -> list[RunId]:
-        """Start many runs of one workflow in one transaction (bulk start); returns their ids in order."""
+                         requested_by: str | None = None, traceparent: str | None = None) -> list[RunId]:
+        """Start many runs of one workflow in one transaction (bulk start); returns their ids in order.
+
+        With `traceparent` (W3C), every run's trace is part of the caller's trace."""
+        traceparent = _check_traceparent(traceparent)
         found = await active_version(self.pool, workflow)
         if found is None and await self.register_local(workflow):
             found = await active_version(self.pool, workflow)
@@ -198,9 +204,10 @@ class RuntimeClient:
         created = [{"workflow": workflow, "def_hash": def_hash, "inputs": r, "requested_by": who} for r in resolved]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                """INSERT INTO runs (run_id, workflow, def_hash, inputs, requested_by, enqueued_at, next_seq)
-                   SELECT id, $2, $3, inp, $4, now(), 2 FROM unnest($1::uuid[], $5::jsonb[]) AS t(id, inp)""",
-                ids, workflow, def_hash, who, resolved)
+                """INSERT INTO runs (run_id, workflow, def_hash, inputs, requested_by, enqueued_at, next_seq,
+                                     traceparent)
+                   SELECT id, $2, $3, inp, $4, now(), 2, $6 FROM unnest($1::uuid[], $5::jsonb[]) AS t(id, inp)""",
+                ids, workflow, def_hash, who, resolved, traceparent)
             await conn.execute(
                 """INSERT INTO events (run_id, seq, ts, type, data)
                    SELECT id, 1, $2, $3, d FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, d)""",
@@ -475,6 +482,19 @@ class RuntimeClient:
                     event = decode_event(entry_id, fields)
                     last_id = event.stream_id
                     yield event
+
+
+def _check_traceparent(value: str | None) -> str | None:
+    """A valid W3C traceparent (normalised), None for None; anything else is a usage error."""
+    if value is None:
+        return None
+    from worker.telemetry.spans import parse_traceparent
+
+    ctx = parse_traceparent(value)
+    if ctx is None:
+        raise WorkerError(f"traceparent {value!r} is not a valid W3C trace context "
+                          "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>)")
+    return ctx.header()
 
 
 def load_workflow_file(path: Path) -> Definition:

@@ -139,7 +139,7 @@ class RunsScreen(ConsoleScreen):
             n = total if status is None else self.counts.get(status.value, 0)
             style = "reverse bold " if status == self.status else ""
             tabs.append(Content.from_markup(f"[{style}@click=screen.set_status('{name}')] {name} {n} [/]"))
-        self.query_one("#runs-tabs", Static).update(Content(" ").join(tabs))
+        self.query_one("#runs-tabs", Static).update(Content("").join(tabs))
         shown = len(self.visible_runs)
         info = [f"{shown} shown" + (f" of {len(self.runs)}" if shown != len(self.runs) else "")]
         if self.text_filter.active:

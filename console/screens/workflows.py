@@ -55,7 +55,7 @@ class WorkflowsScreen(ConsoleScreen):
         workflows = await self.console_app.client.list_workflows()
         # invalid files first: they are what someone is looking for
         self.workflows = sorted(workflows, key=lambda w: (w.status != "invalid", w.status != "active",
-                                                          w.name or "", w.path))
+                                                          w.name is None, w.name or "", w.path))
         self._render_table()
 
     def on_workflows_changed(self, _message: WorkflowsChanged) -> None:

@@ -42,11 +42,15 @@ def make_approle(vault: Any, role: str, *, policies: list[str], token_ttl: str =
 
 
 def forms(canary: str) -> dict[str, str]:
-    """The forms a leak could take: raw, base64 (alone and inside basic auth), URL-encoded."""
-    b64 = base64.b64encode(canary.encode()).decode()
-    return {"raw": canary, "base64": b64.rstrip("="), "urlsafe_base64": base64.urlsafe_b64encode(
-        canary.encode()).decode().rstrip("="), "url": urllib.parse.quote(canary, safe=""),
-        "url_plus": urllib.parse.quote_plus(canary)}
+    """The forms a leak could take: raw, base64 (at each byte alignment, as inside basic auth), URL-encoded."""
+    raw = canary.encode()
+    found = {"raw": canary, "url": urllib.parse.quote(canary, safe=""), "url_plus": urllib.parse.quote_plus(canary)}
+    for name, encode in (("base64", base64.b64encode), ("urlsafe_base64", base64.urlsafe_b64encode)):
+        for k in range(3):
+            data = b"\0" * k + raw
+            # the part of the encoding that does not depend on the bytes around the canary
+            found[f"{name}@{k}"] = encode(data).decode()[4 if k else 0:(len(data) // 3) * 4]
+    return found
 
 
 def dump_database(database_url: str) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker.definitions.model import Definition
 from worker.definitions.schema import ARGS_MODELS, EXTERNAL_KINDS, ApprovalArgs, SleepArgs, WorkflowArgs
+from worker import faults
 from worker.engine import events as ev
 from worker.engine.commands import (
     Complete,
@@ -475,6 +476,7 @@ class RunActor:
         for key, task in list(self._running.items()):
             if task.done():
                 del self._running[key]
+                faults.reached("after-call-before-commit")
                 self._record(task.result())
         if self._wake.done():
             self._wake = asyncio.get_running_loop().create_future()
@@ -536,6 +538,7 @@ class RunActor:
             self._emit(ev.TASK_DECIDED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
                        task_id=str(t["task_id"]), status=t["status"], by=t["decided_by"], reason=t["reason"],
                        action=decision.get("action"), output=decision.get("output"))
+            faults.reached("after-decision-before-commit")
         for c in sig.children:
             inst = waiting.get((c["parent_step"], c["parent_item"]))
             if inst is None or inst.decision is not None or (inst.wait or {}).get("child_run_id") != str(c["run_id"]):

@@ -20,6 +20,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from worker import faults
 from worker.bus.publisher import Publisher
 from worker.bus.streams import WORK_GROUP, Keys
 from worker.config import Settings
@@ -203,6 +204,7 @@ class WorkerService:
             for lease in await store.acquire_leases(self.pool, wanted, self.settings.worker_id,
                                                     self.settings.lease_ttl):
                 self._spawn(lease)
+            faults.reached("after-commit-before-ack")
         if ids:
             await self.redis.xack(self.keys.work, WORK_GROUP, *ids)
 
@@ -275,6 +277,7 @@ class WorkerService:
         entries = reply[1] if reply else []
         if entries:
             logger.info("reclaimed %d pending entr(y/ies) from dead consumers", len(entries))
+            faults.reached("during-reclaim")
             await self._take([e for e in entries if e and e[1] is not None])
 
     # -- signals ---------------------------------------------------------------------------

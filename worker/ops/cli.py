@@ -12,6 +12,7 @@ from worker.config import Settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
+CHECKS = ("config", "postgres", "redis", "vault", "otlp")
 _STYLE = {"ok": "[green]ok[/]  ", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]"}
 
 
@@ -22,6 +23,8 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, Setting
                     "nothing required is broken, 1 otherwise (with --strict, warnings count too).")
     d.add_argument("--json", action="store_true")
     d.add_argument("--strict", action="store_true", help="exit 1 on warnings as well")
+    d.add_argument("--check", action="append", choices=CHECKS, metavar="NAME",
+                   help=f"run only this check (repeatable): {', '.join(CHECKS)}")
 
     g = subparsers.add_parser(
         "gc", help="delete finished runs (and their events, tasks, journal) older than a cutoff",
@@ -38,7 +41,7 @@ def register(subparsers: Any) -> dict[str, Callable[[argparse.Namespace, Setting
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from worker.ops.doctor import run_checks
 
-    checks = asyncio.run(run_checks(settings))
+    checks = asyncio.run(run_checks(settings, only=args.check))
     failed = any(c.status == "fail" for c in checks)
     warned = any(c.status == "warn" for c in checks)
     code = EXIT_FAIL if failed or (args.strict and warned) else EXIT_OK

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -324,9 +324,12 @@ async def check_otlp(env: Mapping[str, str]) -> Check:
 
 
 # -- all of it ------------------------------------------------------------------------------------
-async def run_checks(settings: Settings, env: Mapping[str, str] | None = None) -> list[Check]:
-    """Every check, concurrently; the order of the result is fixed (config, postgres, redis, vault, otlp)."""
+async def run_checks(settings: Settings, env: Mapping[str, str] | None = None, *,
+                     only: Iterable[str] | None = None) -> list[Check]:
+    """The checks named in `only` (default: all), concurrently, in a fixed order:
+    config, postgres, redis, vault, otlp."""
     env = os.environ if env is None else env
+    wanted = set(only) if only else {"config", "postgres", "redis", "vault", "otlp"}
 
     async def guarded(name: str, make: Callable[[], Awaitable[Check]]) -> Check:
         try:
@@ -336,10 +339,12 @@ async def run_checks(settings: Settings, env: Mapping[str, str] | None = None) -
         except Exception as exc:  # noqa: BLE001 - a doctor reports, it does not crash
             return Check(name, "fail", f"check crashed: {type(exc).__name__}: {exc}")
 
-    results = await asyncio.gather(
-        guarded("postgres", lambda: check_postgres(settings)),
-        guarded("redis", lambda: check_redis(settings)),
-        guarded("vault", lambda: check_vault(settings, env)),
-        guarded("otlp", lambda: check_otlp(env)),
-    )
-    return [check_config(settings, env), *results]
+    makers: dict[str, Callable[[], Awaitable[Check]]] = {
+        "postgres": lambda: check_postgres(settings),
+        "redis": lambda: check_redis(settings),
+        "vault": lambda: check_vault(settings, env),
+        "otlp": lambda: check_otlp(env),
+    }
+    names = [n for n in makers if n in wanted]
+    results = await asyncio.gather(*(guarded(n, makers[n]) for n in names))
+    return ([check_config(settings, env)] if "config" in wanted else []) + list(results)

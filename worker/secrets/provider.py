@@ -19,7 +19,7 @@ from worker.definitions.model import Definition
 from worker.definitions.schema import CredentialSpec, StepSpec
 from worker.errors import ExpressionError, StepFailed
 from worker.secrets.deferred import fill_secrets, template_reads_secrets
-from worker.secrets.policies import kv_data_path, workflow_policy_name
+from worker.secrets.policies import credential_scopes, kv_data_path, workflow_policy_name
 from worker.secrets.redact import ActiveSecrets, Redactor, install_log_filter, remove_log_filter
 from worker.secrets.vault import (
     VaultAuthFailed,
@@ -62,7 +62,7 @@ class VaultSecretProvider:
         if not names:
             return inputs, {}
         self._start_renewer()
-        secrets = await self.fetch(defn, names)
+        secrets = await self.fetch(defn, names, credential_scopes(defn, step))
         if not template_reads_secrets(step.with_):
             return inputs, secrets
         try:
@@ -85,33 +85,35 @@ class VaultSecretProvider:
         remove_log_filter(self._log_filter)
 
     # -- fetching ----------------------------------------------------------------------------
-    async def fetch(self, defn: Definition, names: list[str]) -> Secrets:
-        policy = workflow_policy_name(defn.name)
-        creds = {name: defn.spec.credentials[name] for name in names}
+    async def fetch(self, defn: Definition, names: list[str], scopes: dict[str, str] | None = None) -> Secrets:
+        """The values of credentials `names`, each read with its policy (default: the workflow's)."""
+        default = workflow_policy_name(defn.name)
         now = time.monotonic()
         out: Secrets = {}
-        missing: dict[str, CredentialSpec] = {}
-        for name, cred in creds.items():
+        missing: dict[str, dict[str, CredentialSpec]] = {}  # policy -> credentials to read with it
+        for name in names:
+            cred = defn.spec.credentials[name]
+            policy = (scopes or {}).get(name, default)
             hit = self._cache.get((policy, cred.mount, cred.path))
             if hit is not None and hit[0] > now:
                 out[name] = hit[1]
             else:
-                missing[name] = cred
-        if missing:
+                missing.setdefault(policy, {})[name] = cred
+        for policy, creds in missing.items():
             try:
-                fetched = await asyncio.to_thread(self._read, policy, missing)
+                fetched = await asyncio.to_thread(self._read, policy, creds)
             except VaultUnavailable as exc:
                 raise StepFailed(f"waiting for credentials: {exc}", retryable=True) from None
             except VaultAuthFailed as exc:
                 raise StepFailed(f"credentials unavailable: {exc}", retryable=False) from None
             expires = time.monotonic() + self.cache_ttl
             for name, data in fetched.items():
-                cred = missing[name]
+                cred = creds[name]
                 if self.cache_ttl > 0:
                     self._cache[(policy, cred.mount, cred.path)] = (expires, data)
                 self.active.add(policy, name, data)
                 out[name] = data
-        return out
+        return {name: out[name] for name in names}
 
     def _read(self, policy: str, creds: dict[str, CredentialSpec]) -> Secrets:
         """Blocking: read each credential with the workflow's step token (runs in a thread)."""

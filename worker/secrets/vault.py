@@ -126,9 +126,10 @@ class VaultSession:
         assert self._role_id is not None and self._secret_id is not None
         client = self.client()
         if not self._secret_id_unwrapped:
-            # a response-wrapped secret id: unwrap it once (wrapping tokens are single-use)
+            # a response-wrapped secret id: unwrap it once (wrapping tokens are single-use), authenticating
+            # with the wrapping token itself
             try:
-                resp = self._call(client.sys.unwrap, self._secret_id)
+                resp = self._call(self.client(self._secret_id).sys.unwrap)
             except VaultDenied as exc:
                 raise VaultAuthFailed(f"cannot unwrap AGENTRT_VAULT_SECRET_ID (used already or expired?): "
                                       f"{exc}") from None

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 import orjson
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ValidationError
 
 from worker.config import Settings
@@ -20,6 +21,7 @@ from worker.definitions.schema import HttpArgs
 from worker.errors import StepFailed
 from worker.steps.base import StepContext
 from worker.steps.netguard import check_url
+from worker.telemetry.child import achild_span, span_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +199,42 @@ class HttpExecutor:
         """
         url = request.url
         where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        async with achild_span(ctx.traceparent, request.method, _span_attributes(request), kind="client",
+                               record_exception=False) as span:
+            if "traceparent" not in request.headers:
+                parent = span_traceparent(span) or ctx.traceparent
+                if parent:
+                    request.headers["traceparent"] = parent
+            try:
+                response, body = await self._send_traced(request, cap, seconds, ctx, where,
+                                                         follow_redirects=follow_redirects,
+                                                         expect_status=expect_status)
+            except StepFailed as failure:
+                if span.is_recording():
+                    span.set_attribute("error.type", _error_type(failure))
+                    span.set_status(StatusCode.ERROR, failure.reason[:200])
+                raise
+            if span.is_recording():
+                span.set_attribute("http.response.status_code", response.status_code)
+                if body is not None:
+                    span.set_attribute("http.response.body.size", len(body))
+                if response.status_code >= 400:
+                    span.set_attribute("error.type", str(response.status_code))
+                    span.set_status(StatusCode.ERROR)
+            return response, body
+
+    async def _send_traced(
+        self,
+        request: httpx.Request,
+        cap: int,
+        seconds: float,
+        ctx: StepContext,
+        where: str,
+        *,
+        follow_redirects: bool,
+        expect_status: list[int] | None,
+    ) -> tuple[httpx.Response, bytes | None]:
+        url = request.url
         started = time.monotonic()
         try:
             async with asyncio.timeout(seconds):
@@ -282,6 +320,26 @@ class HttpExecutor:
             "text": text,
             "url": str(response.url),
         }
+
+
+def _span_attributes(request: httpx.Request) -> dict[str, Any]:
+    """HTTP client semantic conventions; the URL without userinfo, query or fragment (secrets)."""
+    url = request.url
+    return {
+        "http.request.method": request.method,
+        "url.full": _safe_url(url),
+        "url.scheme": url.scheme,
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "user_agent.original": USER_AGENT,
+    }
+
+
+def _error_type(failure: StepFailed) -> str:
+    cause = failure.__cause__
+    if cause is not None:
+        return type(cause).__qualname__
+    return "timeout" if failure.reason.startswith("timed out") else "StepFailed"
 
 
 def _is_expected(status: int, expect_status: list[int] | None) -> bool:

@@ -25,14 +25,17 @@ def row_to_event(row: asyncpg.Record) -> Event:
 async def insert_run_txn(conn: asyncpg.Connection, *, run_id: str, workflow: str, def_hash: str,
                          inputs: dict[str, Any], created: Event, requested_by: str | None,
                          parent_run_id: str | None = None, parent_step: str | None = None,
-                         parent_item: int | None = None) -> bool:
-    """Insert a run and its `run.created` event (seq 1). False when the run already existed."""
+                         parent_item: int | None = None, traceparent: str | None = None) -> bool:
+    """Insert a run and its `run.created` event (seq 1). False when the run already existed.
+
+    `traceparent` (W3C) makes the run's trace a part of the caller's (see worker/telemetry).
+    """
     inserted = await conn.fetchval(
         """INSERT INTO runs (run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step,
-                             parent_item, enqueued_at, next_seq)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), 2)
+                             parent_item, enqueued_at, next_seq, traceparent)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), 2, $9)
            ON CONFLICT (run_id) DO NOTHING RETURNING true""",
-        run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step, parent_item,
+        run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step, parent_item, traceparent,
     )
     if not inserted:
         return False
@@ -71,7 +74,7 @@ async def acquire_leases(pool: asyncpg.Pool, run_ids: list[str], worker_id: str,
            UPDATE runs SET lease_owner = $2, lease_epoch = runs.lease_epoch + 1,
                   lease_expires = now() + make_interval(secs => $3),
                   status = CASE WHEN runs.status = 'pending' THEN 'running' ELSE runs.status END,
-                  seen_signal_version = runs.signal_version, updated_at = now()
+                  updated_at = now()
            FROM prev
            WHERE runs.run_id = prev.run_id
            RETURNING runs.run_id::text, runs.lease_epoch, runs.def_hash, runs.status, runs.signal_version,

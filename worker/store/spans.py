@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from worker.engine.events import Event
+from worker.store.pool import dumps
 from worker.store.runs import row_to_event, ts_to_dt
 
 
@@ -27,16 +28,18 @@ async def insert_spans(pool: asyncpg.Pool, rows: Sequence[tuple[str, dict[str, A
         return
     cols: list[list[Any]] = [[] for _ in range(12)]
     for run_id, r in rows:
+        # JSON is sent as text: asyncpg would read a list inside an array parameter as a sub-array
         for i, v in enumerate((run_id, r["span_id"], r["trace_id"], r["parent_id"], r["name"], r["kind"],
                                ts_to_dt(r["start"]), ts_to_dt(r["end"]), r["status"], r["status_message"],
-                               r["attributes"], r["events"])):
+                               dumps(r["attributes"]), dumps(r["events"]))):
             cols[i].append(v)
     await pool.execute(
         """INSERT INTO spans (run_id, span_id, trace_id, parent_id, name, kind, start_ts, end_ts, status,
                               status_message, attributes, events)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::jsonb[],
-                                $12::jsonb[])
+           SELECT r, s, t, p, n, k, st, en, stat, msg, a::jsonb, e::jsonb
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
+                AS x(r, s, t, p, n, k, st, en, stat, msg, a, e)
            ON CONFLICT (run_id, span_id) DO NOTHING""",
         *cols)
 

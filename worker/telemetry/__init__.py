@@ -1,4 +1,10 @@
-"""Tracing hooks the engine calls; `build_telemetry` picks the implementation."""
+"""Tracing hooks the engine calls; `build_telemetry` picks the implementation.
+
+`RuntimeTelemetry` (worker/telemetry/setup.py) derives spans from committed events, exports them
+over OTLP when `OTEL_*` says so, keeps them in Postgres for the console, captures step logs and
+records metrics. `AGENTRT_TELEMETRY=off` (or `OTEL_SDK_DISABLED=true`) selects `NoTelemetry`.
+Executors make child spans with `child_span` / `achild_span` (worker/telemetry/child.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,9 @@ from typing import Protocol
 
 from worker.config import Settings
 from worker.engine.events import Event
+from worker.telemetry.child import achild_span, child_span, span_traceparent
+
+__all__ = ["NoTelemetry", "Telemetry", "achild_span", "build_telemetry", "child_span", "span_traceparent"]
 
 
 class Telemetry(Protocol):
@@ -33,4 +42,10 @@ class NoTelemetry:
 
 
 def build_telemetry(settings: Settings) -> Telemetry:
-    return NoTelemetry()
+    """RuntimeTelemetry unless disabled; must be called inside the worker's event loop."""
+    from worker.telemetry.setup import RuntimeTelemetry, TelemetryConfig
+
+    config = TelemetryConfig.from_env()
+    if not config.enabled:
+        return NoTelemetry()
+    return RuntimeTelemetry(settings, config)
