@@ -209,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
 
 
-def with_client(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Callable[[argparse.Namespace, Settings], int]:
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def with_client(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Handler:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         async def go() -> int:
             from worker.client import RuntimeClient
@@ -253,7 +256,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from worker.definitions.loader import load_file
 
-    results = []
+    results: list[dict[str, Any]] = []
     for path in args.paths:
         files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
         for f in files:

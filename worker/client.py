@@ -28,10 +28,8 @@ from worker.engine import events as ev
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.engine.views import step_views
 from worker.errors import Conflict, NotFound, PermissionDenied, WorkerError
-from worker.identity import Identity, current_identity
+from worker.identity import Identity
 from worker.identity import current as current_person
-from worker.oversight import audit
-from worker.oversight.policy import Action, Authorizer
 from worker.models import (
     EventView,
     HumanTask,
@@ -44,6 +42,8 @@ from worker.models import (
     WorkerInfo,
     WorkflowInfo,
 )
+from worker.oversight import audit
+from worker.oversight.policy import Action, Authorizer
 from worker.store import runs as store
 from worker.store.definitions import active_version
 from worker.store.pool import create_pool
@@ -280,8 +280,9 @@ class RuntimeClient:
         await self._nudge(run_id, signal=True)
         return _summary(row)
 
-    async def wait_for_run(self, run_id: str, timeout: float | None = None, poll: float = 0.2) -> RunSummary:
-        """Wait until the run is finished (or parked waiting on a human when `stop_on_human`)."""
+    async def wait_for_run(self, run_id: str, timeout: float | None = None,  # noqa: ASYNC109
+                           poll: float = 0.2) -> RunSummary:
+        """Wait until the run is finished; TimeoutError after `timeout` seconds (None: forever)."""
         run_id = await self.resolve_run_id(run_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -477,7 +478,8 @@ class RuntimeClient:
             except (RedisError, OSError):
                 await asyncio.sleep(1.0)
                 continue
-            for _stream, entries in reply or []:
+            streams: list[Any] = list(reply or [])  # redis-py types replies loosely
+            for _stream, entries in streams:
                 for entry_id, fields in entries:
                     event = decode_event(entry_id, fields)
                     last_id = event.stream_id

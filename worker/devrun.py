@@ -47,13 +47,13 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
     pg = EmbeddedPostgres(data_dir / "postgres", log_path=data_dir / "postgres.log")
     rd = EmbeddedRedis(data_dir / "redis", appendonly=True)
     bao = EmbeddedOpenBao(log_path=data_dir / "openbao.log")
-    started: list[object] = []
+    started: list[EmbeddedPostgres | EmbeddedRedis | EmbeddedOpenBao] = []
     worker: subprocess.Popen[bytes] | None = None
     try:
         o.err.print("starting Postgres, Redis and OpenBao (embedded, from wheels)…")
         t0 = time.monotonic()
         for server in (pg, rd, bao):
-            server.start()  # type: ignore[attr-defined]
+            server.start()
             started.append(server)
         bao.bootstrap()
         _create_database(pg.url("postgres"), "agentrt")
@@ -109,7 +109,7 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
                 worker.kill()
         for server in reversed(started):
             try:
-                server.stop()  # type: ignore[attr-defined]
+                server.stop()
             except Exception as exc:  # noqa: BLE001 - keep stopping the others
                 o.err.print(f"could not stop {type(server).__name__}: {exc}")
 

@@ -29,7 +29,7 @@ if _POINT is not None and _POINT not in POINTS:
 def reached(point: str) -> None:
     """Called at each fault point; a no-op unless this point is armed."""
     global _seen
-    if _POINT != point:
+    if point != _POINT:
         return
     _seen += 1
     if _seen < _AFTER:

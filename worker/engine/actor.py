@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from worker import faults
 from worker.definitions.model import Definition
 from worker.definitions.schema import ARGS_MODELS, EXTERNAL_KINDS, ApprovalArgs, SleepArgs, WorkflowArgs
-from worker import faults
 from worker.engine import events as ev
 from worker.engine.commands import (
     Complete,
@@ -66,7 +66,7 @@ class _Outcome:
     park: StepParked | None = None
 
 
-class _HandBack(Exception):  # noqa: N818 - flow control, not an error
+class _HandBack(Exception):
     """Raised inside the actor when the worker stops: drop the lease so another worker takes over."""
 
 
@@ -341,7 +341,7 @@ class RunActor:
         assert self.defn is not None
         step = self.defn.step(cmd.step_id)
         kind = step.uses
-        common = {"step_id": cmd.step_id, "item": cmd.item, "attempt": cmd.attempt}
+        common: dict[str, Any] = {"step_id": cmd.step_id, "item": cmd.item, "attempt": cmd.attempt}
         model = ARGS_MODELS.get(kind)
         try:
             args = model.model_validate(cmd.inputs) if model is not None else None
@@ -407,9 +407,10 @@ class RunActor:
             decisions = await store.load_step_decisions(svc.pool, self.run_id, cmd.step_id, cmd.item)
         secrets: Any = {}
         args = cmd.inputs
+        defn = self.defn
         try:
-            args, secrets = await svc.secrets.prepare(self.defn, step, cmd.inputs,
-                                                      lambda: expression_context(self.defn, self.state))
+            args, secrets = await svc.secrets.prepare(defn, step, cmd.inputs,
+                                                      lambda: expression_context(defn, self.state))
             ctx = StepContext(
                 run_id=self.run_id,  # type: ignore[arg-type]
                 workflow=self.defn.name, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
@@ -487,7 +488,7 @@ class RunActor:
     def _record(self, outcome: _Outcome) -> None:
         assert self.defn is not None
         step_id, item = outcome.key
-        common = {"step_id": step_id, "item": item, "attempt": outcome.attempt}
+        common: dict[str, Any] = {"step_id": step_id, "item": item, "attempt": outcome.attempt}
         if outcome.failure is None:
             out = outcome.output
             if isinstance(out, dict) and isinstance(out.get("_child"), NewChild):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -28,22 +29,24 @@ class DefinitionsSync:
         self.registry = Registry()
 
     async def initial_scan(self) -> list[RegistryChange]:
-        if not self.root.is_dir():
+        if not await asyncio.to_thread(self.root.is_dir):
             logger.warning("workflows directory %s does not exist; no workflows loaded", self.root)
             return []
         changes = []
-        for path, result in sorted(scan_directory(self.root).items()):
+        # parsing is CPU work (up to seconds for a hostile 1 MiB file): keep it off the event loop
+        scanned = await asyncio.to_thread(scan_directory, self.root)
+        for path, result in sorted(scanned.items()):
             changes.append(await self._apply(path, result))
         return changes
 
     async def reload(self, path: Path) -> RegistryChange:
-        if not path.exists():
+        if not await asyncio.to_thread(path.exists):
             change = self.registry.remove(path)
             await record_deleted(self.pool, str(path))
             self._announce(change)
             return change
         try:
-            result: Definition | DefinitionError = load_file(path, self.root)
+            result: Definition | DefinitionError = await asyncio.to_thread(load_file, path, self.root)
         except DefinitionError as exc:
             result = exc
         return await self._apply(path, result)
@@ -56,7 +59,7 @@ class DefinitionsSync:
         elif isinstance(result, Definition):
             if self.cache is not None:
                 self.cache.put(result)
-            source = path.read_text(encoding="utf-8", errors="replace")
+            source = await asyncio.to_thread(path.read_text, encoding="utf-8", errors="replace")
             await record_loaded(self.pool, str(path), result, source, change.kind)
             if change.kind == "loaded":
                 logger.info("workflow %s loaded from %s (version %s)", result.name, path.name, result.def_hash[:12])

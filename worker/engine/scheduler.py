@@ -25,8 +25,8 @@ from worker.engine.commands import (
 )
 from worker.engine.state import Instance, RunState
 from worker.errors import ExpressionError
-from worker.secrets.deferred import DeferredSecrets
 from worker.models import StepStatus
+from worker.secrets.deferred import DeferredSecrets
 
 _DONE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
 _TERMINAL = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED)

@@ -8,6 +8,8 @@ workflow files. Every loop survives Postgres and Redis outages: it logs, backs o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import socket
@@ -15,6 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -124,11 +127,9 @@ class WorkerService:
         await close_executors(self.executors)
         await self.secrets.aclose()
         await self.telemetry.aclose()
-        try:
+        with contextlib.suppress(Exception):
             await self.pool.execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1",
                                     self.settings.worker_id)
-        except Exception:  # noqa: BLE001
-            pass
         await self.pool.close()
         await self.redis.aclose()
         logger.info("worker %s stopped", self.settings.worker_id)
@@ -185,7 +186,8 @@ class WorkerService:
                     await self._ensure_group()
                     continue
                 raise
-            for _stream, entries in reply or []:
+            streams: list[Any] = list(reply or [])  # redis-py types replies loosely
+            for _stream, entries in streams:
                 await self._take(entries)
 
     async def _take(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
@@ -214,7 +216,7 @@ class WorkerService:
         self.actors[run_id] = actor
         task = asyncio.create_task(actor.run(), name=f"run:{run_id}")
         self._actor_tasks.add(task)
-        task.add_done_callback(lambda t, rid=run_id: self._actor_done(rid, t))
+        task.add_done_callback(functools.partial(self._actor_done, run_id))
 
     def _actor_done(self, run_id: str, task: asyncio.Task[None]) -> None:
         self._actor_tasks.discard(task)
@@ -257,10 +259,8 @@ class WorkerService:
                     self.publisher.enqueue(run_id)
                 await self.publisher.flush()
             await self._reclaim()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full_reconcile.wait(), timeout=s.reconcile_interval)
-            except TimeoutError:
-                pass
 
     async def _reclaim(self) -> None:
         """Take over entries that a dead consumer read but never acknowledged."""
@@ -302,7 +302,7 @@ async def _retry_forever(what: str, make: Callable[[], Awaitable[asyncpg.Pool]],
     while True:
         try:
             return await make()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if stop.is_set():
                 raise
             logger.warning("%s not reachable yet: %s (retrying in %.1fs)", what, exc, delay)

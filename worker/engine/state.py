@@ -86,7 +86,7 @@ class RunState:
     def terminal(self) -> bool:
         return self.status.terminal
 
-    def apply(self, e: ev.Event) -> None:  # noqa: C901 - one branch per event type reads best
+    def apply(self, e: ev.Event) -> None:
         if e.seq:
             self.last_seq = max(self.last_seq, e.seq)
         t = e.type

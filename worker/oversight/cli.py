@@ -12,7 +12,6 @@ import orjson
 
 from worker import output as o
 from worker.cli import with_client
-from worker.config import Settings
 from worker.errors import WorkerError
 
 

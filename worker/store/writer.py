@@ -210,7 +210,7 @@ class EventWriter:
         try:
             async with self._pool.acquire() as conn:
                 ok = await write_batch(conn, self._worker_id, batch)
-        except BaseException as exc:  # noqa: BLE001 - every waiter must learn the outcome
+        except BaseException as exc:
             for a in batch:
                 if a.future and not a.future.done():
                     a.future.set_exception(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))

@@ -101,12 +101,19 @@ class Tracing:
     """The SDK objects of one worker: a provider for live child spans and the OTLP batch processor."""
 
     def __init__(self, store_sink: Callable[[SpanRecord], None] | None) -> None:
+        from worker.telemetry.logging import rate_limit_sdk_warnings
+
+        rate_limit_sdk_warnings()
         self.resource = build_resource()
         self.provider = TracerProvider(resource=self.resource)
         self.exporting: BatchSpanProcessor | None = None
         if endpoint_configured("TRACES"):
-            self.exporting = BatchSpanProcessor(build_span_exporter())
-            self.provider.add_span_processor(self.exporting)
+            try:
+                self.exporting = BatchSpanProcessor(build_span_exporter())
+            except Exception as exc:  # noqa: BLE001 - a bad OTEL_* value must not keep the worker down
+                logger.error("OTLP trace export disabled: %s: %s", type(exc).__name__, exc)
+            else:
+                self.provider.add_span_processor(self.exporting)
         if store_sink is not None:
             self.provider.add_span_processor(StoreProcessor(store_sink))
         self.tracer = self.provider.get_tracer(SCOPE_NAME, _version())

@@ -141,3 +141,36 @@ def install_json_logging(level: int) -> None:
         if not isinstance(handler, StepLogCapture):
             handler.setFormatter(JsonFormatter())
     root.setLevel(level)
+
+
+class RateLimit(logging.Filter):
+    """At most one record per message template every `interval` seconds (the SDK warns per dropped span)."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time
+
+        key = f"{record.name}:{record.msg}"
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        skipped = self._suppressed.pop(key, 0)
+        if skipped:
+            record.msg = f"{record.msg} ({skipped} similar messages suppressed)"
+        return True
+
+
+def rate_limit_sdk_warnings() -> None:
+    for name in ("opentelemetry.sdk._shared_internal", "opentelemetry.exporter.otlp.proto.grpc.exporter",
+                 "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                 "opentelemetry.exporter.otlp.proto.http.metric_exporter", "opentelemetry.sdk.metrics"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, RateLimit) for f in log.filters):
+            log.addFilter(RateLimit())

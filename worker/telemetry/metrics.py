@@ -94,4 +94,8 @@ class Metrics:
 def build_metrics(resource: Resource) -> Metrics | None:
     if not endpoint_configured("METRICS"):
         return None
-    return Metrics(resource)
+    try:
+        return Metrics(resource)
+    except Exception as exc:  # noqa: BLE001 - a bad OTEL_* value must not keep the worker down
+        logger.error("OTLP metric export disabled: %s: %s", type(exc).__name__, exc)
+        return None
