@@ -36,7 +36,7 @@ async def _run(settings: Settings, readonly: bool) -> int:
         return _unavailable(where, exc)
     try:
         await asyncio.wait_for(client.count_runs(), CONNECT_TIMEOUT)  # the schema is there, too
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - reported like a failure to connect
         await _close_quietly(client)
         return _unavailable(where, exc)
     try:
@@ -57,7 +57,7 @@ def _unavailable(where: str, exc: BaseException) -> int:
 async def _close_quietly(client: RuntimeClient) -> None:
     try:
         await asyncio.wait_for(client.close(), 5)
-    except Exception:  # noqa: BLE001 - closing a broken connection must not mask the real outcome
+    except Exception:  # closing a broken connection must not mask the real outcome
         logging.getLogger(__name__).debug("closing the runtime client failed", exc_info=True)
 
 

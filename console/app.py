@@ -12,6 +12,7 @@ from typing import ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.reactive import reactive
 
 from console.backend import ConsoleClient
@@ -116,8 +117,9 @@ class AgentConsole(App[None]):
     def _live_event(self, event: LiveEvent) -> None:
         if event.stream_id:
             self._last_stream_id = event.stream_id
-        self.recent_events.append(event)
-        self.events_seen += 1
+        if event.kind != "span":  # telemetry: the run detail's waterfall shows attempts already
+            self.recent_events.append(event)
+            self.events_seen += 1
         for message in messages_for(event):
             self.post_message(message)
         self.post_message(FeedAppended())
@@ -129,9 +131,9 @@ class AgentConsole(App[None]):
     def unsubscribe(self, screen: ConsoleScreen) -> None:
         self._subscribers.discard(screen)
 
-    def _forward(self, make: Callable[[], object]) -> None:
+    def _forward(self, make: Callable[[], Message]) -> None:
         for screen in list(self._subscribers):
-            screen.post_message(make())  # type: ignore[arg-type]
+            screen.post_message(make())
 
     def on_run_changed(self, m: RunChanged) -> None:
         self._forward(lambda: RunChanged(m.run_id, m.event_type, m.status))
@@ -200,9 +202,7 @@ class AgentConsole(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # A dialog is answered first: no screen switching or help underneath it.
-        if action in ("switch_mode", "help") and self.screen.is_modal:
-            return False
-        return True
+        return not (action in ("switch_mode", "help") and self.screen.is_modal)
 
     def action_help(self) -> None:
         screen = self.screen

@@ -206,6 +206,21 @@ def workflow_location(wf: WorkflowInfo) -> str:
     return f"{wf.path}:{wf.error_line}:{wf.error_column}"
 
 
+def truncate_left(text: str, width: int) -> str:
+    """Cut from the left, keeping the end (a path's file name): `…/workflows/hello.yaml`."""
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else ELLIPSIS + text[len(text) - width + 1:]
+
+
+def workflow_summary(wf: WorkflowInfo, width: int) -> str:
+    """One table cell: the file (end kept), or for an invalid one `name.yaml:12:5: reason`."""
+    if wf.status != "invalid":
+        return truncate_left(wf.path, width)
+    where = workflow_location(wf).replace("\\", "/").rsplit("/", 1)[-1]
+    return truncate(f"{where}: {wf.error or 'invalid'}", width)
+
+
 def item_suffix(item: int | None) -> str:
     return "" if item is None else f"[{item}]"
 

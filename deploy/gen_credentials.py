@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     write_once(args.dir / "database_url",
                f"postgresql://{args.postgres_user}:{pg}@{args.postgres_host}:5432/{args.postgres_db}")
     write_once(args.dir / "redis_url", f"redis://:{rd}@{args.redis_host}:6379/0")
-    print(f"credentials ready in {args.dir}", file=sys.stderr)
+    sys.stderr.write(f"credentials ready in {args.dir}\n")
     return 0
 
 

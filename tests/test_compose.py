@@ -282,3 +282,44 @@ def test_vault_init_initialises_unseals_configures_and_issues_wrapped_secret_ids
     assert httpx.get(f"{addr}/v1/sys/health", timeout=5).status_code == 200
     assert (root / "approle" / "role_id").read_text() == role_id
     assert (root / "approle" / "secret_id.wrapped").read_text() != wrapped  # a fresh one for the next worker
+
+
+def test_entrypoint_exports_urls_and_claims_each_wrapped_secret_id_once(tmp_path: Path) -> None:
+    """deploy/entrypoint.sh with its /run/agentrt paths moved under tmp_path and a stand-in `agentrt`."""
+    run_dir = tmp_path / "run"
+    creds, approle, bin_dir = run_dir / "credentials", run_dir / "approle", tmp_path / "bin"
+    for d in (creds, approle, bin_dir):
+        d.mkdir(parents=True)
+    (creds / "database_url").write_text("postgresql://agentrt:pw@postgres:5432/agentrt\n")
+    (creds / "redis_url").write_text("redis://:pw@redis:6379/0\n")
+    (approle / "role_id").write_text("role-1")
+    (approle / "secret_id.wrapped").write_text("wrapped-1")
+    script = tmp_path / "entrypoint.sh"
+    script.write_text((DEPLOY / "entrypoint.sh").read_text().replace("/run/agentrt", str(run_dir)))
+    fake = bin_dir / "agentrt"
+    fake.write_text('#!/bin/sh\necho "args=$*"\necho "db=$AGENTRT_DATABASE_URL"\necho "redis=$AGENTRT_REDIS_URL"\n'
+                    'echo "role=${AGENTRT_VAULT_ROLE_ID:-}"\necho "secret=${AGENTRT_VAULT_SECRET_ID:-}"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "VAULT_ADDR": "http://openbao:8200"}
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(["sh", str(script), *args], env=env, stdout=subprocess.PIPE, text=True)
+
+    def lines(proc: subprocess.Popen[str]) -> dict[str, str]:
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        return dict(line.split("=", 1) for line in out.splitlines())
+
+    first = lines(start("worker", "--no-watch"))
+    assert first == {"args": "worker --no-watch", "db": "postgresql://agentrt:pw@postgres:5432/agentrt",
+                     "redis": "redis://:pw@redis:6379/0", "role": "role-1", "secret": "wrapped-1"}
+    assert sorted(p.name for p in approle.iterdir()) == ["role_id"]  # claimed: gone from the volume
+    # other commands (doctor in a healthcheck, gc, migrate) get the URLs but never take a secret id
+    (approle / "secret_id.wrapped").write_text("wrapped-2")
+    doctor = lines(start("doctor"))
+    assert doctor["db"].startswith("postgresql://") and doctor["secret"] == ""
+    second, third = start("worker"), start("worker")  # two replicas starting together: one file
+    time.sleep(1.0)
+    (approle / "secret_id.wrapped").write_text("wrapped-3")  # vault-init issues the next one
+    got = {lines(second)["secret"], lines(third)["secret"]}
+    assert got == {"wrapped-2", "wrapped-3"}

@@ -328,9 +328,15 @@ async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_show(client: Any, args: argparse.Namespace) -> int:
+    from worker.engine.views import run_usage, step_usage
+
     d = await client.get_run(args.run_id)
+    usage = run_usage(d.steps)
     if args.json:
-        o.print_json(o.to_jsonable(d))
+        data = o.to_jsonable(d)
+        if isinstance(data, dict):
+            data["usage"] = usage
+        o.print_json(data)
         return EXIT_OK
     s = d.summary
     o.out.print(f"[bold]{s.run_id}[/]  {s.workflow} (version {s.def_hash[:12]})  {o.status_text(s.status.value)}")
@@ -338,12 +344,22 @@ async def cmd_show(client: Any, args: argparse.Namespace) -> int:
     if s.parent_run_id:
         o.out.print(f"parent run {s.parent_run_id}")
     o.out.print(f"inputs: {o.compact(d.inputs)}", markup=False)
-    t = o.table("STEP", "KIND", "STATUS", "ATTEMPTS", "OUTPUT / ERROR")
+    columns = ["STEP", "KIND", "STATUS", "ATTEMPTS"] + (["TOKENS", "COST"] if usage["steps"] else [])
+    t = o.table(*columns, "OUTPUT / ERROR")
     for st in d.steps:
         name = st.step_id if st.item is None else f"  {st.step_id}[{st.item}]"
         detail = st.error if st.error else ("" if st.output is None else o.compact(st.output, 80))
-        t.add_row(name, st.kind, o.status_text(st.status.value), str(len(st.attempts)), detail)
+        row = [name, st.kind, o.status_text(st.status.value), str(len(st.attempts))]
+        if usage["steps"]:
+            used = step_usage(st.output)
+            row += ["", ""] if used is None else [
+                f"{used['total_tokens']:,}", "-" if used["cost_usd"] is None else f"${used['cost_usd']:.4f}"]
+        t.add_row(*row, detail)
     o.out.print(t)
+    if usage["steps"]:
+        cost = f"${usage['cost_usd']:.4f}" + ("" if usage["priced"] else " (some models have no price)")
+        o.out.print(f"tokens: {usage['total_tokens']:,} (input {usage['input_tokens']:,}, output "
+                    f"{usage['output_tokens']:,}) in {usage['steps']} llm/agent step(s); cost {cost}", markup=False)
     if d.children:
         o.out.print("children: " + ", ".join(d.children))
     if s.error:

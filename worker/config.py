@@ -49,7 +49,7 @@ class Settings:
     vault_role_id: str | None = None
     vault_secret_id: str | None = None
     vault_approle_mount: str = "approle"
-    vault_token_role: str | None = None  # token role for step tokens (production: agentrt-step)
+    vault_token_role: str | None = "agentrt-step"  # token role step tokens are created with
     vault_step_token_ttl: float = 120.0  # seconds a step token lives (reused for half of that)
     secret_cache_ttl: float = 30.0  # seconds a fetched secret stays in worker memory
     http_allowed_hosts: tuple[str, ...] = ()
@@ -62,6 +62,7 @@ class Settings:
     db_pool_size: int = 8
     log_level: str = "INFO"
     policy_file: Path | None = None
+    shutdown_grace: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -83,7 +84,7 @@ class Settings:
             vault_role_id=env.get("AGENTRT_VAULT_ROLE_ID") or None,
             vault_secret_id=env.get("AGENTRT_VAULT_SECRET_ID") or None,
             vault_approle_mount=env.get("AGENTRT_VAULT_APPROLE_MOUNT") or "approle",
-            vault_token_role=env.get("AGENTRT_VAULT_TOKEN_ROLE") or None,
+            vault_token_role=env.get("AGENTRT_VAULT_TOKEN_ROLE") or "agentrt-step",
             vault_step_token_ttl=_float_env("AGENTRT_VAULT_STEP_TOKEN_TTL", 120.0),
             secret_cache_ttl=_float_env("AGENTRT_SECRET_CACHE_TTL", 30.0),
             http_allowed_hosts=hosts,
@@ -95,6 +96,7 @@ class Settings:
             db_pool_size=_int_env("AGENTRT_DB_POOL_SIZE", 8),
             log_level=env.get("AGENTRT_LOG_LEVEL", "INFO").upper(),
             policy_file=Path(env["AGENTRT_POLICY_FILE"]) if env.get("AGENTRT_POLICY_FILE") else None,
+            shutdown_grace=_float_env("AGENTRT_SHUTDOWN_GRACE", 10.0),
         )
         if env.get("AGENTRT_WORKER_ID"):
             settings = replace(settings, worker_id=env["AGENTRT_WORKER_ID"])

@@ -64,13 +64,17 @@ class ConsoleScreen(Screen[None]):
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield NavBar(self.MODE)
+        yield NavBar(self.nav_mode())
         yield ConnectionBanner()
         yield from self.compose_body()
         yield Footer(compact=True)
 
     def compose_body(self) -> Iterable[Widget]:
         return ()
+
+    def nav_mode(self) -> str:
+        """The nav-bar tab to highlight."""
+        return self.MODE
 
     # -- data ------------------------------------------------------------------------------
     async def reload(self) -> None:

@@ -11,7 +11,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Label, Static
 
-
 _NOISE = ("focus_next", "focus_previous", "copy_text", "help_quit")
 _NAV_KEYS = frozenset({"j", "k", "g", "G", "enter", "space", "up", "down"})
 

@@ -60,6 +60,9 @@ class RunDetailScreen(ConsoleScreen):
         self._tree_nodes: dict[NodeKey, TreeNode[NodeKey]] = {}
         self._selected: NodeKey = ("run",)
 
+    def nav_mode(self) -> str:
+        return self.app.current_mode  # opened from approvals or events: that tab stays lit
+
     def compose_body(self) -> Iterable[Widget]:
         yield Static(f"Loading run {self.run_id}…", id="detail-header")
         with TabbedContent(initial="steps", id="detail-tabs"):
@@ -119,7 +122,7 @@ class RunDetailScreen(ConsoleScreen):
         label.append(f"{view.step_id}{item_suffix(view.item)}" if view.item is None else f"item {view.item}")
         extra = f" {view.kind}" if view.item is None else ""
         if foreach:
-            extra += f" ×{foreach}"
+            extra += f" x{foreach}"
         if len(view.attempts) > 1:
             extra += f" {len(view.attempts)} tries"
         label.append(extra, style="dim")

@@ -21,6 +21,7 @@ from console.formatting import (
     status_style,
     truncate,
     workflow_location,
+    workflow_summary,
 )
 from console.messages import WorkflowsChanged
 from console.screens.base import ConsoleScreen
@@ -69,13 +70,12 @@ class WorkflowsScreen(ConsoleScreen):
         for w in self.workflows:
             invalid = w.status == "invalid"
             row_style = "red" if invalid else ("dim" if w.status == "deleted" else "")
-            where = (f"{workflow_location(w)}  {w.error or ''}" if invalid else w.path)
             table.add_row(
                 Text(status_label(w.status), style=status_style(w.status)),
                 Text(truncate(w.name or DASH, 18), style=row_style or "bold"),
                 Text(short_id(w.def_hash), style="dim"),
                 str(w.versions),
-                Text(truncate(where, width), style=row_style),
+                Text(workflow_summary(w, width), style=row_style),
                 key=w.path,
             )
         table.restore_cursor(keep)

@@ -24,7 +24,7 @@ class NavTable(DataTable[Any]):
     NavTable { height: 1fr; scrollbar-size-vertical: 1; }
     """
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
 
     def selected_key(self) -> str | None:

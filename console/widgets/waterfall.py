@@ -83,7 +83,7 @@ class Waterfall(Widget):
     Waterfall { height: auto; width: 1fr; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._spans: list[Span] = []
         self._now: datetime | None = None

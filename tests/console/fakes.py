@@ -94,7 +94,10 @@ def _a(n: int, start: datetime, end: datetime | None, status: str, error: str | 
 def fan_out_detail(summary: RunSummary) -> RunDetail:
     """Run 3: a foreach step with a retried item, a failed attempt, and a step still running."""
     t0 = summary.created_at
-    s = lambda sec: t0 + timedelta(seconds=sec)  # noqa: E731
+
+    def s(sec: float) -> datetime:
+        return t0 + timedelta(seconds=sec)
+
     key = f"{summary.run_id}:fetch"
     steps = (
         StepView("list", "python", None, StepStatus.COMPLETED, (_a(1, s(0.2), s(0.5), "completed"),),

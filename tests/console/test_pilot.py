@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from textual.widgets import Input, Label, Static, TabbedContent, Tree
 from textual.command import CommandPalette
+from textual.coordinate import Coordinate
+from textual.widgets import Input, Label, Static, TabbedContent, Tree
 
+from console.app import AgentConsole
 from console.messages import RefreshAll
 from console.screens.approvals import ApprovalsScreen
 from console.screens.confirm import ConfirmDialog, ReasonPrompt, ResolveDialog
@@ -21,12 +23,16 @@ from worker.models import LiveEvent, RunStatus
 SIZE = (80, 24)
 
 
-def runs_table(app: object) -> NavTable:
-    return app.screen.query_one("#runs-table", NavTable)  # type: ignore[attr-defined]
+def runs_table(app: AgentConsole) -> NavTable:
+    return app.screen.query_one("#runs-table", NavTable)
 
 
 def row_keys(table: NavTable) -> list[str]:
-    return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
+    return [str(table.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value) for i in range(table.row_count)]
+
+
+def status_of(screen: RunsScreen) -> RunStatus | None:
+    return screen.status
 
 
 # -- runs screen -------------------------------------------------------------------------------
@@ -45,7 +51,7 @@ async def test_runs_newest_first_with_stable_ids() -> None:
         assert "1 Runs" in text and "2 Approvals (3)" in text and "3 Workflows (2✗)" in text
 
 
-async def test_navigation_keys_j_k_g_G() -> None:
+async def test_navigation_keys_j_k_g_shift_g() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -69,15 +75,15 @@ async def test_status_cycle_filters_on_the_server() -> None:
         assert isinstance(screen, RunsScreen)
         await pilot.press("s")
         await settle(pilot)
-        assert screen.status is RunStatus.RUNNING
+        assert status_of(screen) is RunStatus.RUNNING
         assert len(row_keys(runs_table(app))) == 2
         await pilot.press("s")
         await settle(pilot)
-        assert screen.status is RunStatus.WAITING
+        assert status_of(screen) is RunStatus.WAITING
         assert {r.status for r in screen.runs} == {RunStatus.WAITING}
         await pilot.press("S", "S")
         await settle(pilot)
-        assert screen.status is None
+        assert status_of(screen) is None
         assert runs_table(app).row_count == 12
 
 
@@ -97,7 +103,7 @@ async def test_filter_text_and_regex_then_escape_clears() -> None:
         await pilot.press("slash", "ctrl+a")
         box.value = "^(hello|nightly)"  # a regex
         await settle(pilot)
-        assert {r.workflow for r in app.screen.visible_runs} == {"hello", "nightly-report"}  # type: ignore[attr-defined]
+        assert {r.workflow for r in app.screen.visible_runs} == {"hello", "nightly-report"}
         box.value = "fan-out("  # not a regex: matched literally, no crash
         await settle(pilot)
         assert runs_table(app).row_count == 0
@@ -506,7 +512,7 @@ async def test_help_lists_the_current_screen_keys() -> None:
         await settle(pilot)
         await pilot.press("2", "question_mark")
         await settle(pilot)
-        keys = dict(app.screen.rows)  # type: ignore[attr-defined]
+        keys = dict(app.screen.rows)
         assert keys["a"] == "Approve" and keys["r"] == "Reject" and "space" not in keys
         await pilot.press("question_mark")  # ? toggles it closed
         await settle(pilot)
@@ -565,6 +571,9 @@ async def test_live_event_reloads_the_runs_table() -> None:
         await settle(pilot)
         assert row_keys(runs_table(app))[0] == rid(13)
         assert app.events_seen == 1
+        client.push_event(LiveEvent("span", "span.finished", rid(13), {"spans": []}, "2-1"))
+        await settle(pilot)
+        assert app.events_seen == 1  # telemetry is not listed on the events screen
 
 
 async def test_event_flood_is_collapsed() -> None:

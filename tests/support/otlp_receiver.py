@@ -66,6 +66,8 @@ class OtlpReceiver:
     _http: http.server.ThreadingHTTPServer | None = None
     grpc_endpoint: str = ""
     http_endpoint: str = ""
+    parse: bool = True  # False: only count requests and bytes (benchmarks: a cheap collector)
+    bytes_received: int = 0
 
     # -- decoding ----------------------------------------------------------------------------
     def add_traces(self, req: trace_service_pb2.ExportTraceServiceRequest, via: str) -> None:
@@ -119,17 +121,22 @@ class OtlpReceiver:
         self.grpc_endpoint = f"http://127.0.0.1:{port}"
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
-            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if self.headers.get("content-encoding") == "gzip":
                     import gzip
 
                     body = gzip.decompress(body)
                 is_json = "json" in (self.headers.get("content-type") or "")
-                if self.path.endswith("/v1/traces"):
+                if not receiver.parse:
+                    with receiver._lock:
+                        receiver.requests += 1
+                        receiver.bytes_received += len(body)
+                    reply = b""
+                elif self.path.endswith("/v1/traces"):
                     req = trace_service_pb2.ExportTraceServiceRequest()
                     if is_json:
                         Parse(body, req)
@@ -194,6 +201,7 @@ class OtlpReceiver:
             while not names <= {n for n, _ in self.metrics}:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"metrics {names} not all received; have {sorted({n for n, _ in self.metrics})}")
+                    have = sorted({n for n, _ in self.metrics})
+                    raise AssertionError(f"metrics {names} not all received; have {have}")
                 self._lock.wait(min(left, 0.2))
             return {n for n, _ in self.metrics}

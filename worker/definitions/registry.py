@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from worker.definitions.loader import load_file
+from worker.definitions.loader import load_file, load_tools_file
 from worker.definitions.model import Definition
 from worker.errors import DefinitionError
 
@@ -41,6 +41,13 @@ def scan_directory(root: Path) -> dict[Path, Definition | DefinitionError]:
     """
     results: dict[Path, Definition | DefinitionError] = {}
     for path in sorted(root.iterdir(), key=lambda p: p.name):
+        if path.name in RESERVED_NAMES and path.is_file():
+            # not a workflow; an invalid one is listed with the workflow errors (file:line:column)
+            try:
+                load_tools_file(path)
+            except DefinitionError as error:
+                results[path] = error
+            continue
         if not is_workflow_file(path) or path.is_dir():
             continue
         try:

@@ -172,8 +172,8 @@ class WorkflowSpec(_Model):
         """
         if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
             return data
-        servers = data.get("tools") if isinstance(data.get("tools"), dict) else {}
-        pricing = data.get("pricing") if isinstance(data.get("pricing"), dict) else {}
+        servers: dict[str, Any] = data["tools"] if isinstance(data.get("tools"), dict) else {}
+        pricing: dict[str, Any] = data["pricing"] if isinstance(data.get("pricing"), dict) else {}
 
         def resolve(ref: Any) -> Any:
             if isinstance(ref, str) and isinstance(servers.get(ref), dict):

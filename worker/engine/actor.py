@@ -201,6 +201,7 @@ class RunActor:
         except _HandBack:
             self.log.info("run %s handed back (worker stopping)", self.run_id)
             await self._abandon()
+            self.service.publisher.enqueue(self.run_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the run is resumed from Postgres by whoever leases it next
@@ -235,6 +236,13 @@ class RunActor:
             await self._absorb_signals()
         horizon = min(5.0, svc.settings.lease_ttl / 2)
         while True:
+            if self._stopping:
+                # draining: record what finishes, start nothing new, hand back when idle
+                await self._commit()
+                if not self._running:
+                    raise _HandBack
+                await self._wait(None)
+                continue
             wake_at, timeouts = self._advance()
             await self._commit()
             if self.state.terminal:

@@ -101,12 +101,17 @@ class WorkerService:
         logger.info("worker %s started: workflows %s, concurrency %d", s.worker_id, workflows, s.concurrency)
         self.started.set()
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop taking work; give in-flight steps `grace` seconds, then hand their runs back."""
+        if grace is None:
+            grace = self.settings.shutdown_grace
         self._stopping.set()
-        for task in self._loops:
+        # stop taking work, but keep renewing leases while in-flight steps drain
+        heartbeat = self._loops[1] if len(self._loops) > 1 else None
+        others = [t for t in self._loops if t is not heartbeat]
+        for task in others:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*others, return_exceptions=True)
         for actor in list(self.actors.values()):
             actor.shutdown()  # idle actors (timers, short retries) hand back at once
         if self._actor_tasks:
@@ -120,8 +125,12 @@ class WorkerService:
             for run_id, epoch in held.items():
                 try:
                     await store.drop_lease(self.pool, run_id, self.settings.worker_id, epoch)
+                    self.publisher.enqueue(run_id)  # another worker picks it up at once
                 except Exception:  # noqa: BLE001
                     logger.debug("could not hand back %s; its lease will expire", run_id)
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         await self.writer.stop()
         await self.publisher.stop()
         await close_executors(self.executors)

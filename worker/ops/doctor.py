@@ -156,8 +156,9 @@ async def check_redis(settings: Settings) -> Check:
         try:
             await client.ping()
         except RedisError as exc:
+            reason = str(exc).rstrip(".")
             return Check("redis", "fail", f"{where}: not reachable",
-                         [f"{type(exc).__name__}: {str(exc).rstrip('.')}. Is Redis running and AGENTRT_REDIS_URL right?"])
+                         [f"{type(exc).__name__}: {reason}. Is Redis running and AGENTRT_REDIS_URL right?"])
         c = Check("redis", "ok", f"{where}: reachable")
         try:
             info = await client.info()
@@ -221,7 +222,7 @@ async def check_vault(settings: Settings, env: Mapping[str, str]) -> Check:
         return Check("vault", "skip", "VAULT_ADDR is not set: steps that name `secrets:` will fail",
                      ["Set VAULT_ADDR and VAULT_TOKEN (or AGENTRT_VAULT_ROLE_ID/SECRET_ID) to use credentials."])
     verify: bool | str = env.get("VAULT_CACERT") or True
-    if isinstance(verify, str) and not os.path.isfile(verify):
+    if isinstance(verify, str) and not await asyncio.to_thread(os.path.isfile, verify):
         return Check("vault", "fail", f"{addr}: VAULT_CACERT={verify} is not a readable file")
     try:
         async with httpx.AsyncClient(base_url=addr, timeout=TIMEOUT, verify=verify) as http:

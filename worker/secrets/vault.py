@@ -103,6 +103,7 @@ class VaultSession:
         self._token: _Token | None = None
         self._generation = 0
         self._children: dict[tuple[str, ...], _Token] = {}
+        self._no_role = False
 
     # -- plumbing ----------------------------------------------------------------------------
     def client(self, token: str | None = None) -> hvac.Client:
@@ -220,9 +221,24 @@ class VaultSession:
         client = self.client(tok.value)
         kwargs: dict[str, Any] = {"policies": list(policies), "ttl": f"{ttl}s", "no_parent": False,
                                   "renewable": False, "display_name": "agentrt-step"}
-        if self.token_role:
-            kwargs["role_name"] = self.token_role
-        resp = self._call(client.auth.token.create, **kwargs)
+        resp = None
+        if self.token_role and not self._no_role:
+            try:
+                resp = client.auth.token.create(role_name=self.token_role, **kwargs)
+            except hvac.exceptions.InvalidRequest as exc:
+                if "unknown role" not in str(exc):
+                    raise wrap_errors(exc, self.addr) from None
+                # not set up (`agentrt vault policies --apply` creates it): a plain child token works
+                # too when the worker's own token holds the workflow policies (or is a dev root token)
+                logger.warning("Vault token role %r does not exist; creating plain child tokens", self.token_role)
+                self._no_role = True
+            except Exception as exc:
+                wrapped = wrap_errors(exc, self.addr)
+                if wrapped is None:
+                    raise
+                raise wrapped from None
+        if resp is None:
+            resp = self._call(client.auth.token.create, **kwargs)
         return _Token(str(resp["auth"]["client_token"]), time.monotonic(), float(ttl), False, tok.generation)
 
     def forget_step_token(self, policies: tuple[str, ...]) -> None:

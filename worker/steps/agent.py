@@ -176,11 +176,12 @@ class AgentExecutor:
                 if decision.get("status") == "timed_out":
                     why = "nobody approved it in time"
                 else:
-                    why = f"{decision.get('by') or 'a human'} rejected it: {decision.get('reason') or 'no reason given'}"
+                    who, said = decision.get("by") or "a human", decision.get("reason") or "no reason given"
+                    why = f"{who} rejected it: {said}"
                 return {"isError": True, "text": f"The call to {name} was not made: {why}.", "content": [],
                         "approval": approval}
         timeout = spec.tool_timeout or server.spec.timeout or DEFAULT_TOOL_TIMEOUT
-        result = await self._pool.call(server, name, arguments, key=ctx.key_for(index), timeout=timeout,
+        result = await self._pool.call(server, name, arguments, key=ctx.key_for(index), seconds=timeout,
                                        traceparent=ctx.traceparent)
         if approval is not None:
             result["approval"] = approval

@@ -111,7 +111,8 @@ def _base_url(spec: LlmArgs, default: str) -> str:
 
 
 def cost_of(spec: LlmArgs, requested: str, result: dict[str, Any]) -> float | None:
-    price = spec.pricing.get(requested) or spec.pricing.get(str(result.get("model")))
+    # the model that answered (an alias such as gpt-4o resolves to a dated model) else the one asked for
+    price = spec.pricing.get(str(result.get("model"))) or spec.pricing.get(requested)
     if price is None:
         return None
     usage = result["usage"]

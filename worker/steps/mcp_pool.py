@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,15 @@ def resolve(spec: McpServerSpec, secrets: Mapping[str, Mapping[str, Any]], workf
     return Resolved(name, spec, env, headers, cwd, hashlib.sha256(material.encode()).hexdigest())
 
 
+@contextlib.asynccontextmanager
+async def _http_transport(url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
+    """Streamable HTTP with the declared headers; the HTTP client is closed with the connection."""
+    # trust_env=False: proxy variables and ~/.netrc never apply to user-chosen URLs
+    http = httpx2.AsyncClient(headers=headers, trust_env=False, timeout=httpx2.Timeout(30.0, read=300.0))
+    async with http, streamable_http_client(url, http_client=http) as streams:
+        yield streams
+
+
 class _Connection:
     def __init__(self, server: Resolved, settings: Settings) -> None:
         self.server = server
@@ -93,9 +102,7 @@ class _Connection:
     def _target(self) -> Any:
         spec = self.server.spec
         if spec.url is not None:
-            http = httpx2.AsyncClient(headers=self.server.headers, trust_env=False,
-                                      timeout=httpx2.Timeout(30.0, read=300.0))
-            return streamable_http_client(spec.url, http_client=http)
+            return _http_transport(spec.url, self.server.headers)
         command = sys.executable if spec.command == "python" else spec.command
         assert command is not None
         return StdioServerParameters(command=command, args=list(spec.args), env=self.server.env or None,
@@ -108,7 +115,7 @@ class _Connection:
                 if not self._ready.done():
                     self._ready.set_result(None)
                 await self._stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - reported to whoever waits for the connection
+        except BaseException as exc:
             if not self._ready.done():
                 self._ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             elif not self._stop.is_set():
@@ -184,17 +191,17 @@ class McpPool:
         return [ToolSpec(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools]
 
     async def call(self, server: Resolved, tool: str, arguments: dict[str, Any], *, key: str,
-                   timeout: float, traceparent: str | None = None) -> dict[str, Any]:
+                   seconds: float, traceparent: str | None = None) -> dict[str, Any]:
         """Call one tool; its result as step output data. Transport failures are retryable StepFailed."""
         client = await self._connection(server)
         meta: dict[str, Any] = {"idempotency_key": key}
         if traceparent:
             meta["traceparent"] = traceparent
         try:
-            async with asyncio.timeout(timeout):
-                result = await client.session.call_tool(tool, arguments, meta=meta)  # type: ignore[arg-type]
+            async with asyncio.timeout(seconds):
+                result = await client.session.call_tool(tool, arguments, meta=meta)  # type: ignore[call-overload]
         except TimeoutError as exc:
-            raise StepFailed(f"tool {server.name}/{tool}: no answer within {timeout:g}s", retryable=True) from exc
+            raise StepFailed(f"tool {server.name}/{tool}: no answer within {seconds:g}s", retryable=True) from exc
         except MCPError as exc:
             if exc.code == mcp_types.CONNECTION_CLOSED:
                 await self._discard(server)

@@ -90,7 +90,7 @@ class ToolExecutor:
         spec = validate_args(ToolArgs, args, "tool")
         server = self.resolve(spec.server, ctx)
         timeout = spec.timeout or server.spec.timeout or ctx.timeout or DEFAULT_TOOL_TIMEOUT
-        result = await self._pool.call(server, spec.tool, spec.arguments, key=ctx.key_for(0), timeout=timeout,
+        result = await self._pool.call(server, spec.tool, spec.arguments, key=ctx.key_for(0), seconds=timeout,
                                        traceparent=ctx.traceparent)
         if result["isError"]:
             raise StepFailed(f"tool {server.name}/{spec.tool} returned an error: "

@@ -136,6 +136,7 @@ class StepLogCapture(logging.Handler):
 
 def install_json_logging(level: int) -> None:
     """Replace the root handlers' formatter with JSON (the worker's stderr)."""
+    install_redaction_filters()
     root = logging.getLogger()
     for handler in root.handlers:
         if not isinstance(handler, StepLogCapture):
@@ -174,3 +175,29 @@ def rate_limit_sdk_warnings() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, RateLimit) for f in log.filters):
             log.addFilter(RateLimit())
+
+
+class UrlQueryRedaction(logging.Filter):
+    """httpx logs every request's full URL: its query and userinfo may hold secrets (`?api_key=`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_safe(a) for a in record.args)
+        return True
+
+
+def _safe(value: Any) -> Any:
+    url_type = type(value).__name__
+    if url_type == "URL" and hasattr(value, "copy_with"):
+        try:
+            return str(value.copy_with(query=None, fragment=None, username=None, password=None))
+        except Exception:  # noqa: BLE001 - never break logging
+            return "<url>"
+    return value
+
+
+def install_redaction_filters() -> None:
+    for name in ("httpx", "httpcore"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, UrlQueryRedaction) for f in log.filters):
+            log.addFilter(UrlQueryRedaction())

@@ -14,6 +14,7 @@ bootstrapped from Postgres: its stored `traceparent`, the kinds of its steps, an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -98,6 +99,7 @@ class RuntimeTelemetry:
                                                   + self.capture.dropped)
         self.capture = tlog.StepLogCapture()
         logging.getLogger().addHandler(self.capture)
+        tlog.install_redaction_filters()
         self._pool: Any = None
         self._redis: Any = None
         self._publisher: Any = None
@@ -155,13 +157,17 @@ class RuntimeTelemetry:
             await asyncio.wait_for(asyncio.to_thread(self._shutdown_sdk), 5)
         except TimeoutError:
             logger.warning("telemetry: exporter shutdown timed out; unsent spans dropped")
-        if self._publisher is not None:
-            await self._publisher.stop()
-        if self._redis is not None:
-            await self._redis.aclose()
-        if self._pool is not None:
-            await self._pool.close()
-        _set_current(None)
+        for closing in (self._publisher.stop() if self._publisher is not None else None,
+                        self._redis.aclose() if self._redis is not None else None,
+                        self._pool.close() if self._pool is not None else None):
+            if closing is None:
+                continue
+            try:  # bounded: telemetry must never hold up a worker's shutdown
+                await asyncio.wait_for(closing, 3)
+            except (TimeoutError, Exception) as exc:  # noqa: BLE001
+                logger.debug("telemetry: shutdown step: %r", exc)
+        if _current is self:
+            _set_current(None)
 
     def _shutdown_sdk(self) -> None:
         self.tracing.shutdown()
@@ -207,10 +213,8 @@ class RuntimeTelemetry:
         last_flush = last_prune = last_gauge = time.monotonic()
         while True:
             if not self._closing:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.flush_interval)
-                except TimeoutError:
-                    pass
             self._wake.clear()
             try:
                 if not await self._connect():
@@ -240,6 +244,8 @@ class RuntimeTelemetry:
                 self._pending.clear()
                 await asyncio.sleep(0.5)
             if self._closing and not self._queue:
+                while self._store or self.capture.buffer:  # the last spans and log lines (aclose bounds this)
+                    await self._flush()
                 return
 
     async def _process(self) -> None:

@@ -236,7 +236,7 @@ class RunTracer:
                           status=status, attributes={**w.attrs, **extra})
 
     # -- the fold ----------------------------------------------------------------------------
-    def feed(self, e: ev.Event) -> list[SpanRecord]:  # noqa: C901 - one branch per event type reads best
+    def feed(self, e: ev.Event) -> list[SpanRecord]:
         out: list[SpanRecord] = []
         if e.seq:
             self.last_seq = max(self.last_seq, e.seq)
@@ -379,7 +379,7 @@ class RunTracer:
         if self.finished:
             return []
         out: list[SpanRecord] = []
-        for key, w in self._waits.items():
+        for w in self._waits.values():
             out.append(self._span(w.span_id, w.parent_id, WAIT_NAMES.get(w.reason, w.reason), w.start, now,
                                   attributes={**w.attrs, "agentrt.in_progress": True}))
         for key, a in self._attempts.items():

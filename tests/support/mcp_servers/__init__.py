@@ -44,7 +44,7 @@ class HttpMcpServer:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"the MCP HTTP server exited with {self.proc.returncode}")
+                    raise RuntimeError(f"the MCP HTTP server exited with {self.proc.returncode}") from None
                 time.sleep(0.05)
         raise RuntimeError("the MCP HTTP server did not start listening within 20s")
 

@@ -11,8 +11,6 @@ import asyncio
 import time
 from collections import Counter
 
-import pytest
-
 from tests.support.http_sink import HttpSink
 from tests.support.runtime import client_for, eventually, http_chain, write_workflow
 from tests.support.services import WorkerProcs
@@ -44,11 +42,14 @@ async def test_three_workers_share_30_runs_and_a_killed_ones_runs_move(
             return len({o.split("-")[1] for o in first_owner.values()}) == 3
 
         await eventually(sample, timeout=30, interval=0.05, what="all three workers holding runs")
-        victim = procs[0]
-        held = {str(r["run_id"]) for r in await client.pool.fetch(
-            "SELECT run_id FROM runs WHERE lease_owner LIKE $1 AND status NOT IN ('completed', 'failed')",
-            f"test-{victim.name}-%")}
+        busiest = await client.pool.fetchval(
+            "SELECT lease_owner FROM runs WHERE lease_owner IS NOT NULL "
+            "GROUP BY lease_owner ORDER BY count(*) DESC LIMIT 1")
+        victim = next(p for p in procs if busiest.startswith(f"test-{p.name}-"))
         victim.kill()
+        # the dead worker's rows stay as they are until its leases expire: this is what must move
+        held = {str(r["run_id"]) for r in await client.pool.fetch(
+            "SELECT run_id FROM runs WHERE lease_owner = $1 AND status NOT IN ('completed', 'failed')", busiest)}
         summaries = [await client.wait_for_run(run_id, timeout=90) for run_id in runs]
         per_run_events = {run_id: list((await client.get_run(run_id)).events) for run_id in runs}
         workers = {r["worker_id"]: r["held_runs"] for r in await client.pool.fetch(
@@ -61,13 +62,13 @@ async def test_three_workers_share_30_runs_and_a_killed_ones_runs_move(
     assert held, "the killed worker held no unfinished run"
     for run_id in held:
         resumed = [e for e in per_run_events[run_id] if e.type == "run.resumed"]
-        assert resumed and resumed[-1].data["worker"].split("-")[1] in ("b", "c"), resumed
-        assert resumed[-1].data["previous_owner"].startswith("test-a-")
+        assert resumed and resumed[-1].data["worker"].split("-")[1] != victim.name, resumed
+        assert resumed[-1].data["previous_owner"] == busiest
     for events in per_run_events.values():
         assert all(n == 1 for n in _completed_per_step(events).values())
         assert len(_completed_per_step(events)) == steps
     assert http_sink.distinct_effects() == 30 * steps  # retries of in-flight calls reuse their key
-    assert procs[1].alive() and procs[2].alive()
+    assert all(p.alive() for p in procs if p is not victim)
 
 
 async def test_sigterm_mid_step_finishes_the_step_and_exits_cleanly(
@@ -98,34 +99,25 @@ async def test_sigterm_mid_step_finishes_the_step_and_exits_cleanly(
     assert "stopped" in w.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the WorkerService.stop() change described in the issue-9 report: "
-                                       "on SIGTERM, finish in-flight steps but start no new one, then hand the "
-                                       "run back at once")
 async def test_sigterm_hands_runs_back_instead_of_starting_new_steps(
         settings: Settings, http_sink: HttpSink, worker_procs: WorkerProcs) -> None:
-    for i in (1, 2, 3):
-        http_sink.set_delay(f"/step{i}", 1.0)
+    http_sink.set_delay("/step1", 2.0)
     write_workflow(settings, "chain.yaml", http_chain(3))
     # a long lease: if the stopping worker did not hand the run back, nobody could take it for 60 s
     w = worker_procs.start(extra_env={"AGENTRT_LEASE_TTL": "60", "AGENTRT_HEARTBEAT_INTERVAL": "1"}, name="term")
     w.wait_for_log("worker test-term")
-    heir = worker_procs.start(name="heir")
-    heir.wait_for_log("worker test-heir")
     async with client_for(settings) as client:
         run_id = await client.start_run("chain", {"sink": http_sink.url})
-
-        async def on_term() -> bool:
-            owner = await client.pool.fetchval("SELECT lease_owner FROM runs WHERE run_id = $1", run_id)
-            return bool(owner and owner.startswith("test-term-")) and http_sink.count("/step1") >= 1
-
-        await eventually(on_term, timeout=20, interval=0.05, what="step1 in flight on the first worker")
+        assert await http_sink.wait_for_async(lambda s: s.count("/step1") >= 1, 20)
         code = await asyncio.to_thread(w.stop, 20.0)
+        exited = time.monotonic()
+        worker_procs.start(name="heir")  # started only now, so the run was surely on the first worker
+        # well before the first worker's 60 s lease would have expired: it was handed back
         summary = await client.wait_for_run(run_id, timeout=20)
         events = list((await client.get_run(run_id)).events)
     assert code == 0
     assert summary.status.value == "completed"
     assert http_sink.count("/step1") == 1  # finished during the grace period, not repeated
-    resumed = [e for e in events if e.type == "run.resumed"]
-    assert len(resumed) == 1 and resumed[0].data["worker"].startswith("test-heir-")
-    started_after = [e.step_id for e in events if e.type == "step.started" and e.seq > resumed[0].seq]
-    assert started_after == ["s2", "s3"]  # the stopping worker started no new step
+    assert all(n == 1 for n in _completed_per_step(events).values())
+    later = [r for r in http_sink.requests if r.path in ("/step2", "/step3")]
+    assert len(later) == 2 and all(r.at > exited for r in later)  # the stopping worker started no new step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from tests.support.runtime import client_for, eventually, pending_task, running_
 from tests.support.services import WorkerProcs
 from worker.config import Settings
 from worker.store.spans import load_spans, load_step_logs
+from worker.telemetry.logging import JsonFormatter
 from worker.telemetry.spans import attempt_span_id, run_span_id, step_span_id
 
 REPO = Path(__file__).resolve().parents[3]
@@ -83,7 +85,9 @@ def _by_name(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
 
 
 async def test_run_is_one_trace_with_steps_attempts_http_and_approval_spans(
-        settings: Settings, http_sink: HttpSink, otlp: OtlpReceiver, otel_env: dict[str, str]) -> None:
+        settings: Settings, http_sink: HttpSink, otlp: OtlpReceiver, otel_env: dict[str, str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     write_workflow(settings, "traced.yaml", TRACED)
     (settings.workflows_dir / "telemetry_funcs.py").write_text(FUNCS)
     async with running_worker(settings), client_for(settings) as client:
@@ -99,6 +103,7 @@ async def test_run_is_one_trace_with_steps_attempts_http_and_approval_spans(
 
         await eventually(stored, timeout=10, what="spans in the span store")
         rows = await load_spans(client.pool, run_id)
+        step_lines = await load_step_logs(client.pool, run_id)
     trace = uuid.UUID(run_id).hex
     assert {s.trace_id for s in spans} == {trace}
     run = _by_name(spans, "run traced")
@@ -127,14 +132,21 @@ async def test_run_is_one_trace_with_steps_attempts_http_and_approval_spans(
     wait = _by_name(spans, "approval wait")
     assert wait.parent_id == _by_name(spans, "approve attempt 1").span_id
     assert wait.attributes["agentrt.wait.outcome"] == "approved"
-    assert _by_name(spans, "queued").parent_id == run.span_id  # the run's queue delay
+    run_queue = [s for s in spans if s.name == "queued" and s.attributes["agentrt.queue.reason"] == "run"]
+    assert len(run_queue) == 1 and run_queue[0].parent_id == run.span_id  # the run's queue delay
     # nothing secret anywhere in what was exported or stored
     assert SECRET not in repr(spans) and SECRET not in json.dumps(rows)
+    formatter = JsonFormatter()
+    leaked = [(r.name, r.getMessage()[:200]) for r in caplog.records if SECRET in formatter.format(r)]
+    assert caplog.records and not leaked
+    assert [line.message for line in step_lines if line.step_id == "talk"][-1] == "careful: almost done"
+    assert all(SECRET not in line.message for line in step_lines)
     assert {r["span_id"] for r in rows} >= {s.span_id for s in spans}
 
 
 async def test_grpc_export_metrics_and_caller_trace(settings: Settings, otlp: OtlpReceiver,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    worker_env: dict[str, str]) -> None:
     for k, v in {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.grpc_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                  "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300",
                  "AGENTRT_TELEMETRY_FLUSH_INTERVAL": "0.1"}.items():
@@ -151,6 +163,15 @@ async def test_grpc_export_metrics_and_caller_trace(settings: Settings, otlp: Ot
         assert (await client.wait_for_run(run_id, timeout=20)).status.value == "completed"
         spans = await asyncio.to_thread(otlp.wait_for_spans, lambda s: any(x.name == "run two" for x in s))
         await asyncio.to_thread(otlp.wait_for_metrics, {"agentrt.runs.finished", "agentrt.step.duration"})
+        # the CLI flag stores the caller's context with the run; a malformed one is refused
+        out = await asyncio.to_thread(_agentrt, worker_env, "run", "two", "--json", "--traceparent",
+                                      f"00-{caller_trace}-{caller_span}-01")
+        assert out.returncode == 0, out.stderr
+        cli_run = json.loads(out.stdout)["run_id"]
+        stored = await client.pool.fetchval("SELECT traceparent FROM runs WHERE run_id = $1", cli_run)
+        assert stored == f"00-{caller_trace}-{caller_span}-01"
+        bad = await asyncio.to_thread(_agentrt, worker_env, "run", "two", "--traceparent", "nope")
+        assert bad.returncode == 1 and "not a valid W3C trace context" in bad.stderr
     assert all(s.via == "grpc" for s in spans)
     assert {s.trace_id for s in spans} == {caller_trace}
     assert _by_name(spans, "run two").parent_id == caller_span
@@ -237,7 +258,7 @@ async def test_kill9_resume_is_one_trace_with_the_crashed_attempt_marked_and_cli
     async with client_for(settings) as client:
         run_id = await client.start_run("slow", {"sink": http_sink.url})
         assert await asyncio.to_thread(http_sink.wait_for, lambda s: s.count("/slow") >= 1, 20)
-        await asyncio.sleep(0.3)  # let the first worker flush what it finished (step `first`)
+        await asyncio.sleep(0.8)  # let the first worker flush what it finished (step `first`)
         first.kill()
         http_sink.set_delay("/slow", 0.0)
         worker_procs.start(extra_env=otel, name="second")
@@ -287,7 +308,7 @@ async def test_kill9_resume_is_one_trace_with_the_crashed_attempt_marked_and_cli
     events = await asyncio.to_thread(_agentrt, env, "export", run_id, "--format", "events")
     assert events.returncode == 0, events.stderr
     ev = json.loads(events.stdout)
-    assert ev["run_id"] == run_id and [e["type"] for e in ev["events"]][0] == "run.created"
+    assert ev["run_id"] == run_id and next(e["type"] for e in ev["events"]) == "run.created"
     assert "run.resumed" in [e["type"] for e in ev["events"]]
     tr = await asyncio.to_thread(_agentrt, env, "trace", run_id)
     assert tr.returncode == 0 and "(crashed)" in tr.stdout, tr.stdout + tr.stderr
@@ -296,3 +317,19 @@ async def test_kill9_resume_is_one_trace_with_the_crashed_attempt_marked_and_cli
     stepped = [r for r in log_lines if r.get("step_id") == "first"]
     assert stepped and stepped[0]["trace_id"] == trace and stepped[0]["attempt"] == 1
     assert all(SECRET not in line for line in first.log_text().splitlines())
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+async def test_worker_with_telemetry_stops_promptly(settings: Settings, worker_procs: WorkerProcs,
+                                                    mode: str) -> None:
+    import time
+
+    write_workflow(settings, "one.yaml", "name: one\nsteps:\n  - {id: a, uses: set, with: {x: 1}}\n")
+    proc = worker_procs.start(extra_env={"AGENTRT_TELEMETRY": mode}, name="w")
+    proc.wait_for_log("worker test-w")
+    async with client_for(settings) as client:
+        run_id = await client.start_run("one", {})
+        assert (await client.wait_for_run(run_id, timeout=20)).status.value == "completed"
+    started = time.monotonic()
+    code = await asyncio.to_thread(proc.stop, 20)
+    assert code == 0 and time.monotonic() - started < 10, proc.log_tail(30)

@@ -142,8 +142,8 @@ async def test_vault_unreachable_bad_token_and_sealed(settings: Settings, own_se
                                      {}))["vault"]
     assert root.status == "warn" and any("root token" in d for d in root.details)
 
-    httpx.put(f"{vault.addr}/v1/sys/seal", headers={"X-Vault-Token": vault.root_token}, timeout=10) \
-        .raise_for_status()
+    async with httpx.AsyncClient(timeout=10) as http:
+        (await http.put(f"{vault.addr}/v1/sys/seal", headers={"X-Vault-Token": vault.root_token})).raise_for_status()
     sealed = _by_name(await run_checks(replace(settings, vault_addr=vault.addr, vault_token=vault.root_token),
                                        {}))["vault"]
     assert sealed.status == "fail" and any("Vault is sealed" in d for d in sealed.details)

@@ -129,7 +129,8 @@ async def test_approle_with_wrapped_secret_id_token_role_and_relogin_after_expir
 def test_step_tokens_carry_only_the_workflow_policy(vault_server: Any) -> None:
     from worker.secrets.vault import VaultSession
 
-    session = VaultSession(vault_server.addr, token=vault_server.root_token)
+    # a token role that was never created: plain child tokens, still with only the asked policy
+    session = VaultSession(vault_server.addr, token=vault_server.root_token, token_role=f"missing-{uid()}")
     token = session.step_token(("agentrt-wf-x",))
     info = hvac.Client(url=vault_server.addr, token=token).auth.token.lookup_self()["data"]
     assert set(info["policies"]) <= {"agentrt-wf-x", "default"}

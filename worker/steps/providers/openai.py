@@ -47,7 +47,7 @@ class OpenAIProvider:
             choice = body["choices"][0]
             message = choice["message"]
             text = message.get("content") or ""
-            calls = []
+            calls: list[dict[str, Any]] = []
             for call in message.get("tool_calls") or []:
                 raw = call["function"].get("arguments") or "{}"
                 try:

@@ -1,0 +1,161 @@
+"""Telemetry overhead: per-step overhead and throughput with tracing off, on (span store), on + OTLP.
+
+Starts its own durable Postgres (fsync on), Redis and an OTLP receiver (tests/support/otlp_receiver.py),
+then runs one worker process per configuration, in alternating rounds to even out drift:
+
+  off    AGENTRT_TELEMETRY=off (NoTelemetry: the engine's hooks do nothing)
+  store  the default: spans derived and kept in Postgres, no OTEL endpoint (nothing exported)
+  otlp   the default plus OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf to the local receiver) and metrics
+
+    python bench/telemetry_bench.py [--rounds 2] [--sequential-runs 30] [--concurrent-runs 300] [--steps 10]
+
+Prints a table and writes bench/results/telemetry.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from engine_bench import TASKS, pct, step_gaps, workflow  # noqa: E402
+
+from tests.support.otlp_receiver import OtlpReceiver  # noqa: E402
+from worker.client import RuntimeClient  # noqa: E402
+from worker.config import Settings  # noqa: E402
+from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from worker.devstack.postgres import create_database  # noqa: E402
+from worker.store.migrate import migrate  # noqa: E402
+
+
+async def sequential(client: RuntimeClient, name: str, runs: int) -> list[float]:
+    gaps: list[float] = []
+    for _ in range(runs):
+        run_id = await client.start_run(name)
+        summary = await client.wait_for_run(run_id, timeout=60, poll=0.002)
+        assert summary.status.value == "completed", summary.error
+        gaps.extend(await step_gaps(client, run_id))
+    return gaps
+
+
+async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) -> float:
+    ids = await client.start_runs(name, [{} for _ in range(runs)])
+    while True:
+        left = await client.pool.fetchval(
+            "SELECT count(*) FROM runs WHERE run_id = ANY($1::uuid[]) AND status NOT IN ('completed', 'failed')",
+            ids)
+        if left == 0:
+            break
+        await asyncio.sleep(0.01)
+    elapsed = await client.pool.fetchval(
+        "SELECT extract(epoch FROM max(finished_at) - min(created_at)) FROM runs WHERE run_id = ANY($1::uuid[])",
+        ids)
+    return runs * steps / float(elapsed)
+
+
+async def one_config(env: dict[str, str], settings: Settings, args: argparse.Namespace,
+                     log: Path) -> tuple[list[float], float, float]:
+    worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env,  # noqa: ASYNC220
+                              stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115, ASYNC230
+    client = await RuntimeClient.connect(settings)
+    try:
+        for _ in range(200):
+            if await client.pool.fetchval(
+                    "SELECT count(*) FROM workers WHERE heartbeat_at > now() - interval '2 seconds' "
+                    "AND stopped_at IS NULL") >= 1:
+                break
+            await asyncio.sleep(0.05)
+        await sequential(client, "seq", 3)  # warm-up
+        gaps = await sequential(client, "seq", args.sequential_runs)
+        async_gaps = await sequential(client, "seq-async", args.sequential_runs)
+        throughput = await concurrent(client, "seq-async", args.concurrent_runs, args.steps)
+        return gaps + async_gaps, throughput, pct(gaps, 50)
+    finally:
+        await client.close()
+        worker.terminate()
+        worker.wait(30)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    tmp = Path(tempfile.mkdtemp(prefix="agentrt-tbench-"))
+    os.chmod(tmp, 0o755)
+    pg = EmbeddedPostgres(tmp / "pg", fsync=True)
+    rd = EmbeddedRedis(tmp / "redis")
+    wf_dir = tmp / "workflows"
+    wf_dir.mkdir()
+    (wf_dir / "bench_tasks.py").write_text(TASKS)
+    (wf_dir / "seq.yaml").write_text(workflow("seq", args.steps, "noop"))
+    (wf_dir / "seq-async.yaml").write_text(workflow("seq-async", args.steps, "anoop"))
+    pg.start()
+    rd.start()
+    rx = OtlpReceiver(parse=False).start()  # counts bytes only: the collector's cost is not ours
+    try:
+        create_database(pg.url(), "bench")
+        url = pg.url("bench")
+        await migrate(url)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENTRT_"))}
+        base.update(AGENTRT_DATABASE_URL=url, AGENTRT_REDIS_URL=rd.url(), AGENTRT_WORKFLOWS_DIR=str(wf_dir),
+                    AGENTRT_CONCURRENCY=str(max(600, args.concurrent_runs)), AGENTRT_LOG_LEVEL="WARNING",
+                    AGENTRT_DB_POOL_SIZE="8")
+        configs = {
+            "off": {**base, "AGENTRT_TELEMETRY": "off"},
+            "store": dict(base),
+            "otlp": {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint, "OTEL_SERVICE_NAME": "bench",
+                     "OTEL_METRIC_EXPORT_INTERVAL": "5000"},
+            "traces": {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint, "OTEL_METRICS_EXPORTER": "none"},
+        }
+        configs = {k: v for k, v in configs.items() if k in args.configs.split(",")}
+        settings = Settings(database_url=url, redis_url=rd.url(), workflows_dir=wf_dir)
+        gaps: dict[str, list[float]] = {k: [] for k in configs}
+        sync_p50: dict[str, list[float]] = {k: [] for k in configs}
+        tput: dict[str, list[float]] = {k: [] for k in configs}
+        for _ in range(args.rounds):
+            for name, env in configs.items():
+                g, t, p = await one_config(env, settings, args, tmp / f"worker-{name}.log")
+                gaps[name].extend(g)
+                tput[name].append(t)
+                sync_p50[name].append(p)
+        results = {name: {"step_overhead_p50_ms": pct(gaps[name], 50) * 1000,
+                          "step_overhead_p90_ms": pct(gaps[name], 90) * 1000,
+                          "step_overhead_p99_ms": pct(gaps[name], 99) * 1000,
+                          "steps_per_s": max(tput[name]), "samples": len(gaps[name])} for name in configs}
+        if "otlp" in results:
+            results["otlp"]["export_requests"] = rx.requests
+            results["otlp"]["export_bytes"] = rx.bytes_received
+        return results
+    finally:
+        rx.stop()
+        rd.stop()
+        pg.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--sequential-runs", type=int, default=30)
+    p.add_argument("--concurrent-runs", type=int, default=300)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--configs", default="off,store,otlp", help="of off,store,otlp,traces (no metrics)")
+    args = p.parse_args()
+    time.time()
+    results = asyncio.run(main_async(args))
+    off = results["off"]
+    for _name, r in results.items():
+        (r["step_overhead_p50_ms"] / off["step_overhead_p50_ms"] - 1) * 100
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "telemetry.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
