@@ -147,11 +147,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--configs", default="off,store,otlp", help="of off,store,otlp,traces (no metrics)")
     args = p.parse_args()
-    time.time()
+    started = time.time()
     results = asyncio.run(main_async(args))
-    off = results["off"]
-    for _name, r in results.items():
-        (r["step_overhead_p50_ms"] / off["step_overhead_p50_ms"] - 1) * 100
+    off = results.get("off")
+    print(f"\nAgentRuntime telemetry overhead ({os.cpu_count()} cores; Postgres fsync on; "  # noqa: T201
+          f"{args.rounds} rounds; {time.time() - started:.0f}s)")
+    print(f"{'configuration':13} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'added p50':>10} "  # noqa: T201
+          f"{'steps/s':>9}")
+    for name, r in results.items():
+        added = (r["step_overhead_p50_ms"] / off["step_overhead_p50_ms"] - 1) * 100 if off else float("nan")
+        print(f"{name:13} {r['step_overhead_p50_ms']:8.3f} {r['step_overhead_p90_ms']:8.3f} "  # noqa: T201
+              f"{r['step_overhead_p99_ms']:8.3f} {added:9.1f}% {r['steps_per_s']:9.0f}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "telemetry.json").write_text(json.dumps(results, indent=2))

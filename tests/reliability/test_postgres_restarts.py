@@ -15,4 +15,5 @@ async def test_postgres_restarts_under_load() -> None:
     assert f["workers_alive"] == f["workers"], f
     assert f["steps_completed_twice"] == 0, f
     assert f["runs_missing_steps"] == 0, f
+    assert f["started_before_predecessor"] == 0, f  # a dependent never started before the commit
     assert f["distinct_effects"] == f["expected_effects"], f

@@ -14,6 +14,7 @@ async def test_random_kill9_loses_no_run_and_repeats_no_effect() -> None:
     # every step of every run committed exactly once, and the sink saw one effect per (run, step)
     assert f["steps_completed_twice"] == 0, f
     assert f["runs_missing_steps"] == 0, f
+    assert f["started_before_predecessor"] == 0, f  # a dependent never started before the commit
     assert f["distinct_effects"] == f["expected_effects"], f
     assert f["unexpected_keys"] == 0, f
     # only calls in flight at a kill are sent again (same key): at most a handful per kill

@@ -229,6 +229,7 @@ class Audit:
     raw_requests: int
     duplicate_requests: int
     unexpected_keys: int  # sink keys that belong to no run of this set
+    started_before_predecessor: int = 0  # chains: s<i> started before s<i-1>'s completion was committed
 
     @property
     def completed(self) -> int:
@@ -238,6 +239,8 @@ class Audit:
         return {f"{prefix}runs_started": self.started, f"{prefix}runs_completed": self.completed,
                 f"{prefix}completed_ratio": self.completed / self.started if self.started else float("nan"),
                 f"{prefix}steps_completed_twice": self.steps_completed_twice,
+                f"{prefix}runs_missing_steps": self.runs_missing_steps,
+                f"{prefix}started_before_predecessor": self.started_before_predecessor,
                 f"{prefix}distinct_effects": self.distinct_effects, f"{prefix}raw_requests": self.raw_requests,
                 f"{prefix}duplicate_requests": self.duplicate_requests,
                 f"{prefix}unexpected_keys": self.unexpected_keys}
@@ -258,12 +261,18 @@ async def audit_runs(stack: ChaosStack, workflow: str, steps: int, path_prefix: 
              ON e.run_id = r.run_id AND e.type = 'step.completed'
            WHERE r.workflow = $1 AND r.status = 'completed'
            GROUP BY r.run_id HAVING count(DISTINCT e.step_id) < $2) d""", workflow, steps))
+    early = await retrying(lambda: pool.fetchval(
+        """SELECT count(*) FROM events s JOIN runs r USING (run_id)
+           WHERE r.workflow = $1 AND s.type = 'step.started' AND s.step_id ~ '^s[0-9]+$' AND s.step_id <> 's1'
+             AND NOT EXISTS (SELECT 1 FROM events c WHERE c.run_id = s.run_id AND c.type = 'step.completed'
+                               AND c.step_id = 's' || (substring(s.step_id FROM 2)::int - 1) AND c.seq < s.seq)""",
+        workflow))
     reqs = [r for r in stack.sink.snapshot() if r.path.startswith(path_prefix)]
     keys = [r.idempotency_key for r in reqs]
     distinct = len({k for k in keys if k is not None}) + sum(1 for k in keys if k is None)
     unexpected = sum(1 for k in {k for k in keys if k} if k.split(":")[1] not in ids)
     return Audit(len(rows), by_status, int(twice), int(missing), distinct, len(reqs), len(reqs) - distinct,
-                 unexpected)
+                 unexpected, int(early))
 
 
 async def wait_all_terminal(stack: ChaosStack, workflow: str, timeout: float) -> float:
@@ -382,8 +391,17 @@ async def worker_crashes(stack: ChaosStack, *, kills: int, workers: int = 3, con
         "recovery_p50_s": pct(recoveries, 50), "recovery_p99_s": pct(recoveries, 99),
         "recovery_max_s": max(recoveries) if recoveries else float("nan"),
         "workers_alive_at_end": len(stack.live_workers()),
+        "group_consumers": group_consumers(stack),
     }
     return figures
+
+
+def group_consumers(stack: ChaosStack) -> int:
+    """Consumers registered in the work group (a crashed worker's consumer is never deleted)."""
+    try:
+        return len(stack.redis_client().xinfo_consumers(stack.keys.work, WORK_GROUP))
+    except redis_sync.ResponseError:
+        return 0
 
 
 # -- scenario: zombies (SIGSTOP past the lease, SIGCONT after a takeover) -------------------------

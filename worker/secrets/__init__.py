@@ -1,4 +1,12 @@
-"""Credentials for steps. The engine calls a SecretProvider; `build_secret_provider` picks one."""
+"""Credentials for steps. The engine calls a SecretProvider; `build_secret_provider` picks one.
+
+deferred.py  `${{ secrets.* }}` placeholders (scheduler) and their late rendering (when a step runs)
+redact.py    removing secret values from outputs, errors and log lines
+policies.py  one read-only Vault policy per workflow (and per tool server), the worker policy
+vault.py     the worker's Vault session: AppRole/token auth, renewal, step tokens, KV v2 reads
+provider.py  VaultSecretProvider: the SecretProvider used when VAULT_ADDR is set
+dev.py       seed_dev_vault for `agentrt dev`;  cli.py  `agentrt vault policies [--apply]`
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from worker.definitions.expressions import root_reads
 from worker.devstack.openbao import bootstrap_vault
@@ -36,9 +37,18 @@ def seed_dev_vault(addr: str, token: str, workflows_dir: Path) -> None:
     """
     import hvac
     import hvac.exceptions
+    import requests
 
     bootstrap_vault(addr, token)
-    client = hvac.Client(url=addr, token=token, timeout=10)
+    try:
+        _seed(hvac.Client(url=addr, token=token, timeout=10), workflows_dir)
+    except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+        raise RuntimeError(f"could not seed Vault at {addr}: {type(exc).__name__}: {exc}") from exc
+
+
+def _seed(client: Any, workflows_dir: Path) -> None:
+    import hvac.exceptions
+
     defns, errors = load_workflows(workflows_dir)
     for error in errors:
         logger.warning("not seeding credentials of an invalid workflow file: %s", error)

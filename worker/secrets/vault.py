@@ -226,8 +226,8 @@ class VaultSession:
             try:
                 resp = client.auth.token.create(role_name=self.token_role, **kwargs)
             except hvac.exceptions.InvalidRequest as exc:
-                if "unknown role" not in str(exc):
-                    raise wrap_errors(exc, self.addr) from None
+                if "unknown role" not in str(exc):  # Vault tells this 400 apart from others only in text
+                    raise VaultDenied(f"InvalidRequest: {_short(exc)}") from None
                 # not set up (`agentrt vault policies --apply` creates it): a plain child token works
                 # too when the worker's own token holds the workflow policies (or is a dev root token)
                 logger.warning("Vault token role %r does not exist; creating plain child tokens", self.token_role)

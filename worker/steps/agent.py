@@ -105,6 +105,7 @@ class AgentExecutor:
                          "finish_reason": result["finish_reason"], "usage": result["usage"],
                          "model": result["model"], "cost_usd": result["cost_usd"]}
                 await journal.record(index, entry)
+            _expect(entry, "llm", index)
             index += 1
             turns += 1
             model = entry.get("model") or model
@@ -133,8 +134,9 @@ class AgentExecutor:
             for call in entry["tool_calls"]:
                 done = journal.entries.get(index)
                 if done is None:
-                    done = await self._call_tool(spec, ctx, index, call, where)
+                    done = {"type": "tool", **await self._call_tool(spec, ctx, index, call, where)}
                     await journal.record(index, done)
+                _expect(done, "tool", index)
                 index += 1
                 tool_calls += 1
                 text = _tool_text(done)
@@ -186,6 +188,14 @@ class AgentExecutor:
         if approval is not None:
             result["approval"] = approval
         return result
+
+
+def _expect(entry: Any, kind: str, index: int) -> None:
+    """A journal that does not match the loop's replay (it cannot, with pinned inputs) is not guessed at."""
+    if not isinstance(entry, dict) or entry.get("type") != kind:
+        found = entry.get("type") if isinstance(entry, dict) else type(entry).__name__
+        raise StepFailed(f"agent journal entry {index} is a {found!r} call where the loop expects {kind!r}: "
+                         "the step's recorded history does not match its definition", retryable=False)
 
 
 def _tool_text(entry: dict[str, Any]) -> str:

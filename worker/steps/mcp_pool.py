@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import httpx2
 import mcp_types
-from mcp import Client, MCPError, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from worker.config import Settings
@@ -89,6 +89,41 @@ async def _http_transport(url: str, headers: dict[str, str]) -> AsyncIterator[An
         yield streams
 
 
+class _WatchedReceive:
+    """The transport's receive stream, noticing its end: the server exited (or the HTTP stream closed)
+    even while no call was in flight, so the next call starts a new connection instead of failing."""
+
+    def __init__(self, inner: Any, on_end: Any) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    async def __aenter__(self) -> _WatchedReceive:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> Any:
+        return await self._inner.__aexit__(*exc)
+
+    def __aiter__(self) -> _WatchedReceive:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._inner.__anext__()
+        except (StopAsyncIteration, anyio.ClosedResourceError, anyio.EndOfStream):
+            self._on_end()
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@contextlib.asynccontextmanager
+async def _watched(transport: Any, on_end: Any) -> AsyncIterator[Any]:
+    async with transport as (read_stream, write_stream):
+        yield _WatchedReceive(read_stream, on_end), write_stream
+
+
 class _Connection:
     def __init__(self, server: Resolved, settings: Settings) -> None:
         self.server = server
@@ -102,11 +137,17 @@ class _Connection:
     def _target(self) -> Any:
         spec = self.server.spec
         if spec.url is not None:
-            return _http_transport(spec.url, self.server.headers)
+            return _watched(_http_transport(spec.url, self.server.headers), self._ended)
         command = sys.executable if spec.command == "python" else spec.command
         assert command is not None
-        return StdioServerParameters(command=command, args=list(spec.args), env=self.server.env or None,
-                                     cwd=self.server.cwd)
+        params = StdioServerParameters(command=command, args=list(spec.args), env=self.server.env or None,
+                                       cwd=self.server.cwd)
+        return _watched(stdio_client(params), self._ended)
+
+    def _ended(self) -> None:
+        if not self.dead and not self._stop.is_set():
+            logger.info("MCP server %s: connection ended; the next call starts it again", self.server.name)
+        self.dead = True
 
     async def _run(self) -> None:
         try:

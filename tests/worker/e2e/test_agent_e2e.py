@@ -263,6 +263,7 @@ async def test_llm_step_429_then_retried_with_the_same_key(settings: Settings, p
     assert detail.output == "high"
     assert peer.keys() == [f"agentrt:{run_id}:classify"] * 2
     first, second = detail.steps[0].attempts
+    assert second.status == "completed"
     assert first.status == "failed" and "429" in (first.error or "")
     assert peer.requests[1].at - peer.requests[0].at >= 0.3  # Retry-After honoured
     assert detail.steps[0].output["usage"]["total_tokens"] == 34

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -115,3 +116,19 @@ async def test_named_server_from_tools_yaml_with_credential(tool: ToolExecutor, 
     with pytest.raises(StepFailed) as info:
         await tool.execute({"server": "nope", "tool": "whoami"}, step_context())
     assert not info.value.retryable and "unknown tool server 'nope'" in info.value.reason
+
+
+async def test_server_that_died_while_idle_is_started_again(tool: ToolExecutor, tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+
+    server = stdio_declaration(tmp_path / "c.jsonl")
+    first = json.loads((await tool.execute({"server": server, "tool": "whoami"}, step_context()))["text"])
+    os.kill(first["pid"], signal.SIGKILL)
+    for _ in range(200):  # the pool notices the end of the stream by itself, before any call
+        if all(c.dead for c in tool._pool._connections.values()):
+            break
+        await asyncio.sleep(0.05)
+    second = json.loads((await tool.execute({"server": server, "tool": "whoami"}, step_context()))["text"])
+    assert second["pid"] != first["pid"]

@@ -182,7 +182,8 @@ async def test_tool_server_credentials_are_read_with_the_servers_own_policy(vaul
           stripe: {{path: {tag}/stripe}}
           other: {{path: {tag}/other}}
         tools:
-          payments: {{command: python, args: ["-m", "nothing"], credential: stripe, env: {{KEY: "${{credential.api_key}}"}}}}
+          payments:
+            {{command: python, args: ["-m", "nothing"], credential: stripe, env: {{KEY: "${{credential.api_key}}"}}}}
         steps:
           - id: refund
             uses: tool
@@ -227,3 +228,42 @@ def test_worker_logs_in_again_when_its_token_is_revoked(vault_server: Any) -> No
     root_client(vault_server).auth.token.revoke(session.worker_token().value)
     session.step_token(("agentrt-wf-x",), fresh=True)  # 403 with the revoked token: log in, try again
     assert session._generation == 2
+
+
+async def test_a_failing_secret_expression_never_quotes_the_value(vault_server: Any) -> None:
+    tag = uid()
+    defn = load_text(textwrap.dedent(f"""
+        name: bad-{tag}
+        credentials: {{c: {{path: {tag}/c}}}}
+        steps:
+          - id: s
+            uses: python
+            secrets: [c]
+            with: {{function: "m:f", args: {{n: "${{{{ int(secrets.c.k) }}}}", m: "${{{{ secrets.c.nope }}}}"}}}}
+        """), "bad.yaml")
+    write_secret(vault_server, f"{tag}/c", {"k": "not-a-number-secret"})
+    apply_policies(root_client(vault_server), policies_for([defn]))
+    provider = VaultSecretProvider(vault_settings(vault_server))
+    try:
+        with pytest.raises(StepFailed) as info:
+            await provider.prepare(defn, defn.step("s"), {"function": "m:f", "args": {"n": 0, "m": ""}}, dict)
+    finally:
+        await provider.aclose()
+    assert not info.value.retryable
+    assert "cannot render secret references" in info.value.reason
+    assert "not-a-number-secret" not in info.value.reason and "[redacted:c.k]" in info.value.reason
+
+
+async def test_a_static_token_is_renewed_before_it_expires(vault_server: Any) -> None:
+    from worker.secrets.vault import VaultSession
+
+    apply_policies(root_client(vault_server), [])
+    token = root_client(vault_server).auth.token.create(policies=[WORKER_POLICY], ttl="3s", renewable=True,
+                                                        period=None)["auth"]["client_token"]
+    session = VaultSession(vault_server.addr, token=token, token_role=STEP_TOKEN_ROLE)
+    session.worker_token()
+    for _ in range(5):  # 5 s in all: longer than the token's 3 s TTL
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(session.renew_if_due)
+    session.step_token(("agentrt-wf-x",), fresh=True)  # still valid: it was renewed
+    assert session._generation == 1  # same token, no new identity

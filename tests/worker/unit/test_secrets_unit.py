@@ -55,12 +55,10 @@ def wf(text: str = WF) -> Any:
 
 def state_after_fetch(note: str) -> RunState:
     state = RunState(run_id="r1")
-    seq = 0
-    for type_, step, data in [(ev.RUN_CREATED, None, {"workflow": "pay", "def_hash": "h",
+    for seq, (type_, step, data) in enumerate([(ev.RUN_CREATED, None, {"workflow": "pay", "def_hash": "h",
                                                        "inputs": {"id": "42", "note": note}}),
                               (ev.STEP_STARTED, "fetch", {"inputs": {}, "key": None}),
-                              (ev.STEP_COMPLETED, "fetch", {"output": {"echo": note}})]:
-        seq += 1
+                              (ev.STEP_COMPLETED, "fetch", {"output": {"echo": note}})], start=1):
         state.apply(ev.Event(type_, 1000.0 + seq, step, None, 1 if step else None, data, seq))
     return state
 

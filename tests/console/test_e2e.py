@@ -1,0 +1,91 @@
+"""The console driven by keys against a real worker, Postgres and Redis (no fakes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+from console.app import AgentConsole
+from console.widgets.nav_table import NavTable
+from tests.console.helpers import settle
+from tests.support.runtime import client_for, pending_task, running_worker, write_workflow
+from worker.config import Settings
+
+GATE = """
+name: release
+inputs: {version: {type: string}}
+steps:
+  - {id: ask, uses: approval, with: {prompt: "Release ${{ inputs.version }}?"}}
+  - {id: ship, uses: set, with: {shipped: "${{ inputs.version }}"}}
+"""
+
+
+async def _until(pilot, check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("the console did not show the expected state in time")
+        await pilot.pause(0.1)
+
+
+def _select(table: NavTable, key: str) -> None:
+    table.move_cursor(row=table.get_row_index(key))
+
+
+def _row_text(table: NavTable, key: str) -> str:
+    return " ".join(str(cell) for cell in table.get_row(key))
+
+
+async def test_approve_and_reject_from_the_keyboard_against_a_real_worker(settings: Settings) -> None:
+    write_workflow(settings, "release.yaml", GATE)
+    async with running_worker(settings), client_for(settings) as setup:
+        ok_run = await setup.start_run("release", {"version": "1.0"})
+        no_run = await setup.start_run("release", {"version": "2.0"})
+        ok_task = await pending_task(setup, ok_run)
+        no_task = await pending_task(setup, no_run)
+
+        async with client_for(settings) as client:
+            app = AgentConsole(client, now=lambda: datetime.now(tz=UTC), refresh_interval=1.0)
+            async with app.run_test(size=(120, 36)) as pilot:
+                await settle(pilot)
+                await pilot.press("2")
+                await settle(pilot)
+                table = app.screen.query_one("#approvals-table", NavTable)
+                await _until(pilot, lambda: table.row_count == 2)
+
+                # approve: a, then confirm with y
+                _select(table, ok_task.task_id)
+                await pilot.press("a")
+                await settle(pilot)
+                await pilot.press("y")
+                summary = await setup.wait_for_run(ok_run, timeout=20)
+                assert summary.status.value == "completed"
+
+                # reject: r, a reason, enter, then confirm
+                await _until(pilot, lambda: table.row_count == 1)
+                _select(table, no_task.task_id)
+                await pilot.press("r")
+                await settle(pilot)
+                await pilot.press(*"not this week")
+                await pilot.press("enter")
+                await settle(pilot)
+                await pilot.press("y")
+                failed = await setup.wait_for_run(no_run, timeout=20)
+                assert failed.status.value == "failed" and "not this week" in (failed.error or "")
+                await _until(pilot, lambda: table.row_count == 0)
+
+                # the runs list shows both outcomes (it updates from the live event stream)
+                await pilot.press("1")
+                await settle(pilot)
+                runs = app.screen.query_one("#runs-table", NavTable)
+                await _until(pilot, lambda: runs.row_count >= 2 and "completed" in _row_text(runs, ok_run)
+                             and "failed" in _row_text(runs, no_run))
+                await asyncio.sleep(0)
+
+        tasks = await setup.list_tasks(status=None)
+        decided = {t.task_id: t for t in tasks}
+        assert decided[ok_task.task_id].status.value == "approved"
+        assert decided[no_task.task_id].reason == "not this week"
+        records = await setup.audit_records()
+        assert [(r.action, r.outcome) for r in records] == [("approve", "approved"), ("reject", "rejected")]
