@@ -45,9 +45,9 @@ class Settings:
     workflows_dir: Path = Path("workflows")
     redis_prefix: str = "agentrt"
     vault_addr: str | None = None
-    vault_token: str | None = None
+    vault_token: str | None = field(default=None, repr=False)  # never in a repr, a log line or a report
     vault_role_id: str | None = None
-    vault_secret_id: str | None = None
+    vault_secret_id: str | None = field(default=None, repr=False)
     vault_approle_mount: str = "approle"
     vault_token_role: str | None = "agentrt-step"  # token role step tokens are created with
     vault_step_token_ttl: float = 120.0  # seconds a step token lives (reused for half of that)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from worker import output as o
 
@@ -49,6 +50,7 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
     bao = EmbeddedOpenBao(log_path=data_dir / "openbao.log")
     started: list[EmbeddedPostgres | EmbeddedRedis | EmbeddedOpenBao] = []
     worker: subprocess.Popen[bytes] | None = None
+    demo_model: Any = None
     try:
         o.err.print("starting Postgres, Redis and OpenBao (embedded, from wheels)…")
         t0 = time.monotonic()
@@ -56,7 +58,14 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
             server.start()
             started.append(server)
         bao.bootstrap()
+        from worker.secrets.dev import seed_dev_vault
+
+        seed_dev_vault(bao.addr, bao.root_token, workflows)  # fake values for the demos' credentials
         _create_database(pg.url("postgres"), "agentrt")
+        if not os.environ.get("OPENAI_API_KEY"):
+            from worker.devmodel import start_demo_model
+
+            demo_model = start_demo_model()
         env = {
             "AGENTRT_DATABASE_URL": pg.url("agentrt"),
             "AGENTRT_REDIS_URL": rd.url(),
@@ -65,6 +74,8 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
             "VAULT_TOKEN": bao.root_token,
             "AGENTRT_HTTP_ALLOWED_HOSTS": os.environ.get("AGENTRT_HTTP_ALLOWED_HOSTS", "127.0.0.1,localhost"),
         }
+        if demo_model is not None:
+            env["AGENTRT_DEMO_MODEL_URL"] = demo_model.base_url
         applied = asyncio.run(migrate(env["AGENTRT_DATABASE_URL"]))
         env_file = data_dir / "env"
         env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
@@ -78,7 +89,9 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
             f"  redis     {env['AGENTRT_REDIS_URL']}   (AOF in {data_dir / 'redis'})\n"
             f"  openbao   {bao.addr}   (dev mode, root token {bao.root_token})\n"
             f"  worker    pid {worker.pid}, workflows {workflows}, log {data_dir / 'worker.log'}\n"
-            f"  in another terminal: [bold]source {env_file}[/] then e.g. `agentrt run hello --wait`"
+            + (f"  model     {demo_model.base_url}   (OFFLINE DEMO MODEL: scripted replies; set OPENAI_API_KEY "
+               "for a real one)\n" if demo_model is not None else "")
+            + f"  in another terminal: [bold]source {env_file}[/] then e.g. `agentrt run hello --wait`"
         )
         if console and _console_available():
             os.environ.update(env)
@@ -107,6 +120,8 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
                 worker.wait(15)
             except subprocess.TimeoutExpired:
                 worker.kill()
+        if demo_model is not None:
+            demo_model.stop()
         for server in reversed(started):
             try:
                 server.stop()

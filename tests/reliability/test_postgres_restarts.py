@@ -1,4 +1,4 @@
-"""Postgres restarts (with downtime) under load: runs complete, no worker dies, no checkpoint is lost
+"""Postgres restarts (fast shutdowns and kill -9, with downtime) under load: runs complete, no worker dies, no checkpoint is lost
 (every step of every run completed exactly once in the event log)."""
 
 from __future__ import annotations

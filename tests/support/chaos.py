@@ -541,17 +541,22 @@ async def postgres_restarts(stack: ChaosStack, *, restarts: int, interval: tuple
     await stack.wait_workflows({"chain"})
     load = Load(stack, "chain", {"sink": stack.sink.url}, concurrency).start()
     downs: list[float] = []
-    for _ in range(restarts):
+    for i in range(restarts):
         await asyncio.sleep(rng.uniform(*interval))
         down = rng.uniform(*downtime)
         downs.append(down)
-        await asyncio.to_thread(stack.pg.restart, down)
+        if i % 2 == 1:  # every other one is a crash (kill -9: crash recovery), not a fast shutdown
+            await asyncio.to_thread(stack.pg.kill)
+            await asyncio.sleep(down)
+            await asyncio.to_thread(stack.pg.start)
+        else:
+            await asyncio.to_thread(stack.pg.restart, down)
     await asyncio.sleep(2.0)
     await load.stop()
     await stack.reconnect()
     drain = await wait_all_terminal(stack, "chain", 180)
     audit = await audit_runs(stack, "chain", steps)
-    return {"restarts": restarts, "downtime_total_s": sum(downs), "drain_s": drain,
+    return {"restarts": restarts, "of_which_kill9": restarts // 2, "downtime_total_s": sum(downs), "drain_s": drain,
             "workers_alive": sum(1 for p in procs if p.alive()), "workers": workers,
             "expected_effects": audit.completed * steps, **audit.figures()}
 

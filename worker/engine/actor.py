@@ -75,12 +75,15 @@ class _FencedJournal:
 
     def __init__(self, actor: RunActor, step_id: str, item: int | None, entries: dict[int, Any]) -> None:
         self.entries = entries
+        self.secrets: Any = {}  # set once the step's credentials are fetched: entries are redacted
         self._actor = actor
         self._step_id = step_id
         self._item = item
 
     async def record(self, call_index: int, data: Any) -> None:
         a = self._actor
+        if self.secrets:
+            data = a.service.secrets.redact(data, self.secrets)
         ok = await store.append_journal(a.service.pool, run_id=a.run_id, worker_id=a.service.settings.worker_id,
                                         epoch=a.lease.epoch, step_id=self._step_id, item=self._item,
                                         call_index=call_index, data=data)
@@ -419,6 +422,8 @@ class RunActor:
         try:
             args, secrets = await svc.secrets.prepare(defn, step, cmd.inputs,
                                                       lambda: expression_context(defn, self.state))
+            if journal is not None:
+                journal.secrets = secrets
             ctx = StepContext(
                 run_id=self.run_id,  # type: ignore[arg-type]
                 workflow=self.defn.name, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
@@ -440,6 +445,10 @@ class RunActor:
                                  retry_after=exc.retry_after)
             return _Outcome(key, cmd.attempt, failure=exc)
         except StepParked as exc:
+            if secrets:  # what the human is shown is stored too
+                exc = StepParked(exc.key, str(svc.secrets.redact(exc.prompt, secrets)),
+                                 context=svc.secrets.redact(exc.context, secrets), timeout=exc.timeout,
+                                 on_timeout=exc.on_timeout)
             return _Outcome(key, cmd.attempt, park=exc)
         except (asyncio.CancelledError, LeaseLost):
             raise
@@ -497,6 +506,9 @@ class RunActor:
         assert self.defn is not None
         step_id, item = outcome.key
         common: dict[str, Any] = {"step_id": step_id, "item": item, "attempt": outcome.attempt}
+        if outcome.park is not None:  # first: a parked step has neither output nor failure
+            self._park(outcome)
+            return
         if outcome.failure is None:
             out = outcome.output
             if isinstance(out, dict) and isinstance(out.get("_child"), NewChild):
@@ -506,9 +518,6 @@ class RunActor:
                            **common)
                 return
             self._emit(ev.STEP_COMPLETED, output=out, **common)
-            return
-        if outcome.park is not None:
-            self._park(outcome)
             return
         failure = outcome.failure
         assert failure is not None

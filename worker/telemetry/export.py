@@ -124,6 +124,7 @@ class Tracing:
         if store_sink is not None:
             self.provider.add_span_processor(StoreProcessor(store_sink))
         self.tracer = self.provider.get_tracer(SCOPE_NAME, _version())
+        _install_global(self.provider)
 
     def is_sampled(self, trace_id: int, parent: TraceContext | None) -> bool:
         ctx = None
@@ -140,6 +141,20 @@ class Tracing:
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+_global_installed = False
+
+
+def _install_global(provider: TracerProvider) -> None:
+    """The first worker in a process becomes OpenTelemetry's global provider (for a step's own spans)."""
+    global _global_installed
+    if _global_installed:
+        return
+    from opentelemetry import trace
+
+    trace.set_tracer_provider(provider)
+    _global_installed = True
 
 
 def to_readable(r: SpanRecord, resource: Resource | None = None) -> ReadableSpan:

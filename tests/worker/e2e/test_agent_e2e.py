@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import shutil
 import sys
@@ -20,19 +19,6 @@ from tests.support.runtime import client_for, pending_task, running_worker, writ
 from tests.support.services import WorkerProcs
 from tests.worker.e2e.test_cli import agentrt
 from worker.config import Settings
-from worker.engine.actor import RunActor
-
-
-def _park_is_swallowed() -> bool:
-    """RunActor._record checks `failure is None` before `park`, so a StepParked outcome is recorded as a
-    completion with output None. Fix (worker/engine/actor.py, not owned here): test `outcome.park` first."""
-    source = inspect.getsource(RunActor._record)
-    return source.find("outcome.park is not None") > source.find("outcome.failure is None")
-
-
-needs_park_fix = pytest.mark.xfail(_park_is_swallowed(), reason="RunActor._record records StepParked as completed",
-                                   run=False)
-
 
 REPO_WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"
 
@@ -134,7 +120,6 @@ async def test_kill9_between_tool_call_and_next_llm_turn_repeats_nothing_complet
     assert any(e.type == "run.resumed" for e in detail.events)
 
 
-@needs_park_fix
 async def test_approve_tools_approved(settings: Settings, peer: LlmPeer, tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
     peer.responder = _refund_then_answer
@@ -154,7 +139,6 @@ async def test_approve_tools_approved(settings: Settings, peer: LlmPeer, tmp_pat
     assert tool_msg["approval"]["status"] == "approved" and tool_msg["approval"]["by"] == "alice"
 
 
-@needs_park_fix
 async def test_approve_tools_rejected_is_fed_back(settings: Settings, peer: LlmPeer, tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
     peer.responder = _refund_then_answer
@@ -169,7 +153,6 @@ async def test_approve_tools_rejected_is_fed_back(settings: Settings, peer: LlmP
     assert "bob rejected it: needs a manager" in peer.requests[-1].tool_results()[0]
 
 
-@needs_park_fix
 async def test_approve_tools_timeout_counts_as_refusal(settings: Settings, peer: LlmPeer, tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
     peer.responder = _refund_then_answer

@@ -145,7 +145,7 @@ async def test_run_is_one_trace_with_steps_attempts_http_and_approval_spans(
 
 
 async def test_grpc_export_metrics_and_caller_trace(settings: Settings, otlp: OtlpReceiver,
-                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    monkeypatch: pytest.MonkeyPatch, http_sink: HttpSink,
                                                     worker_env: dict[str, str]) -> None:
     for k, v in {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.grpc_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                  "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300",
@@ -153,18 +153,22 @@ async def test_grpc_export_metrics_and_caller_trace(settings: Settings, otlp: Ot
         monkeypatch.setenv(k, v)
     write_workflow(settings, "two.yaml", """
         name: two
+        inputs:
+          sink: {type: string, default: ""}
         steps:
-          - {id: a, uses: set, with: {x: 1}}
+          - {id: a, uses: http, with: {url: "${{ inputs.sink }}/a"}}
           - {id: b, uses: set, with: {y: 2}}
     """)
     caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     async with running_worker(settings), client_for(settings) as client:
-        run_id = await client.start_run("two", {}, traceparent=f"00-{caller_trace}-{caller_span}-01")
+        run_id = await client.start_run("two", {"sink": http_sink.url},
+                                        traceparent=f"00-{caller_trace}-{caller_span}-01")
         assert (await client.wait_for_run(run_id, timeout=20)).status.value == "completed"
         spans = await asyncio.to_thread(otlp.wait_for_spans, lambda s: any(x.name == "run two" for x in s))
         await asyncio.to_thread(otlp.wait_for_metrics, {"agentrt.runs.finished", "agentrt.step.duration"})
         # the CLI flag stores the caller's context with the run; a malformed one is refused
-        out = await asyncio.to_thread(_agentrt, worker_env, "run", "two", "--json", "--traceparent",
+        out = await asyncio.to_thread(_agentrt, worker_env, "run", "two", "--json", "--input",
+                                      json.dumps({"sink": http_sink.url}), "--traceparent",
                                       f"00-{caller_trace}-{caller_span}-01")
         assert out.returncode == 0, out.stderr
         cli_run = json.loads(out.stdout)["run_id"]
@@ -176,6 +180,10 @@ async def test_grpc_export_metrics_and_caller_trace(settings: Settings, otlp: Ot
     assert {s.trace_id for s in spans} == {caller_trace}
     assert _by_name(spans, "run two").parent_id == caller_span
     assert _by_name(spans, "step b").parent_id == _by_name(spans, "run two").span_id
+    # the very first HTTP call of the run already carries the caller's trace id
+    get = _by_name(spans, "GET")
+    assert get.parent_id == _by_name(spans, "a attempt 1").span_id
+    assert http_sink.requests[0].headers["traceparent"] == f"00-{caller_trace}-{get.span_id}-01"
 
 
 async def test_collector_down_runs_are_unaffected(settings: Settings, monkeypatch: pytest.MonkeyPatch,

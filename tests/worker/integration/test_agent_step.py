@@ -178,3 +178,12 @@ async def test_anthropic_agent(peer: LlmPeer, agent: AgentExecutor, tmp_path: Pa
     assert last[1]["role"] == "assistant" and [b["type"] for b in last[1]["content"]] == ["tool_use", "tool_use"]
     assert last[2]["role"] == "user" and [b["type"] for b in last[2]["content"]] == ["tool_result", "tool_result"]
     assert peer.requests[0].body["tools"][0]["input_schema"]["type"] == "object"
+
+
+async def test_a_journal_that_does_not_match_the_loop_is_refused(peer: LlmPeer, agent: AgentExecutor,
+                                                                 tmp_path: Path) -> None:
+    journal = MemoryJournal({0: {"type": "tool", "text": "?", "isError": False}})
+    with pytest.raises(StepFailed) as info:
+        await agent.execute({**_args(peer, tmp_path / "c.jsonl"), "servers": []}, step_context(journal=journal))
+    assert not info.value.retryable and "journal entry 0" in info.value.reason
+    assert peer.requests == []

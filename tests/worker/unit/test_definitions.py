@@ -409,14 +409,9 @@ def test_unknown_step_kind_lists_the_valid_kinds() -> None:
     error = load_error("name: x\nsteps:\n  - id: a\n    uses: htp\n")
     assert (error.line, error.column) == (4, 11)
     assert error.reason == (
-        "steps[0].uses: unknown step kind 'htp' (valid kinds: approval, http, python, set, sleep, workflow)"
+        "steps[0].uses: unknown step kind 'htp' "
+        "(valid kinds: agent, approval, http, llm, python, set, sleep, tool, workflow)"
     )
-
-
-def test_kind_not_available_in_this_build() -> None:
-    error = load_error("name: x\nsteps:\n  - id: a\n    uses: set\n  - id: b\n    uses: llm\n")
-    assert (error.line, error.column) == (6, 11)
-    assert error.reason == "step kind 'llm' is not available in this build yet"
 
 
 # ---- graph errors -------------------------------------------------------------------------------

@@ -143,6 +143,6 @@ async def test_set_returns_its_arguments() -> None:
 
 async def test_registry_builds_every_kind() -> None:
     executors = build_executors(Settings())
-    assert set(executors) == {"http", "python", "set"}
+    assert set(executors) == {"http", "python", "set", "llm", "tool", "agent"}
     assert all(kind == ex.kind for kind, ex in executors.items())
     await close_executors(executors)

@@ -55,10 +55,12 @@ def wf(text: str = WF) -> Any:
 
 def state_after_fetch(note: str) -> RunState:
     state = RunState(run_id="r1")
-    for seq, (type_, step, data) in enumerate([(ev.RUN_CREATED, None, {"workflow": "pay", "def_hash": "h",
-                                                       "inputs": {"id": "42", "note": note}}),
-                              (ev.STEP_STARTED, "fetch", {"inputs": {}, "key": None}),
-                              (ev.STEP_COMPLETED, "fetch", {"output": {"echo": note}})], start=1):
+    log: list[tuple[str, str | None, dict[str, Any]]] = [
+        (ev.RUN_CREATED, None, {"workflow": "pay", "def_hash": "h", "inputs": {"id": "42", "note": note}}),
+        (ev.STEP_STARTED, "fetch", {"inputs": {}, "key": None}),
+        (ev.STEP_COMPLETED, "fetch", {"output": {"echo": note}}),
+    ]
+    for seq, (type_, step, data) in enumerate(log, start=1):
         state.apply(ev.Event(type_, 1000.0 + seq, step, None, 1 if step else None, data, seq))
     return state
 
@@ -96,6 +98,7 @@ def test_whole_credential_placeholder_is_inert_json() -> None:
             with: {function: "m:f", args: {all: "${{ secrets.c }}", text: "x ${{ secrets.c }}"}}
         """)
     [start] = decide(defn, RunState(run_id="r"), 1.0).commands
+    assert isinstance(start, Start)
     stored = orjson.loads(orjson.dumps(start.inputs))
     assert stored["args"] == {"all": {"$secret": "c"}, "text": 'x {"$secret":"c"}'}
     filled = fill_secrets(defn.step("s").with_, stored, {"secrets": {"c": {"k": "v"}}})

@@ -171,3 +171,26 @@ def test_step_log_capture_is_bounded_per_attempt() -> None:
         tlog.current_step.reset(token)
     capture.emit(logging.LogRecord("x", logging.INFO, __file__, 1, "outside a step", (), None))
     assert len(capture.buffer) == tlog.STEP_LINES_MAX and capture.dropped == 5
+
+
+def test_export_is_configured_only_by_otel_variables(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from worker.telemetry.export import build_resource, endpoint_configured, protocol
+    from worker.telemetry.setup import TelemetryConfig
+
+    for k in [k for k in os.environ if k.startswith(("OTEL_", "AGENTRT_"))]:
+        monkeypatch.delenv(k)
+    assert not endpoint_configured() and protocol() == "http/protobuf"
+    assert build_resource().attributes["service.name"] == "agentrt-worker"
+    assert TelemetryConfig.from_env().enabled
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4318/v1/traces")
+    assert endpoint_configured("TRACES") and not endpoint_configured("METRICS")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert not endpoint_configured("TRACES")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    assert protocol("TRACES") == "grpc"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "billing-workers")
+    assert build_resource().attributes["service.name"] == "billing-workers"
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert not TelemetryConfig.from_env().enabled
