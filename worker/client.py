@@ -37,6 +37,8 @@ from worker.models import (
     RunId,
     RunStatus,
     RunSummary,
+    SpanView,
+    StepLogLine,
     TaskId,
     TaskStatus,
     WorkerInfo,
@@ -222,13 +224,16 @@ class RuntimeClient:
         return [RunId(i) for i in ids]
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
-                        before: datetime | None = None) -> list[RunSummary]:
+                        before: datetime | None = None, search: str | None = None) -> list[RunSummary]:
+        """Newest first. `search`: a case-insensitive POSIX regex over run id, workflow, current step, error."""
         rows = await self.pool.fetch(
             f"""SELECT {_RUN_COLS} FROM runs
                 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
                   AND ($4::timestamptz IS NULL OR created_at < $4)
+                  AND ($5::text IS NULL OR run_id::text ~* $5 OR workflow ~* $5 OR current_step ~* $5
+                       OR error ~* $5)
                 ORDER BY created_at DESC LIMIT $3""",
-            status, workflow, limit, before)
+            status, workflow, limit, before, search)
         return [_summary(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
 
     async def count_runs(self) -> dict[str, int]:
@@ -440,6 +445,43 @@ class RuntimeClient:
 
     async def matching_runs(self, *, status: str | None, workflow: str | None, limit: int = 10_000) -> list[RunSummary]:
         return await self.list_runs(status=status, workflow=workflow, limit=limit)
+
+    # -- spans, logs, health (the console's waterfall, inspector and connection banner) ----------
+    async def spans(self, run_id: str) -> list[SpanView]:
+        """The run's finished spans from the span store, by start time."""
+        from worker.store.spans import load_spans
+
+        run_id = await self.resolve_run_id(run_id)
+        workflow = await self.pool.fetchval("SELECT workflow FROM runs WHERE run_id = $1", run_id)
+        if workflow is None:
+            raise NotFound(f"no run {run_id!r}")
+        await self._authorize(self.identity, "view", workflow, run_id=run_id, audit_denial=False)
+        stored = await load_spans(self.pool, run_id)
+        return [SpanView(s["span_id"], s["parent_id"], s["name"], s["kind"],
+                         datetime.fromtimestamp(s["start"], tz=UTC), datetime.fromtimestamp(s["end"], tz=UTC),
+                         s["status"], s["status_message"], s["attributes"]) for s in stored]
+
+    async def step_logs(self, run_id: str, *, step_id: str | None = None, after_id: int = 0,
+                        limit: int = 2000) -> list[StepLogLine]:
+        """Log lines a run's steps wrote (e.g. `python` steps using logging), oldest first."""
+        from worker.store.spans import load_step_logs
+
+        run_id = await self.resolve_run_id(run_id)
+        lines = await load_step_logs(self.pool, run_id, step_id=step_id, after_id=after_id, limit=limit)
+        return [StepLogLine(x.id, x.step_id, x.item, x.attempt, x.ts, x.level, x.message) for x in lines]
+
+    async def health(self) -> dict[str, str | None]:
+        """{"postgres": None or the error, "redis": None or the error}: for connection banners."""
+        result: dict[str, str | None] = {"postgres": None, "redis": None}
+        try:
+            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 3)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            result["postgres"] = f"{type(exc).__name__}: {exc}"
+        try:
+            await asyncio.wait_for(self.redis.ping(), 3)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            result["redis"] = f"{type(exc).__name__}: {exc}"
+        return result
 
     # -- audit -------------------------------------------------------------------------------
     async def audit_records(self, *, run_id: str | None = None, limit: int = 1000) -> list[audit.AuditRecord]:

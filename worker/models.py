@@ -165,3 +165,29 @@ class LiveEvent:
     run_id: RunId | None
     data: JSON
     stream_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpanView:
+    """A finished span from the span store (what the console's waterfall draws)."""
+
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    start: datetime
+    end: datetime
+    status: str  # "unset" | "ok" | "error"
+    status_message: str | None
+    attributes: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class StepLogLine:
+    id: int
+    step_id: str
+    item: int | None
+    attempt: int | None
+    ts: datetime
+    level: str
+    message: str
