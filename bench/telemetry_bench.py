@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -36,6 +38,8 @@ from worker.config import Settings  # noqa: E402
 from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 from worker.devstack.postgres import create_database  # noqa: E402
 from worker.store.migrate import migrate  # noqa: E402
+
+STOP_TIMEOUTS: list[str] = []  # workers that did not stop within 30 s of SIGTERM (killed)
 
 
 async def sequential(client: RuntimeClient, name: str, runs: int) -> list[float]:
@@ -64,8 +68,9 @@ async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) ->
 
 
 async def one_config(env: dict[str, str], settings: Settings, args: argparse.Namespace,
-                     log: Path) -> tuple[list[float], float, float]:
-    worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env,  # noqa: ASYNC220
+                     log: Path) -> tuple[list[float], float, float, float]:
+    prof = ["-m", "cProfile", "-o", f"{os.environ['BENCH_PROFILE']}.{log.stem}"] if os.environ.get("BENCH_PROFILE") else []
+    worker = subprocess.Popen([sys.executable, *prof, "-m", "worker", "worker"], cwd=ROOT, env=env,  # noqa: ASYNC220
                               stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115, ASYNC230
     client = await RuntimeClient.connect(settings)
     try:
@@ -76,14 +81,23 @@ async def one_config(env: dict[str, str], settings: Settings, args: argparse.Nam
                 break
             await asyncio.sleep(0.05)
         await sequential(client, "seq", 3)  # warm-up
+        proc = psutil.Process(worker.pid)
+        cpu0 = sum(proc.cpu_times()[:2])
         gaps = await sequential(client, "seq", args.sequential_runs)
         async_gaps = await sequential(client, "seq-async", args.sequential_runs)
+        await asyncio.sleep(1.0)  # let the telemetry pipeline's batch work happen inside the window
+        cpu_per_step = (sum(proc.cpu_times()[:2]) - cpu0) / (2 * args.sequential_runs * args.steps)
         throughput = await concurrent(client, "seq-async", args.concurrent_runs, args.steps)
-        return gaps + async_gaps, throughput, pct(gaps, 50)
+        return gaps + async_gaps, throughput, pct(gaps, 50), cpu_per_step
     finally:
         await client.close()
         worker.terminate()
-        worker.wait(30)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            STOP_TIMEOUTS.append(str(log))
+            worker.kill()
+            worker.wait()
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -105,7 +119,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         await migrate(url)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENTRT_"))}
         base.update(AGENTRT_DATABASE_URL=url, AGENTRT_REDIS_URL=rd.url(), AGENTRT_WORKFLOWS_DIR=str(wf_dir),
-                    AGENTRT_CONCURRENCY=str(max(600, args.concurrent_runs)), AGENTRT_LOG_LEVEL="WARNING",
+                    AGENTRT_CONCURRENCY=str(max(600, args.concurrent_runs)),
+                    AGENTRT_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
                     AGENTRT_DB_POOL_SIZE="8")
         configs = {
             "off": {**base, "AGENTRT_TELEMETRY": "off"},
@@ -119,15 +134,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         gaps: dict[str, list[float]] = {k: [] for k in configs}
         sync_p50: dict[str, list[float]] = {k: [] for k in configs}
         tput: dict[str, list[float]] = {k: [] for k in configs}
+        cpu: dict[str, list[float]] = {k: [] for k in configs}
         for _ in range(args.rounds):
             for name, env in configs.items():
-                g, t, p = await one_config(env, settings, args, tmp / f"worker-{name}.log")
+                g, t, p, c = await one_config(env, settings, args, tmp / f"worker-{name}.log")
+                cpu[name].append(c)
                 gaps[name].extend(g)
                 tput[name].append(t)
                 sync_p50[name].append(p)
         results = {name: {"step_overhead_p50_ms": pct(gaps[name], 50) * 1000,
                           "step_overhead_p90_ms": pct(gaps[name], 90) * 1000,
                           "step_overhead_p99_ms": pct(gaps[name], 99) * 1000,
+                          "worker_cpu_per_step_us": sorted(cpu[name])[len(cpu[name]) // 2] * 1e6,
+                          "round_p50s_ms": [round(x * 1000, 3) for x in sync_p50[name]],
                           "steps_per_s": max(tput[name]), "samples": len(gaps[name])} for name in configs}
         if "otlp" in results:
             results["otlp"]["export_requests"] = rx.requests
@@ -153,11 +172,16 @@ def main() -> None:
     print(f"\nAgentRuntime telemetry overhead ({os.cpu_count()} cores; Postgres fsync on; "  # noqa: T201
           f"{args.rounds} rounds; {time.time() - started:.0f}s)")
     print(f"{'configuration':13} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'added p50':>10} "  # noqa: T201
-          f"{'steps/s':>9}")
+          f"{'worker CPU/step':>16} {'added CPU':>10} {'steps/s':>9}")
     for name, r in results.items():
         added = (r["step_overhead_p50_ms"] / off["step_overhead_p50_ms"] - 1) * 100 if off else float("nan")
+        cpu_added = (r["worker_cpu_per_step_us"] / off["worker_cpu_per_step_us"] - 1) * 100 if off else float("nan")
         print(f"{name:13} {r['step_overhead_p50_ms']:8.3f} {r['step_overhead_p90_ms']:8.3f} "  # noqa: T201
-              f"{r['step_overhead_p99_ms']:8.3f} {added:9.1f}% {r['steps_per_s']:9.0f}")
+              f"{r['step_overhead_p99_ms']:8.3f} {added:9.1f}% {r['worker_cpu_per_step_us']:13.0f} us "
+              f"{cpu_added:9.1f}% {r['steps_per_s']:9.0f}   "
+              f"sync p50 per round: {r['round_p50s_ms']}")
+    if STOP_TIMEOUTS:
+        print(f"workers killed after not stopping within 30 s: {STOP_TIMEOUTS}")  # noqa: T201
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "telemetry.json").write_text(json.dumps(results, indent=2))

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 RECENT_EVENTS = 500
 FEED_MAX_BACKOFF = 30.0
+HEALTH_RECHECK = 2.0
+"""Seconds between health checks while Postgres or Redis is down."""
 
 
 def _utcnow() -> datetime:
@@ -69,6 +71,8 @@ class AgentConsole(App[None]):
     """Badges for the nav bar: active runs, pending approvals, invalid workflow files."""
     offline_reason: reactive[str | None] = reactive(None)
     """Why the runtime is unreachable, or None when it is reachable."""
+    health: reactive[dict[str, str | None]] = reactive(dict)
+    """The last `client.health()`: {"postgres": None or the error, "redis": None or the error}."""
 
     def __init__(self, client: ConsoleClient, *, readonly: bool = False,
                  now: Callable[[], datetime] = _utcnow, refresh_interval: float = 5.0) -> None:
@@ -96,6 +100,27 @@ class AgentConsole(App[None]):
     def _tick(self) -> None:
         """The slow safety net: the feed is best effort (Redis may drop events), Postgres is truth."""
         self.post_message(RefreshAll())
+        self.check_health()  # the feed hides a Redis outage (it just waits): ask
+
+    # -- health ----------------------------------------------------------------------------
+    @property
+    def unhealthy(self) -> bool:
+        return any(self.health.values())
+
+    @work(exclusive=True, group="health", exit_on_error=False)
+    async def check_health(self) -> None:
+        """Which of Postgres/Redis is down (for the banner); re-checked every few seconds until both are up."""
+        try:
+            health = await self.client.health()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - health() should not raise; treat as "Postgres down"
+            health = {"postgres": describe_error(exc, 120), "redis": None}
+        self.health = dict(health)
+        if self.unhealthy:
+            self.set_timer(HEALTH_RECHECK, self.check_health, name="health-recheck")
+        elif self.offline_reason is not None:
+            self.report_ok()
 
     # -- live feed -------------------------------------------------------------------------
     @work(exclusive=True, group="feed", exit_on_error=False)
@@ -136,7 +161,7 @@ class AgentConsole(App[None]):
             screen.post_message(make())
 
     def on_run_changed(self, m: RunChanged) -> None:
-        self._forward(lambda: RunChanged(m.run_id, m.event_type, m.status))
+        self._forward(lambda: RunChanged(m.run_id, m.event_type, m.status, m.current_step, m.waiting_on))
         self._counts.request()
 
     def on_tasks_changed(self, _m: TasksChanged) -> None:
@@ -182,12 +207,15 @@ class AgentConsole(App[None]):
             reason = describe_error(exc, 120)
             if self.offline_reason is None:
                 logger.warning("runtime unreachable: %s", reason)
+                self.check_health()
             self.offline_reason = reason
             return
         logger.error("console error: %s", describe_error(exc, 500), exc_info=exc)
         self.notify(describe_error(exc, 300), title="Error", severity="error", timeout=10)
 
     def report_ok(self) -> None:
+        if self.health.get("postgres"):
+            self.health = {**self.health, "postgres": None}
         if self.offline_reason is not None:
             self.offline_reason = None
             self.notify("Connection restored.", title="Reconnected")

@@ -8,14 +8,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from worker.models import HumanTask, LiveEvent, RunDetail, RunId, RunSummary, WorkerInfo, WorkflowInfo
+from worker.models import (
+    HumanTask,
+    LiveEvent,
+    RunDetail,
+    RunId,
+    RunSummary,
+    SpanView,
+    StepLogLine,
+    WorkerInfo,
+    WorkflowInfo,
+)
 
 
 class ConsoleClient(Protocol):
     async def close(self) -> None: ...
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50) -> list[RunSummary]: ...
+                        limit: int = 50, search: str | None = None) -> list[RunSummary]: ...
 
     async def count_runs(self) -> dict[str, int]: ...
 
@@ -37,5 +47,16 @@ class ConsoleClient(Protocol):
     async def list_workflows(self) -> list[WorkflowInfo]: ...
 
     async def list_workers(self) -> list[WorkerInfo]: ...
+
+    async def replay(self, run_id: str, *, from_step: str | None = None, inputs: dict[str, Any] | None = None,
+                     latest: bool = False, dry_run: bool = False) -> tuple[Any, RunId | None]: ...
+    # the plan: .source_run .workflow .def_hash .from_step .reused .rerun .external_calls .inputs .notes
+
+    async def spans(self, run_id: str) -> list[SpanView]: ...
+
+    async def step_logs(self, run_id: str, *, step_id: str | None = None, after_id: int = 0,
+                        limit: int = 2000) -> list[StepLogLine]: ...
+
+    async def health(self) -> dict[str, str | None]: ...
 
     def watch_events(self, last_id: str = "$") -> AsyncIterator[LiveEvent]: ...

@@ -20,7 +20,9 @@ def messages_for(event: LiveEvent) -> list[Message]:
     data = event.data if isinstance(event.data, dict) else {}
     if event.kind in ("run", "step") and event.run_id:
         status = data.get("status")
-        out.append(RunChanged(event.run_id, event.type, str(status) if status is not None else None))
+        step, waiting = data.get("current_step"), data.get("waiting_on")
+        out.append(RunChanged(event.run_id, event.type, str(status) if status is not None else None,
+                              str(step) if step is not None else None, str(waiting) if waiting is not None else None))
     if event.kind == "task" or event.type in _TASK_TYPES:
         out.append(TasksChanged())
     if event.kind == "workflow" or event.type.startswith("workflow."):

@@ -49,6 +49,13 @@ class TextFilter:
             is_regex = False
         return cls(text, is_regex, lambda s: pattern.search(s) is not None)
 
+    @classmethod
+    def literal(cls, text: str) -> TextFilter:
+        """Match `text` as plain text (the fallback when Postgres refuses it as a regex)."""
+        text = text.strip()
+        pattern = re.compile(re.escape(text), re.IGNORECASE)
+        return cls(text, False, lambda s: pattern.search(s) is not None)
+
     @property
     def active(self) -> bool:
         return bool(self.text)
@@ -58,6 +65,14 @@ class TextFilter:
             return True
         fields = (run.workflow, run.status.value, run.run_id, run.current_step or "", run.waiting_on or "")
         return any(self.match(f) for f in fields)
+
+
+INVALID_REGEX_SQLSTATE = "2201B"
+
+
+def is_invalid_regex(exc: BaseException) -> bool:
+    """Postgres refused the search pattern (asyncpg's InvalidRegularExpressionError, by SQLSTATE)."""
+    return getattr(exc, "sqlstate", None) == INVALID_REGEX_SQLSTATE
 
 
 def filter_runs(runs: Sequence[RunSummary], text_filter: TextFilter) -> list[RunSummary]:

@@ -13,11 +13,15 @@ from textual.message import Message
 class RunChanged(Message, bubble=False):
     """Something happened to a run (created, step started/finished, parked, finished)."""
 
-    def __init__(self, run_id: str, event_type: str, status: str | None = None) -> None:
+    def __init__(self, run_id: str, event_type: str, status: str | None = None,
+                 current_step: str | None = None, waiting_on: str | None = None) -> None:
         super().__init__()
         self.run_id = run_id
         self.event_type = event_type
         self.status = status
+        """The run's status after the event (None when the event did not say)."""
+        self.current_step = current_step
+        self.waiting_on = waiting_on
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunChanged) and message.run_id == self.run_id

@@ -7,8 +7,10 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Actions that change the runtime: hidden and refused in --readonly.
-GUARDED_ACTIONS = frozenset({"cancel", "approve", "reject", "resolve"})
+GUARDED_ACTIONS = frozenset({"cancel", "approve", "reject", "resolve", "replay"})
 
 RELOAD_THROTTLE = 0.25
 """Seconds between two reloads of one screen while events keep arriving."""
@@ -109,6 +111,8 @@ class ConsoleScreen(Screen[None]):
             await self.reload()
         except asyncio.CancelledError:
             raise
+        except NoMatches:
+            logger.debug("reload finished after the screen's widgets were removed (closing)")
         except Exception as exc:  # noqa: BLE001 - shown as banner or notification, never fatal
             self.console_app.report_error(exc)
         else:
@@ -142,6 +146,16 @@ class ConsoleScreen(Screen[None]):
     def action_refuse(self, what: str) -> None:
         self.notify(f"Read-only console: {what} is disabled (started with --readonly).",
                     title="Refused", severity="warning")
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def replay_run(self, run_id: str, workflow: str, from_step: str | None = None) -> None:
+        """The replay dialog; opens the new run when the user asks for it."""
+        from console.screens.replay import ReplayDialog
+
+        new_id = await self.app.push_screen_wait(ReplayDialog(run_id, workflow, from_step))
+        self.request_reload()
+        if new_id:
+            self.console_app.open_run(new_id)
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:

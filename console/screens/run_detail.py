@@ -31,9 +31,13 @@ from console.screens.base import ConsoleScreen, guarded
 from console.screens.confirm import ConfirmDialog
 from console.widgets.inspector import attempt_seconds, inspect_run, inspect_step
 from console.widgets.nav_table import NavTable, NavTree
+from console.widgets.span_waterfall import LEGEND, SpanRow, SpanWaterfall
 from console.widgets.waterfall import Span, Waterfall
 from worker.errors import NotFound, WorkerError
-from worker.models import RunDetail, StepView
+from worker.models import RunDetail, SpanView, StepLogLine, StepView
+
+LOG_LINES = 200
+"""The newest log lines of a step the inspector shows."""
 
 # Tree node data: ("run",) | ("step", step_id, item) | ("attempt", step_id, item, attempt)
 NodeKey = tuple[object, ...]
@@ -51,6 +55,7 @@ class RunDetailScreen(ConsoleScreen):
         Binding("w", "tab('waterfall')", "Waterfall"),
         Binding("e", "tab('events')", "Events"),
         *guarded("c", "cancel", "Cancel run"),
+        *guarded("R", "replay", "Replay"),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -59,6 +64,9 @@ class RunDetailScreen(ConsoleScreen):
         self.detail: RunDetail | None = None
         self._tree_nodes: dict[NodeKey, TreeNode[NodeKey]] = {}
         self._selected: NodeKey = ("run",)
+        self.spans: list[SpanView] = []
+        self._logs: dict[str, list[StepLogLine]] = {}
+        """Log lines by step id, loaded when a step is selected; dropped on every reload."""
 
     def nav_mode(self) -> str:
         return self.app.current_mode  # opened from approvals or events: that tab stays lit
@@ -70,8 +78,11 @@ class RunDetailScreen(ConsoleScreen):
                 yield NavTree("run", id="step-tree")
                 with VerticalScroll(id="inspector"):
                     yield Static(id="inspector-body")
-            with TabPane("Waterfall", id="waterfall"), VerticalScroll(id="waterfall-scroll"):
-                yield Waterfall(id="waterfall-chart")
+            with TabPane("Waterfall", id="waterfall"):
+                yield SpanWaterfall(id="span-chart")
+                yield Static(id="span-detail")
+                with VerticalScroll(id="waterfall-scroll"):
+                    yield Waterfall(id="waterfall-chart")
             with TabPane("Events", id="events"):
                 yield NavTable(id="events-table")
 
@@ -84,8 +95,14 @@ class RunDetailScreen(ConsoleScreen):
             if self.is_current and len(self.app.screen_stack) > 1:
                 self.app.pop_screen()
             return
+        try:
+            spans = await self.console_app.client.spans(detail.summary.run_id)
+        except WorkerError:  # e.g. no span store: the attempt-based waterfall stands in
+            spans = []
         self.detail = detail
         self.run_id = detail.summary.run_id
+        self.spans = spans
+        self._logs.clear()
         self._render_header(detail)
         self._render_tree(detail)
         self._render_waterfall(detail)
@@ -172,6 +189,15 @@ class RunDetailScreen(ConsoleScreen):
         tree.call_after_refresh(tree.move_cursor, target, animate=False)
 
     def _render_waterfall(self, d: RunDetail) -> None:
+        """The stored spans when there are any; else one bar per attempt, from the event log."""
+        chart = self.query_one("#span-chart", SpanWaterfall)
+        has_spans = bool(self.spans)
+        chart.display = has_spans
+        self.query_one("#span-detail", Static).display = has_spans
+        self.query_one("#waterfall-scroll").display = not has_spans
+        if has_spans:
+            chart.set_spans(self.spans)
+            return
         spans: list[Span] = []
         groups = self._steps_by_id(d)
         for views in groups.values():
@@ -218,7 +244,30 @@ class RunDetailScreen(ConsoleScreen):
             return
         items = [v for v in views if v.item is not None] if item is None else []
         attempt = key[3] if key[0] == "attempt" and isinstance(key[3], int) else None
-        body.update(inspect_step(view, items, now, attempt))
+        logs = self._logs.get(str(step_id))
+        if logs is None:
+            self.load_logs(str(step_id))
+        section = logs_text(logs, item, attempt) if logs is not None else Text("\nlogs: loading…\n", style="dim")
+        body.update(inspect_step(view, items, now, attempt, section))
+
+    @work(group="logs", exclusive=True, exit_on_error=False)
+    async def load_logs(self, step_id: str) -> None:
+        try:
+            lines = await self.console_app.client.step_logs(self.run_id, step_id=step_id)
+        except WorkerError as exc:
+            self.notify(str(exc), title="Logs", severity="warning")
+            lines = []
+        except Exception as exc:  # noqa: BLE001 - banner
+            self.console_app.report_error(exc)
+            return
+        self._logs[step_id] = lines
+        key = self._selected
+        if key[0] in ("step", "attempt") and key[1] == step_id:
+            self._render_inspector()
+
+    @on(SpanWaterfall.Highlighted, "#span-chart")
+    def _span_highlighted(self, event: SpanWaterfall.Highlighted) -> None:
+        self.query_one("#span-detail", Static).update(span_detail(event.row, self.size.width - 2))
 
     @on(Tree.NodeHighlighted, "#step-tree")
     def _highlighted(self, event: Tree.NodeHighlighted[NodeKey]) -> None:
@@ -229,8 +278,18 @@ class RunDetailScreen(ConsoleScreen):
     # -- actions ---------------------------------------------------------------------------
     def action_tab(self, tab: str) -> None:
         self.query_one("#detail-tabs", TabbedContent).active = tab
-        target = {"steps": "#step-tree", "waterfall": "#waterfall-scroll", "events": "#events-table"}[tab]
+        chart = "#span-chart" if self.spans else "#waterfall-scroll"
+        target = {"steps": "#step-tree", "waterfall": chart, "events": "#events-table"}[tab]
         self.query_one(target).focus()
+
+    def action_replay(self) -> None:
+        """Replay the run; from the selected step when the cursor is on a step (or one of its attempts)."""
+        if self.detail is None:
+            return
+        key = self._selected
+        from_step = str(key[1]) if key[0] in ("step", "attempt") else None
+        s = self.detail.summary
+        self.replay_run(s.run_id, s.workflow, from_step)
 
     @work(group="action", exclusive=True, exit_on_error=False)
     async def action_cancel(self) -> None:
@@ -254,3 +313,42 @@ class RunDetailScreen(ConsoleScreen):
         else:
             self.notify(f"Cancel requested for run {short_id(s.run_id)}.", title="Cancelled")
         self.request_reload()
+
+
+def logs_text(lines: list[StepLogLine], item: object, attempt: int | None) -> Text:
+    """The inspector's logs section: a foreach item's (or an attempt's) lines, newest last."""
+    if item is not None:
+        lines = [x for x in lines if x.item == item]
+    if attempt is not None:
+        lines = [x for x in lines if x.attempt == attempt]
+    out = Text()
+    out.append(f"\nlogs ({len(lines)})\n", style="bold underline")
+    if not lines:
+        out.append("no log lines\n", style="dim")
+    if len(lines) > LOG_LINES:
+        out.append(f"… {len(lines) - LOG_LINES} older lines\n", style="dim")
+    for x in lines[-LOG_LINES:]:
+        level_style = {"ERROR": "bold red", "CRITICAL": "bold red", "WARNING": "yellow"}.get(x.level, "dim")
+        out.append(format_clock_ms(x.ts) + " ", style="dim")
+        out.append(f"{x.level[:4]:<4} ", style=level_style)
+        where = item_suffix(x.item) + (f"#{x.attempt}" if x.attempt is not None else "")
+        if where:
+            out.append(where + " ", style="dim")
+        out.append(x.message + "\n")
+    return out
+
+
+def span_detail(row: SpanRow | None, width: int) -> Text:
+    """Two lines under the span waterfall: the selected span, then the legend."""
+    out = Text(no_wrap=True, overflow="ellipsis")
+    if row is not None:
+        s = row.span
+        out.append(s.name, style="bold")
+        out.append(f"  {row.role} · {format_duration(row.seconds)} · {format_clock_ms(s.start)}", style="dim")
+        if row.crashed:
+            out.append("  crashed", style="bold red")
+        if s.status_message:
+            out.append(f"  {s.status_message}", style="red" if row.failed else "")
+        out.truncate(max(10, width), overflow="ellipsis")
+    out.append("\n" + LEGEND[: max(10, width)], style="dim")
+    return out

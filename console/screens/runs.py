@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
 from typing import ClassVar
 
 from rich.text import Text
@@ -12,7 +14,7 @@ from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
-from console.filtering import STATUS_CYCLE, TextFilter, cancellable, filter_runs, next_status
+from console.filtering import STATUS_CYCLE, TextFilter, cancellable, filter_runs, is_invalid_regex, next_status
 from console.formatting import (
     describe_error,
     format_age,
@@ -45,6 +47,7 @@ class RunsScreen(ConsoleScreen):
         Binding("enter", "open", "Open"),
         Binding("space", "toggle_mark", "Mark"),
         *guarded("c", "cancel", "Cancel"),
+        *guarded("R", "replay", "Replay"),
         Binding("slash", "filter", "Filter"),
         Binding("s", "cycle_status(1)", "Status"),
         Binding("S", "cycle_status(-1)", "Status back", show=False),
@@ -59,30 +62,81 @@ class RunsScreen(ConsoleScreen):
         self.runs: list[RunSummary] = []
         self.counts: dict[str, int] = {}
         self._wide: bool | None = None
+        self._shown_keys: list[str] = []
+        self._shown_cells: dict[str, list[str | Text]] = {}
+        self.searched_for: str | None = None
+        """The text `runs` was searched for on the server (None: not searched)."""
+        self.invalid_regex = False
+        """Postgres refused the filter as a regex: it is matched literally, here."""
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(id="runs-tabs")
         yield Static(id="runs-info")
         yield NavTable(id="runs-table")
-        yield Input(placeholder="filter: text or regex over workflow, status, run id, step", id="runs-filter")
+        yield Input(placeholder="search: regex over run id, workflow, step, error", id="runs-filter")
 
     # -- data ------------------------------------------------------------------------------
     async def reload(self) -> None:
+        """The newest runs (LIMIT), filtered by status and by the `/` text on the server."""
         client = self.console_app.client
-        runs = await client.list_runs(status=self.status.value if self.status else None, limit=RUNS_LIMIT)
+        status = self.status.value if self.status else None
+        search = self.text_filter.text if self.text_filter.active else None
+        invalid = False
+        try:
+            runs = await client.list_runs(status=status, limit=RUNS_LIMIT, search=search)
+        except Exception as exc:
+            if search is None or not is_invalid_regex(exc):
+                raise
+            invalid = True  # matched literally below, over the newest runs
+            runs = await client.list_runs(status=status, limit=RUNS_LIMIT)
         self.counts = await client.count_runs()
         self.runs = sorted(runs, key=lambda r: r.created_at, reverse=True)
+        self.searched_for = None if invalid else search
+        self.invalid_regex = invalid
         self.marked &= {r.run_id for r in self.runs}
-        if self.status is None:
+        if self.status is None and search is None:
             self.console_app.last_runs = list(self.runs)
         self.render_runs()
 
-    def on_run_changed(self, _message: RunChanged) -> None:
+    def on_run_changed(self, message: RunChanged) -> None:
+        """Show the event's status and step on the run's row at once; the reload that follows confirms it."""
+        self._patch_row(message)
         self.request_reload()
+
+    def _patch_row(self, message: RunChanged) -> None:
+        if message.status is None or message.run_id not in self._shown_cells or not self._visible():
+            return
+        try:
+            status = RunStatus(message.status)
+        except ValueError:
+            return
+        index = next((i for i, r in enumerate(self.runs) if r.run_id == message.run_id), None)
+        if index is None:
+            return
+        old = self.runs[index]
+        run = replace(old, status=status, current_step=message.current_step, waiting_on=message.waiting_on)
+        if run == old:
+            return
+        self.runs[index] = run
+        table = self.query_one("#runs-table", NavTable)
+        step_width = max(12, self.size.width - (84 if self._wide else 66))
+        cells = self._cells(run, self.console_app.now(), step_width)
+        previous = self._shown_cells[run.run_id]
+        columns = [c.key for c in table.ordered_columns]
+        for i, cell in enumerate(cells):
+            if previous[i] != cell:
+                table.update_cell(run.run_id, columns[i], cell)
+        self._shown_cells[run.run_id] = cells
 
     @property
     def visible_runs(self) -> list[RunSummary]:
-        return filter_runs(self.runs, self.text_filter)
+        if not self.text_filter.active:
+            return self.runs
+        if self.searched_for == self.text_filter.text:
+            return self.runs  # the server searched
+        if self.invalid_regex:
+            return filter_runs(self.runs, TextFilter.literal(self.text_filter.text))
+        return filter_runs(self.runs, self.text_filter)  # a preview until the server answers
 
     # -- rendering -------------------------------------------------------------------------
     def on_resize(self, event: events.Resize) -> None:
@@ -104,32 +158,49 @@ class RunsScreen(ConsoleScreen):
         table.add_column("STEP", key="step")
 
     def render_runs(self) -> None:
+        """Fill the table. When the same runs are shown in the same order (the usual live update),
+        only the cells that changed are updated: a full rebuild re-lays out every row."""
         table = self.query_one("#runs-table", NavTable)
         keep = table.selected_key()
         now = self.console_app.now()
-        if self._wide is None or (self.size.width >= WIDE) != self._wide:
+        rebuild = self._wide is None or (self.size.width >= WIDE) != self._wide
+        if rebuild:
             self._columns(table)
+        step_width = max(12, self.size.width - (84 if self._wide else 66))
+        rows = [(run.run_id, self._cells(run, now, step_width)) for run in self.visible_runs]
+        keys = [k for k, _ in rows]
+        if not rebuild and keys == self._shown_keys and table.row_count == len(keys):
+            columns = [c.key for c in table.ordered_columns]
+            for key, cells in rows:
+                old = self._shown_cells.get(key)
+                for i, cell in enumerate(cells):
+                    if old is None or old[i] != cell:
+                        table.update_cell(key, columns[i], cell)
         else:
             table.clear()
-        step_width = max(12, self.size.width - (84 if self._wide else 66))
-        for run in self.visible_runs:
-            cells: list[str | Text] = [
-                Text(MARK if run.run_id in self.marked else " ", style="bold yellow"),
-                Text(status_label(run.status, waiting_on=run.waiting_on), style=status_style(run.status)),
-                short_id(run.run_id),
-                truncate(run.workflow, 24 if self._wide else 16),
-            ]
-            if self._wide:
-                cells.append(Text(short_id(run.def_hash), style="dim"))
-            cells += [
-                format_age(run.created_at, now),
-                format_duration(run_elapsed(run.created_at, run.finished_at, now)),
-                (Text(truncate(run.error, step_width), style="red") if run.status is RunStatus.FAILED and run.error
-                 else truncate(run.current_step or "", step_width)),
-            ]
-            table.add_row(*cells, key=run.run_id)
-        table.restore_cursor(keep)
+            for key, cells in rows:
+                table.add_row(*cells, key=key)
+            table.restore_cursor(keep)
+        self._shown_keys = keys
+        self._shown_cells = dict(rows)
         self._render_header()
+
+    def _cells(self, run: RunSummary, now: datetime, step_width: int) -> list[str | Text]:
+        cells: list[str | Text] = [
+            Text(MARK if run.run_id in self.marked else " ", style="bold yellow"),
+            Text(status_label(run.status, waiting_on=run.waiting_on), style=status_style(run.status)),
+            short_id(run.run_id),
+            truncate(run.workflow, 24 if self._wide else 16),
+        ]
+        if self._wide:
+            cells.append(Text(short_id(run.def_hash), style="dim"))
+        cells += [
+            format_age(run.created_at, now),
+            format_duration(run_elapsed(run.created_at, run.finished_at, now)),
+            (Text(truncate(run.error, step_width), style="red") if run.status is RunStatus.FAILED and run.error
+             else truncate(run.current_step or "", step_width)),
+        ]
+        return cells
 
     def _render_header(self) -> None:
         total = sum(self.counts.values())
@@ -143,8 +214,11 @@ class RunsScreen(ConsoleScreen):
         shown = len(self.visible_runs)
         info = [f"{shown} shown" + (f" of {len(self.runs)}" if shown != len(self.runs) else "")]
         if self.text_filter.active:
-            kind = "regex" if self.text_filter.is_regex else "text"
-            info.append(f"filter ({kind}): {truncate(self.text_filter.text, 30)}")
+            if self.invalid_regex:
+                info.append(f"invalid regex, matched as text: {truncate(self.text_filter.text, 24)}")
+            else:
+                kind = "regex" if self.text_filter.is_regex else "text"
+                info.append(f"search ({kind}): {truncate(self.text_filter.text, 30)}")
         if self.marked:
             info.append(f"{len(self.marked)} marked")
         hint = "  s status · / filter · space mark · c cancel · enter open"
@@ -199,7 +273,9 @@ class RunsScreen(ConsoleScreen):
     @on(Input.Changed, "#runs-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.text_filter = TextFilter.parse(event.value)
-        self.render_runs()
+        self.invalid_regex = False
+        self.render_runs()  # a local preview now, the server's answer right after
+        self.request_reload()
 
     @on(Input.Submitted, "#runs-filter")
     def _filter_submitted(self) -> None:
@@ -212,13 +288,22 @@ class RunsScreen(ConsoleScreen):
             box.remove_class("-visible")
             box.value = ""
             self.text_filter = TextFilter.parse("")
+            self.invalid_regex = False
             self.query_one("#runs-table", NavTable).focus()
             self.render_runs()
+            self.request_reload()
         elif self.marked:
             self.marked.clear()
             self.render_runs()
         else:
             super().action_back()
+
+    def action_replay(self) -> None:
+        run = self._selected_run()
+        if run is None:
+            self.notify("No run selected.", severity="warning")
+            return
+        self.replay_run(run.run_id, run.workflow)
 
     @work(group="action", exclusive=True, exit_on_error=False)
     async def action_cancel(self) -> None:

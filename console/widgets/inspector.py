@@ -80,8 +80,12 @@ def inspect_run(detail: RunDetail, now: datetime) -> Text:
     return out
 
 
-def inspect_step(view: StepView, items: Sequence[StepView], now: datetime, attempt: int | None = None) -> Text:
-    """A step, a foreach item, or (with `attempt`) one attempt of it; `items` are a foreach's items."""
+def inspect_step(view: StepView, items: Sequence[StepView], now: datetime, attempt: int | None = None,
+                 logs: Text | None = None) -> Text:
+    """A step, a foreach item, or (with `attempt`) one attempt of it; `items` are a foreach's items.
+
+    `logs` (the step's log lines section) goes right after the attempts, before inputs and output.
+    """
     out = Text()
     out.append(f"{view.step_id}{item_suffix(view.item)}", style="bold")
     out.append(f"  {view.kind}\n", style="dim")
@@ -101,6 +105,8 @@ def inspect_step(view: StepView, items: Sequence[StepView], now: datetime, attem
                 line.stylize("reverse")
             out.append_text(line)
             out.append("\n")
+    if logs is not None:
+        out.append_text(logs)
     if view.item is not None or not items:
         _section(out, "inputs")
         out.append(format_json(view.inputs) + "\n")

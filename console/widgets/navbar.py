@@ -31,6 +31,7 @@ class NavBar(Static):
     def on_mount(self) -> None:
         self.watch(self.app, "nav_counts", self._changed, init=False)
         self.watch(self.app, "offline_reason", self._changed, init=False)
+        self.watch(self.app, "health", self._changed, init=False)
         self._changed()
 
     def _changed(self, *_: Any) -> None:
@@ -53,15 +54,36 @@ class NavBar(Static):
         right: list[str] = []
         if getattr(self.app, "readonly", False):
             right.append("READ-ONLY")
-        right.append("○ offline" if getattr(self.app, "offline_reason", None) else "● live")
+        health: dict[str, str | None] = getattr(self.app, "health", {})
+        if getattr(self.app, "offline_reason", None) or health.get("postgres"):
+            right.append("○ offline")
+        elif health.get("redis"):
+            right.append("◐ no feed")
+        else:
+            right.append("● live")
         left = Content("").join(parts)
         tail = Content.styled("  ".join(right) + " ", "bold")
         gap = max(1, self.size.width - left.cell_length - tail.cell_length)
         return Content.assemble(left, " " * gap, tail)
 
 
+def banner_text(offline_reason: str | None, health: dict[str, str | None]) -> Content | None:
+    """Which of Postgres/Redis is down, from the last failed reload and the last health check."""
+    postgres = health.get("postgres") or None
+    redis = health.get("redis") or None
+    if postgres and redis:
+        return Content.assemble(("⚠ Postgres and Redis unreachable — retrying", "bold"),
+                                f"  {offline_reason or postgres}")
+    if postgres or offline_reason:
+        return Content.assemble(("⚠ Postgres unreachable — retrying", "bold"), f"  {offline_reason or postgres}")
+    if redis:
+        return Content.assemble(("⚠ Redis unreachable — no live updates, reloading from Postgres", "bold"),
+                                f"  {redis}")
+    return None
+
+
 class ConnectionBanner(Static):
-    """Shown only while the runtime is unreachable; the console keeps retrying by itself."""
+    """Shown only while Postgres or Redis is unreachable; the console keeps retrying by itself."""
 
     DEFAULT_CSS = """
     ConnectionBanner { height: auto; width: 1fr; display: none; background: $error; color: $text; }
@@ -70,8 +92,10 @@ class ConnectionBanner(Static):
 
     def on_mount(self) -> None:
         self.watch(self.app, "offline_reason", self._changed)
+        self.watch(self.app, "health", self._changed)
 
-    def _changed(self, reason: str | None) -> None:
-        self.set_class(reason is not None, "-visible")
-        if reason is not None:
-            self.update(Content.assemble(("⚠ Postgres unreachable — retrying", "bold"), f"  {reason}"))
+    def _changed(self, *_: Any) -> None:
+        text = banner_text(getattr(self.app, "offline_reason", None), getattr(self.app, "health", {}))
+        self.set_class(text is not None, "-visible")
+        if text is not None:
+            self.update(text)

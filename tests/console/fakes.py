@@ -8,13 +8,14 @@ resolve) in `commands`, can be told to raise Conflict for a task or to be unreac
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.errors import Conflict, NotFound, WorkerError
+from worker.errors import Conflict, NotFound, PermissionDenied, WorkerError
 from worker.models import (
     AttemptView,
     EventView,
@@ -24,6 +25,8 @@ from worker.models import (
     RunId,
     RunStatus,
     RunSummary,
+    SpanView,
+    StepLogLine,
     StepStatus,
     StepView,
     TaskId,
@@ -31,6 +34,7 @@ from worker.models import (
     WorkerInfo,
     WorkflowInfo,
 )
+from worker.oversight.replay import ExternalCall, ReplayPlan
 
 FIXED_NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
 
@@ -157,6 +161,80 @@ def simple_detail(summary: RunSummary) -> RunDetail:
     return RunDetail(summary, {"ticket_id": "T-1042"}, None, (first, second), events)
 
 
+def fan_out_spans(summary: RunSummary) -> list[SpanView]:
+    """Run 3's stored spans: queue delays, a failed and a crashed attempt, retries, an HTTP client span."""
+    t0 = summary.created_at
+
+    def s(sec: float) -> datetime:
+        return t0 + timedelta(seconds=sec)
+
+    def span(sid: str, parent: str | None, name: str, a: float, b: float, status: str = "ok",
+             message: str | None = None, kind: str = "internal", **attrs: Any) -> SpanView:
+        return SpanView(sid, parent, name, kind, s(a), s(b), status, message, attrs)
+
+    return [
+        span("q0", "run", "queued", 0, 0.2, "unset", **{"agentrt.queue.reason": "run"}),
+        span("s-list", "run", "step list", 0.2, 0.5, **{"agentrt.step.id": "list"}),
+        span("a-list-1", "s-list", "list attempt 1", 0.2, 0.5, **{"agentrt.step.attempt": 1}),
+        span("s-fetch", "run", "step fetch", 1, 19, **{"agentrt.step.id": "fetch"}),
+        span("s-fetch-0", "s-fetch", "step fetch[0]", 1, 3),
+        span("a-fetch-0-1", "s-fetch-0", "fetch[0] attempt 1", 1, 3),
+        span("h-fetch-0-1", "a-fetch-0-1", "GET helpdesk.example", 1.1, 2.9, kind="client",
+             **{"http.response.status_code": 200}),
+        span("s-fetch-1", "s-fetch", "step fetch[1]", 1, 8),
+        span("a-fetch-1-1", "s-fetch-1", "fetch[1] attempt 1", 1, 4, "error", "HTTP 502 Bad Gateway (retryable)",
+             **{"agentrt.attempt.outcome": "failed"}),
+        span("q-fetch-1-2", "s-fetch-1", "queued", 4, 6, "unset", **{"agentrt.queue.reason": "retry"}),
+        span("a-fetch-1-2", "s-fetch-1", "fetch[1] attempt 2", 6, 8),
+        span("s-fetch-2", "s-fetch", "step fetch[2]", 1, 19),
+        span("a-fetch-2-1", "s-fetch-2", "fetch[2] attempt 1", 1, 11, "error", "worker lost during attempt",
+             **{"agentrt.attempt.crashed": True, "agentrt.attempt.outcome": "crashed"}),
+        span("q-fetch-2-2", "s-fetch-2", "queued", 11, 13, "unset", **{"agentrt.queue.reason": "retry"}),
+        span("a-fetch-2-2", "s-fetch-2", "fetch[2] attempt 2", 13, 15, "error", "HTTP 502",
+             **{"agentrt.attempt.outcome": "failed"}),
+        span("a-fetch-2-3", "s-fetch-2", "fetch[2] attempt 3", 17, 19),
+        span("w-summ", "run", "approval wait", 19.2, 19.8, "unset", **{"agentrt.wait.reason": "approval"}),
+    ]
+
+
+def many_spans(summary: RunSummary, n: int) -> list[SpanView]:
+    """`n` spans: steps of ten attempts each (the waterfall's virtualisation test and benchmark)."""
+    t0 = summary.created_at
+    out: list[SpanView] = []
+    step = 0
+    while len(out) < n:
+        sid = f"s{step}"
+        base = step * 2.0
+        out.append(SpanView(sid, None, f"step s{step}", "internal", t0 + timedelta(seconds=base),
+                            t0 + timedelta(seconds=base + 2), "ok", None, {}))
+        for a in range(min(9, n - len(out))):
+            out.append(SpanView(f"{sid}-{a}", sid, f"s{step} attempt {a + 1}", "internal",
+                                t0 + timedelta(seconds=base + a * 0.2), t0 + timedelta(seconds=base + a * 0.2 + 0.15),
+                                "error" if a % 4 == 3 else "ok", None, {}))
+        step += 1
+    return out[:n]
+
+
+def fan_out_logs(summary: RunSummary) -> list[StepLogLine]:
+    t0 = summary.created_at
+    rows = [
+        ("list", None, 1, 0.3, "INFO", "listing tickets from helpdesk"),
+        ("fetch", 0, 1, 1.2, "INFO", "GET https://helpdesk.example/api/tickets/T-1"),
+        ("fetch", 1, 1, 3.9, "WARNING", "HTTP 502 Bad Gateway, will retry in 2s"),
+        ("fetch", 1, 2, 7.5, "INFO", "GET https://helpdesk.example/api/tickets/T-2 -> 200"),
+        ("fetch", 2, 2, 14.9, "ERROR", "HTTP 502 from helpdesk.example"),
+        ("fetch", 2, 3, 18.8, "INFO", "GET https://helpdesk.example/api/tickets/T-3 -> 200"),
+    ]
+    return [StepLogLine(i + 1, sid, item, att, t0 + timedelta(seconds=sec), level, msg)
+            for i, (sid, item, att, sec, level, msg) in enumerate(rows)]
+
+
+class InvalidRegularExpressionError(Exception):
+    """Like asyncpg's: Postgres refused the `~*` pattern (SQLSTATE 2201B)."""
+
+    sqlstate = "2201B"
+
+
 def make_tasks() -> list[HumanTask]:
     return [
         HumanTask(tid(1), rid(2), "refund-request", "approve", "approval", TaskStatus.PENDING,
@@ -220,6 +298,13 @@ class FakeRuntimeClient:
         self.calls = 0
         self.closed = False
         self._live: asyncio.Queue[LiveEvent] | None = None
+        self.denied: set[str] = set()
+        """Actions the policy forbids ("replay", "cancel", ...): they raise PermissionDenied."""
+        self.redis_down = False
+        self.span_counts: dict[str, int] = {}
+        """run id -> how many synthetic spans `spans()` returns instead of the fixed ones."""
+        self.replays: list[RunId] = []
+        self.searches: list[str] = []
 
     # -- knobs for tests ---------------------------------------------------------------------
     def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:
@@ -229,6 +314,11 @@ class FakeRuntimeClient:
         self.calls += 1
         if self.offline:
             raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    def _deny(self, action: str, run_id: str) -> None:
+        if action in self.denied:
+            raise PermissionDenied(f"tester may not {action} runs of {self._find_run(run_id).workflow} "
+                                   "(policy file)")
 
     def _find_run(self, run_id: str) -> RunSummary:
         matches = [r for r in self.runs if r.run_id.startswith(run_id)]
@@ -241,10 +331,19 @@ class FakeRuntimeClient:
         self.closed = True
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50) -> list[RunSummary]:
+                        limit: int = 50, search: str | None = None) -> list[RunSummary]:
         self._check()
+        if search is not None:
+            self.searches.append(search)
         runs = [r for r in self.runs if (status is None or r.status == status)
                 and (workflow is None or r.workflow == workflow)]
+        if search is not None:
+            try:
+                pattern = re.compile(search, re.IGNORECASE)
+            except re.error as exc:
+                raise InvalidRegularExpressionError(f"invalid regular expression: {exc}") from None
+            runs = [r for r in runs if any(pattern.search(f or "") for f in
+                                           (r.run_id, r.workflow, r.current_step, r.error))]
         return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
 
     async def count_runs(self) -> dict[str, int]:
@@ -262,6 +361,7 @@ class FakeRuntimeClient:
     async def cancel(self, run_id: str, *, reason: str | None = None) -> RunSummary:
         self._check()
         self.commands.append(("cancel", run_id, reason))
+        self._deny("cancel", run_id)
         summary = self._find_run(run_id)
         if summary.status.terminal:
             raise Conflict(f"run {run_id} is already {summary.status.value}")
@@ -273,6 +373,61 @@ class FakeRuntimeClient:
         self._check()
         self.commands.append(("start", workflow, inputs))
         return rid(100 + len(self.commands))
+
+    async def replay(self, run_id: str, *, from_step: str | None = None, inputs: dict[str, Any] | None = None,
+                     latest: bool = False, dry_run: bool = False) -> tuple[ReplayPlan, RunId | None]:
+        self._check()
+        self.commands.append(("replay", run_id, from_step, inputs, dry_run))
+        summary = self._find_run(run_id)
+        self._deny("replay", run_id)
+        detail = await self.get_run(run_id)
+        order = list(dict.fromkeys(v.step_id for v in detail.steps))
+        if from_step is not None and from_step not in order:
+            raise WorkerError(f"{summary.workflow}: no step {from_step!r}")
+        start = order.index(from_step) if from_step else 0
+        if inputs is not None and "ticket_id" in inputs and not isinstance(inputs["ticket_id"], str):
+            raise WorkerError(f"{summary.workflow}: input 'ticket_id' must be a string")
+        calls = []
+        for sid in order[start:]:
+            views = [v for v in detail.steps if v.step_id == sid]
+            kind = views[0].kind
+            if kind in ("http", "llm", "tool", "python"):
+                items = [v for v in views if v.item is not None]
+                detail_text = {"http": "GET https://helpdesk.example/api/tickets/{id}", "llm": "openai small",
+                               "tool": "payments.refund", "python": "tasks:run"}[kind]
+                calls.append(ExternalCall(sid, kind, detail_text, len(items) or None))
+        notes = ["new idempotency keys: every external call above is a new effect"]
+        if summary.status is RunStatus.RUNNING:
+            notes.append("the source run is still running; its outputs so far are reused")
+        plan = ReplayPlan(summary.run_id, summary.workflow, summary.def_hash, from_step, order[:start],
+                          order[start:], calls, dict(inputs if inputs is not None else detail.inputs), notes=notes)
+        if dry_run:
+            return plan, None
+        new = rid(200 + len(self.replays))
+        self.replays.append(new)
+        self.runs.append(replace(summary, run_id=new, status=RunStatus.PENDING, created_at=FIXED_NOW,
+                                 updated_at=FIXED_NOW, finished_at=None, error=None, current_step=None,
+                                 waiting_on=None, parent_run_id=None))
+        return plan, new
+
+    async def spans(self, run_id: str) -> list[SpanView]:
+        self._check()
+        summary = self._find_run(run_id)
+        if summary.run_id in self.span_counts:
+            return many_spans(summary, self.span_counts[summary.run_id])
+        return fan_out_spans(summary) if summary.run_id == rid(3) else []
+
+    async def step_logs(self, run_id: str, *, step_id: str | None = None, after_id: int = 0,
+                        limit: int = 2000) -> list[StepLogLine]:
+        self._check()
+        summary = self._find_run(run_id)
+        lines = fan_out_logs(summary) if summary.run_id == rid(3) else []
+        return [x for x in lines if (step_id is None or x.step_id == step_id) and x.id > after_id][:limit]
+
+    async def health(self) -> dict[str, str | None]:
+        return {"postgres": "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432)"
+                if self.offline else None,
+                "redis": "ConnectionError: Error 111 connecting to 127.0.0.1:6379" if self.redis_down else None}
 
     async def list_tasks(self, *, status: str | None = "pending") -> list[HumanTask]:
         self._check()

@@ -89,3 +89,45 @@ async def test_approve_and_reject_from_the_keyboard_against_a_real_worker(settin
         assert decided[no_task.task_id].reason == "not this week"
         records = await setup.audit_records()
         assert [(r.action, r.outcome) for r in records] == [("approve", "approved"), ("reject", "rejected")]
+
+
+ECHO = """
+name: echo
+inputs: {word: {type: string}}
+steps:
+  - {id: first, uses: set, with: {word: "${{ inputs.word }}"}}
+  - {id: second, uses: set, with: {again: "${{ steps.first.output.word }}"}}
+"""
+
+
+async def test_replay_from_the_console_against_a_real_worker(settings: Settings) -> None:
+    write_workflow(settings, "echo.yaml", ECHO)
+    async with running_worker(settings), client_for(settings) as setup:
+        source = await setup.start_run("echo", {"word": "hi"})
+        assert (await setup.wait_for_run(source, timeout=20)).status.value == "completed"
+
+        async with client_for(settings) as client:
+            app = AgentConsole(client, now=lambda: datetime.now(tz=UTC), refresh_interval=1.0)
+            async with app.run_test(size=(120, 36)) as pilot:
+                await settle(pilot)
+                runs = app.screen.query_one("#runs-table", NavTable)
+                await _until(pilot, lambda: runs.row_count >= 1)
+                _select(runs, source)
+                await pilot.press("R")
+                await _until(pilot, lambda: getattr(app.screen, "plan", None) is not None)
+                plan = app.screen.plan  # type: ignore[attr-defined]
+                assert sorted(plan.reused + plan.rerun) == ["first", "second"] and plan.external_calls == []
+                await pilot.press("y")
+                await _until(pilot, lambda: getattr(app.screen, "new_run_id", None) is not None)
+                new_id = app.screen.new_run_id  # type: ignore[attr-defined]
+                assert new_id != source
+                await pilot.press("o")  # open the new run
+                await _until(pilot, lambda: getattr(app.screen, "run_id", None) == new_id)
+                summary = await setup.wait_for_run(new_id, timeout=20)
+                assert summary.status.value == "completed"
+                await _until(pilot, lambda: app.screen.detail is not None  # type: ignore[attr-defined]
+                             and app.screen.detail.summary.status.value == "completed")  # type: ignore[attr-defined]
+                await pilot.press("escape")
+                await _until(pilot, lambda: runs.row_count >= 2 and "completed" in _row_text(runs, new_id))
+        records = await setup.audit_records()
+        assert [r.action for r in records] == ["replay"]

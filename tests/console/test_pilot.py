@@ -238,7 +238,8 @@ async def test_run_detail_tabs_and_cancel() -> None:
         tabs = app.screen.query_one("#detail-tabs", TabbedContent)
         await pilot.press("w")
         assert tabs.active == "waterfall"
-        assert "fetch[2] #1" in screen_text(app)
+        assert "fetch[1] attempt 1" in screen_text(app)  # from the span store
+        assert "crash✗" in screen_text(app)
         await pilot.press("e")
         assert tabs.active == "events"
         events = app.screen.query_one("#events-table", NavTable)
@@ -436,8 +437,13 @@ async def test_readonly_hides_and_refuses_every_action() -> None:
         await pilot.press("c")
         await settle(pilot)
         assert isinstance(app.screen, RunDetailScreen)
+        assert "Replay" not in screen_text(app).splitlines()[-1]
+        await pilot.press("R")
+        await settle(pilot)
+        assert isinstance(app.screen, RunDetailScreen)
         refused = [n for n in notifications(app) if n.startswith("Refused")]
-        assert len(refused) == 5
+        assert len(refused) == 6
+        assert any("replay" in n for n in refused)
         assert any("cancel" in n for n in refused) and any("approve" in n for n in refused)
         assert any("reject" in n for n in refused) and any("resolve" in n for n in refused)
         assert client.commands == []

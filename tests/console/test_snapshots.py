@@ -155,3 +155,40 @@ def test_offline_banner(snap_compare: Any, size: tuple[int, int]) -> None:
 def test_fake_ids_are_distinct() -> None:
     """The snapshots rely on every run having a different short id."""
     assert len({rid(n)[:8] for n in range(1, 13)}) == 12
+
+
+# -- replay, span waterfall ----------------------------------------------------------------------
+@pytest.mark.parametrize("size", SIZES)
+def test_replay_dialog_plan(snap_compare: Any, size: tuple[int, int]) -> None:
+    # R on the fan-out run: reused / run again / external calls (×3 for the foreach) / notes
+    check(snap_compare, size, keys("j", "R"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_replay_dialog_from_step(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys(*open_fan_out("j", "j", "j", "R")))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_replay_dialog_bad_inputs(snap_compare: Any, size: tuple[int, int]) -> None:
+    # i edits the inputs; a stray character makes them invalid JSON; enter shows the error
+    check(snap_compare, size, keys("G", "R", "i", "x", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_span_waterfall_zoomed_to_a_step(snap_compare: Any, size: tuple[int, int]) -> None:
+    # cursor on "step fetch[1]" (failed attempt, retry queue delay, second attempt), z zooms to it
+    check(snap_compare, size, keys(*open_fan_out("w", *"jjjjjjj", "z")))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_redis_down_banner(snap_compare: Any, size: tuple[int, int]) -> None:
+    client = FakeRuntimeClient()
+
+    async def before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        client.redis_down = True
+        pilot.app.check_health()  # type: ignore[attr-defined]
+        await settle(pilot)
+
+    check(snap_compare, size, before, make_app(client))

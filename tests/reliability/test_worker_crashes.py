@@ -19,5 +19,5 @@ async def test_random_kill9_loses_no_run_and_repeats_no_effect() -> None:
     assert f["unexpected_keys"] == 0, f
     # only calls in flight at a kill are sent again (same key): at most a handful per kill
     assert f["duplicate_requests"] <= f["kills"] * f["concurrency"], f
-    assert f["recovery_samples"] >= 1 and f["recovery_max_s"] < 60, f
+    assert f["kills_of_workers_holding_runs"] >= 1 and f["recovery_max_s"] < 60, f
     assert f["workers_alive_at_end"] == 3

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,7 +74,7 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
 
 
-async def retrying(what: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
+async def retrying(what: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:  # noqa: ASYNC109
     """Call `what` until it does not raise (the store may be restarting); re-raise after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -86,7 +86,7 @@ async def retrying(what: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T
             await asyncio.sleep(0.2)
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.1) -> float:
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.1) -> float:  # noqa: ASYNC109
     """Wait until `check()` is true; returns the seconds it took. AssertionError on timeout."""
     t0 = time.monotonic()
     while True:
@@ -144,10 +144,10 @@ class ChaosStack:
     def worker_id(self, proc: WorkerProc) -> str:
         return self.worker_ids[proc.name]
 
-    async def wait_ready(self, proc: WorkerProc, timeout: float = 60.0) -> None:
+    async def wait_ready(self, proc: WorkerProc, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         await asyncio.to_thread(proc.wait_for_log, f"worker {self.worker_id(proc)} started", timeout)
 
-    async def wait_workflows(self, names: set[str], timeout: float = 30.0) -> None:
+    async def wait_workflows(self, names: set[str], timeout: float = 30.0) -> None:  # noqa: ASYNC109
         async def loaded() -> bool:
             active = {w.name for w in await self.client.list_workflows() if w.status == "active"}
             return names <= active
@@ -275,7 +275,7 @@ async def audit_runs(stack: ChaosStack, workflow: str, steps: int, path_prefix: 
                  unexpected, int(early))
 
 
-async def wait_all_terminal(stack: ChaosStack, workflow: str, timeout: float) -> float:
+async def wait_all_terminal(stack: ChaosStack, workflow: str, timeout: float) -> float:  # noqa: ASYNC109
     async def done() -> bool:
         n = await stack.client.pool.fetchval(
             "SELECT count(*) FROM runs WHERE workflow = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
@@ -319,7 +319,8 @@ class Load:
         while not self._stop.is_set():
             try:
                 active = await self.stack.client.pool.fetchval(
-                    "SELECT count(*) FROM runs WHERE workflow = $1 AND status NOT IN ('completed','failed','cancelled')",
+                    "SELECT count(*) FROM runs WHERE workflow = $1"
+                    " AND status NOT IN ('completed', 'failed', 'cancelled')",
                     self.workflow)
                 missing = self.concurrency - int(active)
                 if missing > 0:
@@ -364,8 +365,13 @@ async def worker_crashes(stack: ChaosStack, *, kills: int, workers: int = 3, con
     await asyncio.sleep(rng.uniform(*kill_gap) + 1.0)
     t0 = time.monotonic()
     for _ in range(kills):
-        alive = stack.live_workers()
-        victim = rng.choice(alive)
+        # kill a worker that finished starting (and so may hold runs), and only while another one is
+        # ready to take over: recovery then measures takeover, not a cluster that is down altogether
+        def ready() -> list[WorkerProc]:
+            return [p for p in stack.live_workers() if f"worker {stack.worker_id(p)} started" in p.log_text()]
+
+        await until(lambda: _async(len(ready()) >= 2), 120, "two ready workers", interval=0.05)
+        victim = rng.choice(ready())
         victim.kill()
         killed_at = time.monotonic()
         rows = await stack.client.pool.fetch(
@@ -387,7 +393,7 @@ async def worker_crashes(stack: ChaosStack, *, kills: int, workers: int = 3, con
         "kill_phase_s": kill_phase, "drain_s": drain,
         **audit.figures(),
         "expected_effects": audit.completed * steps,
-        "recovery_samples": len(recoveries),
+        "kills_of_workers_holding_runs": len(recoveries),
         "recovery_p50_s": pct(recoveries, 50), "recovery_p99_s": pct(recoveries, 99),
         "recovery_max_s": max(recoveries) if recoveries else float("nan"),
         "workers_alive_at_end": len(stack.live_workers()),
@@ -416,7 +422,8 @@ async def zombies(stack: ChaosStack, *, rounds: int = 1, runs_per_round: int = 5
         await stack.wait_workflows({"chain"})
         before_n = stack.sink.count("/step2")
         ids = [await stack.client.start_run("chain", {"sink": stack.sink.url}) for _ in range(runs_per_round)]
-        ok = await stack.sink.wait_for_async(lambda s: s.count("/step2") >= before_n + runs_per_round, 30)
+        want = before_n + runs_per_round
+        ok = await stack.sink.wait_for_async(lambda s, want=want: s.count("/step2") >= want, 30)
         assert ok, "the zombie never called step2 for every run"
         zombie.sigstop()
         heir = stack.start_worker(f"heir{rnd}")
@@ -428,7 +435,7 @@ async def zombies(stack: ChaosStack, *, rounds: int = 1, runs_per_round: int = 5
         zombie.sigcont()
         attempted += len(ids)
 
-        async def all_refused() -> bool:
+        async def all_refused(zombie: WorkerProc = zombie, ids: list[str] = ids) -> bool:
             text = zombie.log_text()
             return all(f"run {r}: lease lost" in text for r in ids)
 
@@ -634,7 +641,7 @@ async def poison(stack: ChaosStack, *, runs: int = 3, attempts: int = 3, idle: f
             continue
         per_run.setdefault(row["run_id"], []).append(row["ts"].timestamp())
     attempts_seen = [len(v) for v in per_run.values()]
-    gaps = [b - a for v in per_run.values() for a, b in zip(v, v[1:], strict=False)]
+    gaps = [b - a for v in per_run.values() for a, b in itertools.pairwise(v)]
     requests_before = stack.sink.count("/poison/fail") + stack.sink.count("/poison/slow")
     events_before = await stack.client.pool.fetchval("SELECT count(*) FROM events")
     await asyncio.sleep(idle)  # a hot loop would keep adding attempts now
@@ -694,7 +701,8 @@ def install_bad_files(stack: ChaosStack, *, big_mb: int = 50, exclude: frozenset
     names.append(big.name)
     # a symlink to a valid workflow outside the directory
     outside = stack.root / "outside.yaml"
-    outside.write_text(f'name: outside\nsteps:\n  - {{id: a, uses: http, with: {{url: "{stack.sink.url}/evil/outside"}}}}\n')
+    outside.write_text("name: outside\nsteps:\n  - {id: a, uses: http, with: {url: "
+                       f'"{stack.sink.url}/evil/outside"}}}}\n')
     link = stack.workflows / "zz-symlink.yaml"
     link.symlink_to(outside)
     names.append(link.name)
@@ -710,7 +718,7 @@ def install_bad_files(stack: ChaosStack, *, big_mb: int = 50, exclude: frozenset
     return names
 
 
-async def bad_files(stack: ChaosStack, *, big_mb: int = 50, timeout: float = 60.0) -> dict[str, Any]:
+async def bad_files(stack: ChaosStack, *, big_mb: int = 50, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
     stack.write("victim.yaml", GOOD_VICTIM)
     worker = stack.start_worker("reload")
     await stack.wait_ready(worker)
@@ -816,7 +824,8 @@ async def soak(stack: ChaosStack, *, rate: float, minutes: float, kill_every: fl
         "throughput_runs_s": audit.completed / float(span), "throughput_steps_s": audit.completed * steps / float(span),
         "submit_phase_s": submitted_s, "drain_s": drain, "total_s": total_s,
         "step_latency_p50_ms": float(lat["p50"]) * 1000, "step_latency_p99_ms": float(lat["p99"]) * 1000,
-        "steady_rss_start_mb": rss[0][1] if rss else float("nan"), "steady_rss_end_mb": rss[-1][1] if rss else float("nan"),
+        "steady_rss_start_mb": rss[0][1] if rss else float("nan"),
+        "steady_rss_end_mb": rss[-1][1] if rss else float("nan"),
         "steady_rss_slope_mb_per_min": slope(rss),
         "steady_rss_slope_2nd_half_mb_per_min": slope(rss[half:]),
         "redis_used_memory_max_mb": max(redis_mem, default=float("nan")),
@@ -849,12 +858,11 @@ class Canary:
         self._thread.start()
 
     def _serve(self) -> None:
-        import socket
 
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (TimeoutError, socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             with conn:
                 conn.settimeout(1)

@@ -10,7 +10,9 @@ Every received span is flattened into a `ReceivedSpan` (ids in hex, attributes a
 
 from __future__ import annotations
 
+import base64
 import http.server
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +22,7 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import Parse
+from google.protobuf.json_format import ParseDict
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -35,6 +37,16 @@ def any_value(v: AnyValue) -> Any:
     if which == "kvlist_value":
         return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
     return getattr(v, which)
+
+
+def _hex_ids_to_base64(body: Any) -> Any:
+    for rs in body.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if span.get(key):
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    return body
 
 
 @dataclass(frozen=True)
@@ -138,8 +150,8 @@ class OtlpReceiver:
                     reply = b""
                 elif self.path.endswith("/v1/traces"):
                     req = trace_service_pb2.ExportTraceServiceRequest()
-                    if is_json:
-                        Parse(body, req)
+                    if is_json:  # OTLP/JSON: ids are hex, where protobuf's JSON mapping wants base64
+                        ParseDict(_hex_ids_to_base64(json.loads(body)), req)
                     else:
                         req.ParseFromString(body)
                     receiver.add_traces(req, "http")

@@ -28,16 +28,24 @@ class Publisher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_warning = 0.0
+        self._closing = False
         self.dropped = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="publisher")
 
-    async def stop(self) -> None:
-        if self._task:
-            await self.flush()
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Flush what is queued and end the loop. The loop ends by itself (a flag, not cancellation:
+        redis-py can swallow a CancelledError that lands inside a pipeline, leaving a task that never ends)."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._wakeup.set()
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            logger.warning("publisher did not stop within %.0fs; %d live events dropped", timeout,
+                           len(self._events))
 
     def event(self, kind: str, type_: str, run_id: str | None, data: dict[str, Any]) -> None:
         self._events.append(encode_event(kind, type_, run_id, data))
@@ -56,6 +64,8 @@ class Publisher:
             await self._wakeup.wait()
             self._wakeup.clear()
             await self.flush()
+            if self._closing and not (self._events or self._work or self._signals):
+                return
 
     async def flush(self) -> None:
         events, work, signals = self._events, self._work, self._signals

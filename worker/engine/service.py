@@ -111,7 +111,9 @@ class WorkerService:
         others = [t for t in self._loops if t is not heartbeat]
         for task in others:
             task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        # every loop also checks `_stopping` at least once a second, should a library swallow the cancel
+        if others:
+            await asyncio.wait(others, timeout=5.0)
         for actor in list(self.actors.values()):
             actor.shutdown()  # idle actors (timers, short retries) hand back at once
         if self._actor_tasks:
@@ -130,7 +132,7 @@ class WorkerService:
                     logger.debug("could not hand back %s; its lease will expire", run_id)
         if heartbeat is not None:
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            await asyncio.wait({heartbeat}, timeout=5.0)
         await self.writer.stop()
         await self.publisher.stop()
         await close_executors(self.executors)

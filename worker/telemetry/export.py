@@ -116,7 +116,10 @@ class Tracing:
         self.exporting: BatchSpanProcessor | None = None
         if endpoint_configured("TRACES"):
             try:
-                self.exporting = BatchSpanProcessor(build_span_exporter())
+                # a bigger default queue than the SDK's 2,048: a burst of 500 concurrent runs makes
+                # ~10k spans in a second (still bounded: ~16k spans, a few tens of MB at most)
+                queue = None if _env("OTEL_BSP_MAX_QUEUE_SIZE") else 16_384
+                self.exporting = BatchSpanProcessor(build_span_exporter(), max_queue_size=queue)
             except Exception as exc:  # noqa: BLE001 - a bad OTEL_* value must not keep the worker down
                 logger.error("OTLP trace export disabled: %s: %s", type(exc).__name__, exc)
             else:

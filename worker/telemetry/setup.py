@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -146,26 +147,28 @@ class RuntimeTelemetry:
         return TraceContext(tracker.trace_id, ctx.span_id, tracker.sampled).header()
 
     async def aclose(self) -> None:
+        """Drain and stop; every step is bounded so telemetry never holds up a worker's shutdown."""
         self._closing = True
         self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), 10)
-        except (TimeoutError, Exception):  # noqa: BLE001 - shutdown must finish
-            self._task.cancel()
+        if not await _bounded(self._task, 10):
+            logger.warning("telemetry: pipeline did not drain in time; unsent spans dropped")
         logging.getLogger().removeHandler(self.capture)
-        try:  # the batch processor's last export may wait on a dead collector: bounded
-            await asyncio.wait_for(asyncio.to_thread(self._shutdown_sdk), 5)
-        except TimeoutError:
+        # the batch processor's last export may wait on a dead collector: a daemon thread, not the
+        # loop's executor (asyncio.run would wait for that one at exit)
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._shutdown_sdk(), done.set()), name="otel-shutdown",
+                         daemon=True).start()
+        for _ in range(50):
+            if done.is_set():
+                break
+            await asyncio.sleep(0.1)
+        else:
             logger.warning("telemetry: exporter shutdown timed out; unsent spans dropped")
         for closing in (self._publisher.stop() if self._publisher is not None else None,
                         self._redis.aclose() if self._redis is not None else None,
                         self._pool.close() if self._pool is not None else None):
-            if closing is None:
-                continue
-            try:  # bounded: telemetry must never hold up a worker's shutdown
-                await asyncio.wait_for(closing, 3)
-            except (TimeoutError, Exception) as exc:  # noqa: BLE001
-                logger.debug("telemetry: shutdown step: %r", exc)
+            if closing is not None:
+                await _bounded(asyncio.ensure_future(closing), 3)
         if _current is self:
             _set_current(None)
 
@@ -376,6 +379,18 @@ class RuntimeTelemetry:
                                              log_retention_s=self.config.log_retention_s)
         if spans or logs:
             logger.info("telemetry: pruned %d spans and %d step log lines past retention", spans, logs)
+
+
+async def _bounded(task: asyncio.Future[Any], seconds: float) -> bool:
+    """Wait for `task` at most `seconds`; then cancel it without waiting (a client library may
+    swallow cancellation, and `asyncio.wait_for` would then wait forever)."""
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("telemetry: shutdown step failed: %r", task.exception())
+    return True
 
 
 # -- process-wide state for helpers that only have a traceparent ------------------------------

@@ -313,6 +313,18 @@ async def test_kill9_resume_is_one_trace_with_the_crashed_attempt_marked_and_cli
     names = {s["name"]: s for rs in body["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
     assert {"run slow", "step call", "call attempt 1", "call attempt 2", "POST"} <= set(names)
     assert names["run slow"]["traceId"] == trace and len(names["call attempt 1"]["spanId"]) == 16
+    # another OTLP tool loads it: POST it as OTLP/JSON to a receiver
+    import urllib.request
+
+    with OtlpReceiver() as loader:
+        request = urllib.request.Request(f"{loader.http_endpoint}/v1/traces", data=exported.stdout.encode(),
+                                         headers={"content-type": "application/json"}, method="POST")
+        status = await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).status)
+        assert status == 200
+        loaded = {s.name: s for s in loader.spans}
+    assert loaded["call attempt 1"].attributes["agentrt.attempt.crashed"] is True
+    assert loaded["call attempt 1"].parent_id == loaded["step call"].span_id
+    assert loaded["run slow"].trace_id == trace
     events = await asyncio.to_thread(_agentrt, env, "export", run_id, "--format", "events")
     assert events.returncode == 0, events.stderr
     ev = json.loads(events.stdout)

@@ -1,0 +1,345 @@
+"""Console benchmark: first paint over 100,000 runs, live latency, a 2,000-span waterfall, memory.
+
+Starts its own Postgres and Redis from the wheels (like engine_bench.py), a worker process for the
+live figures, and runs the console headless (`app.run_test()`) in this process. Prints figures
+(they are measurements, not pass/fail tests) and writes bench/results/console.json.
+
+    python bench/console_bench.py [--runs 100000] [--live-runs 50] [--live-seconds 180]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from console.app import AgentConsole  # noqa: E402
+from console.screens.run_detail import RunDetailScreen  # noqa: E402
+from console.screens.runs import RunsScreen  # noqa: E402
+from console.widgets.span_waterfall import SpanWaterfall  # noqa: E402
+from worker.client import RuntimeClient  # noqa: E402
+from worker.config import Settings  # noqa: E402
+from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from worker.devstack.postgres import create_database  # noqa: E402
+from worker.store.migrate import migrate  # noqa: E402
+from worker.store.spans import insert_spans  # noqa: E402
+
+TASKS = '''
+import asyncio
+
+async def nap(seconds=0.2):
+    await asyncio.sleep(seconds)
+    return None
+'''
+
+LIVE = """
+name: live
+steps:
+""" + "".join(f"  - {{id: s{i}, uses: python, with: {{function: \"bench_console:nap\"}}}}\n" for i in range(1, 11))
+
+SIZE = (160, 48)
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    return values[max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))]
+
+
+async def wait_until(pilot: Any, check: Any, timeout: float = 30.0, step: float = 0.005) -> None:
+    deadline = time.perf_counter() + timeout
+    while not check():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the console did not get there in time")
+        await pilot.pause(step)
+
+
+# -- (a) first paint over 100k runs ------------------------------------------------------------------
+async def seed_runs(client: RuntimeClient, n: int) -> None:
+    await client.pool.execute(
+        """INSERT INTO definitions (def_hash, name, spec, source) VALUES ('bench', 'bench', '{"steps": []}', '')
+           ON CONFLICT DO NOTHING""")
+    await client.pool.execute(
+        """INSERT INTO runs (run_id, workflow, def_hash, status, created_at, updated_at, finished_at, current_step,
+                             error)
+           SELECT gen_random_uuid(), 'wf-' || (i % 20), 'bench',
+                  (ARRAY['completed','completed','completed','failed','cancelled','completed'])[1 + i % 6],
+                  now() - make_interval(secs => i), now() - make_interval(secs => i),
+                  now() - make_interval(secs => i) + interval '2 seconds', 's' || (i % 10),
+                  CASE WHEN i % 6 = 3 THEN 'step s3: HTTP 503 from api.example' END
+           FROM generate_series(1, $1) AS i""", n)
+    await client.pool.execute("ANALYZE runs")
+
+
+async def first_paint(client: RuntimeClient) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, call in [("count_runs_ms", lambda: client.count_runs()),
+                       ("list_runs_500_ms", lambda: client.list_runs(limit=500)),
+                       ("list_runs_search_ms", lambda: client.list_runs(limit=500, search="503"))]:
+        samples = []
+        for _ in range(5):
+            t = time.perf_counter()
+            await call()
+            samples.append((time.perf_counter() - t) * 1000)
+        out[name] = statistics.median(samples)
+    paints = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        app = AgentConsole(client, refresh_interval=3600)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+            await pilot.pause()  # the frame with the rows
+            paints.append((time.perf_counter() - t0) * 1000)
+            rows = app.screen.query_one("#runs-table").row_count
+    out["first_paint_ms_median"] = statistics.median(paints)
+    out["first_paint_ms_max"] = max(paints)
+    out["rows_shown"] = rows
+    return out
+
+
+# -- (c) a waterfall of 2,000 spans ------------------------------------------------------------------
+async def waterfall(client: RuntimeClient, spans: int) -> dict[str, float]:
+    run_id = str(await client.pool.fetchval("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1"))
+    t = datetime.now(UTC).timestamp() - 3600
+    rows = []
+    for i in range(spans):
+        step = i // 10
+        parent = None if i % 10 == 0 else f"{step * 10:016x}"
+        rows.append((run_id, {"span_id": f"{i:016x}", "trace_id": "0" * 32, "parent_id": parent,
+                              "name": f"step s{step}" if parent is None else f"s{step} attempt {i % 10}",
+                              "kind": "internal", "start": t + step + (i % 10) * 0.05,
+                              "end": t + step + (i % 10) * 0.05 + (1 if parent is None else 0.04),
+                              "status": "error" if i % 7 == 0 else "ok", "status_message": None,
+                              "attributes": {"agentrt.step.id": f"s{step}"}, "events": []}))
+    await insert_spans(client.pool, rows)
+    # painted = the chart's first line rendered with every span loaded (Textual draws lines lazily)
+    painted: list[float] = []
+    line_times: list[float] = []
+    original = SpanWaterfall.render_line
+
+    def hooked(chart: SpanWaterfall, y: int):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        strip = original(chart, y)
+        line_times.append(time.perf_counter() - t)
+        if len(chart.rows) == spans and not painted:
+            painted.append(time.perf_counter())
+        return strip
+
+    SpanWaterfall.render_line = hooked  # type: ignore[method-assign]
+    opens, loads, pages = [], [], []
+    try:
+        for _ in range(3):
+            app = AgentConsole(client, refresh_interval=3600)
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+                painted.clear()
+                t0 = time.perf_counter()
+                app.open_run(run_id)
+                await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.loaded)
+                loads.append((time.perf_counter() - t0) * 1000)
+                app.screen.action_tab("waterfall")  # what `w` does
+                await wait_until(pilot, lambda: bool(painted))
+                opens.append((painted[0] - t0) * 1000)
+                chart = app.screen.query_one("#span-chart", SpanWaterfall)
+                for _ in range(20):  # page through: CPU spent drawing each page
+                    line_times.clear()
+                    await pilot.press("pagedown")
+                    await pilot.pause()
+                    pages.append(sum(line_times) * 1000)
+                assert chart.cursor > 0
+    finally:
+        SpanWaterfall.render_line = original  # type: ignore[method-assign]
+    return {"spans": spans, "open_ms_median": statistics.median(opens), "open_ms_max": max(opens),
+            "detail_loaded_ms_median": statistics.median(loads),
+            "page_render_ms_p50": pct(pages, 50), "page_render_ms_max": max(pages)}
+
+
+# -- (b) live latency and (d) memory ------------------------------------------------------------------
+async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, Any]:
+    seen: dict[str, tuple[str, str | None]] = {}
+    observed: list[tuple[float, str, str, str | None]] = []  # (wall time on screen, run, status, step)
+    original = RunsScreen.render_runs
+
+    def hooked(screen: RunsScreen) -> None:
+        original(screen)
+        now = time.time()
+        for r in screen.runs:
+            state = (r.status.value, r.current_step)
+            if seen.get(r.run_id) != state:
+                seen[r.run_id] = state
+                observed.append((now, r.run_id, *state))
+
+    original_patch = RunsScreen._patch_row
+
+    def hooked_patch(screen: RunsScreen, message: Any) -> None:
+        original_patch(screen, message)
+        now = time.time()
+        run = next((r for r in screen.runs if r.run_id == message.run_id), None)
+        if run is not None and message.run_id in screen._shown_cells:
+            state = (run.status.value, run.current_step)
+            if seen.get(run.run_id) != state:
+                seen[run.run_id] = state
+                observed.append((now, run.run_id, *state))
+
+    RunsScreen.render_runs = hooked  # type: ignore[method-assign]
+    RunsScreen._patch_row = hooked_patch  # type: ignore[method-assign]
+    mem: list[tuple[float, float]] = []
+    started: list[str] = []
+    try:
+        app = AgentConsole(client, refresh_interval=5.0)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            next_sample = 0.0
+            while time.perf_counter() - t0 < seconds:
+                counts = await client.count_runs()
+                active = counts.get("pending", 0) + counts.get("running", 0)
+                if active < runs:
+                    started += await client.start_runs("live", [{} for _ in range(runs - active)])
+                if time.perf_counter() - t0 >= next_sample:
+                    mem.append((time.perf_counter() - t0, tracemalloc.get_traced_memory()[0] / 1e6))
+                    next_sample += 10.0
+                await pilot.pause(0.5)
+            tracemalloc.stop()
+    finally:
+        RunsScreen.render_runs = original  # type: ignore[method-assign]
+        RunsScreen._patch_row = original_patch  # type: ignore[method-assign]
+    # commit times of the events behind each change the screen showed
+    latencies: list[float] = []
+    mine = set(started)
+    by_run: dict[str, list[tuple[float, str, str | None]]] = {}
+    for when, run_id, status, step in observed:
+        if run_id in mine:
+            by_run.setdefault(run_id, []).append((when, status, step))
+    for run_id, changes in list(by_run.items())[:400]:
+        detail = await client.get_run(run_id)
+        for when, status, step in changes:
+            if status == "completed":
+                ev = next((e for e in detail.events if e.type == "run.completed"), None)
+            elif step is not None:
+                ev = next((e for e in detail.events if e.type == "step.started" and e.step_id == step), None)
+            else:
+                ev = None
+            if ev is not None:
+                latencies.append((when - ev.ts.timestamp()) * 1000)
+    warm = [m for m in mem if m[0] >= 20] or mem
+    slope = 0.0
+    if len(warm) >= 2:
+        xs, ys = [m[0] / 60 for m in warm], [m[1] for m in warm]
+        mx, my = statistics.mean(xs), statistics.mean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(
+            sum((x - mx) ** 2 for x in xs), 1e-9)
+    return {"runs_started": len(started), "samples": len(latencies), "latency_ms_p50": pct(latencies, 50),
+            "latency_ms_p99": pct(latencies, 99), "latency_ms_max": max(latencies, default=float("nan")),
+            "memory_mb": [round(m[1], 2) for m in mem], "memory_slope_mb_per_min": slope, "seconds": seconds}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="agentrt-console-bench-"))
+    os.chmod(tmp, 0o755)
+    pg = EmbeddedPostgres(tmp / "pg", fsync=True)
+    rd = EmbeddedRedis(tmp / "redis")
+    wf_dir = tmp / "workflows"
+    wf_dir.mkdir()
+    (wf_dir / "bench_console.py").write_text(TASKS)
+    (wf_dir / "live.yaml").write_text(LIVE)
+    pg.start()
+    rd.start()
+    worker: subprocess.Popen[bytes] | None = None
+    results: dict[str, Any] = {}
+    try:
+        create_database(pg.url(), "big")
+        create_database(pg.url(), "live")
+        big_url, live_url = pg.url("big"), pg.url("live")
+        await migrate(big_url)
+        await migrate(live_url)
+        big = await RuntimeClient.connect(Settings(database_url=big_url, redis_url=rd.url(), workflows_dir=wf_dir,
+                                                   redis_prefix=f"big-{uuid.uuid4().hex[:6]}"))
+        try:
+            t = time.perf_counter()
+            await seed_runs(big, args.runs)
+            results["seed_s"] = time.perf_counter() - t
+            results["first_paint"] = await first_paint(big)
+            results["waterfall"] = await waterfall(big, args.spans)
+        finally:
+            await big.close()
+        env = {**os.environ, "AGENTRT_DATABASE_URL": live_url, "AGENTRT_REDIS_URL": rd.url(),
+               "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": "200", "AGENTRT_LOG_LEVEL": "WARNING"}
+        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env,
+                                  stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT)
+        client = await RuntimeClient.connect(Settings(database_url=live_url, redis_url=rd.url(), workflows_dir=wf_dir))
+        try:
+            for _ in range(100):
+                if "live" in {w.name for w in await client.list_workflows()}:
+                    break
+                await asyncio.sleep(0.1)
+            results["live"] = await live(client, args.live_runs, args.live_seconds)
+        finally:
+            await client.close()
+        return results
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+        rd.stop()
+        pg.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=100_000)
+    p.add_argument("--spans", type=int, default=2000)
+    p.add_argument("--live-runs", type=int, default=50)
+    p.add_argument("--live-seconds", type=float, default=180)
+    args = p.parse_args()
+    r = asyncio.run(main_async(args))
+    fp, wf, lv = r["first_paint"], r["waterfall"], r["live"]
+    print(f"\nAgentRuntime console benchmark ({os.cpu_count()} cores; headless app.run_test at 160x48)")
+    for label, value in [
+        (f"(a) launch to first paint, {args.runs} runs in Postgres, median (ms)", fp["first_paint_ms_median"]),
+        ("    max of 3 (ms)", fp["first_paint_ms_max"]),
+        ("    count_runs() GROUP BY status, median (ms)", fp["count_runs_ms"]),
+        ("    list_runs(limit=500), median (ms)", fp["list_runs_500_ms"]),
+        ("    list_runs(limit=500, search='503'), median (ms)", fp["list_runs_search_ms"]),
+        (f"(b) step/run event commit -> on screen, {args.live_runs} runs executing, p50 (ms)",
+         lv["latency_ms_p50"]),
+        ("    p99 (ms)", lv["latency_ms_p99"]),
+        ("    max (ms)", lv["latency_ms_max"]),
+        ("    samples", lv["samples"]),
+        (f"(c) open a run with {wf['spans']} spans to waterfall painted, median (ms)", wf["open_ms_median"]),
+        ("    max of 3 (ms)", wf["open_ms_max"]),
+        ("    of which get_run + spans loaded and rendered (ms)", wf["detail_loaded_ms_median"]),
+        ("    page down: time drawing the page's lines, p50 (ms)", wf["page_render_ms_p50"]),
+        ("    page down: max (ms)", wf["page_render_ms_max"]),
+        (f"(d) traced Python memory slope over {lv['seconds']:.0f}s of live updates (MB/min)",
+         lv["memory_slope_mb_per_min"]),
+    ]:
+        print(f"{label:78} {value:>10.2f}")
+    print(f"    memory samples every 10s (MB): {lv['memory_mb']}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "console.json").write_text(json.dumps(r, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
