@@ -102,7 +102,7 @@ async def test_nul_byte_file_is_reported_and_does_not_stall_reloads() -> None:
                     and after is not None and after.status == "active")
 
         try:
-            await until(reported, 10, "the NUL file reported and the next file loaded")
+            await until(reported, 8, "the NUL file reported and the next file loaded")
         finally:
             assert worker.alive()
 

@@ -48,7 +48,7 @@ async def test_runs_of_a_dead_worker_are_taken_over_while_another_is_frozen_mid_
                     "SELECT count(*) FROM runs WHERE run_id = ANY($1::uuid[]) AND status = 'completed'", runs)
                 return n == len(runs)
 
-            await until(all_done, 20, "the dead worker's runs completed by the heir")
+            await until(all_done, 12, "the dead worker's runs completed by the heir")
         finally:
             await tx.rollback()
             await frozen.close()

@@ -39,6 +39,7 @@ from worker.steps.base import StepContext, idempotency_key
 from worker.store import runs as store
 from worker.store.definitions import active_version
 from worker.store.writer import Append, NewChild, NewTask, RunUpdate
+from worker.telemetry.logging import register_step_secrets
 
 if TYPE_CHECKING:
     from worker.engine.service import WorkerService
@@ -432,6 +433,8 @@ class RunActor:
                 decisions=decisions, secrets=secrets,
                 traceparent=svc.telemetry.traceparent(self.run_id, cmd.step_id, cmd.item, cmd.attempt),
             )
+            if secrets:  # the step's own log lines (captured per step) are redacted too
+                register_step_secrets([str(v) for values in secrets.values() for v in values.values()])
             if timeout is not None:
                 async with asyncio.timeout(timeout):
                     output = await executor.execute(args, ctx)

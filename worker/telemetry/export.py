@@ -134,7 +134,8 @@ class Tracing:
         if parent is not None:
             ctx = set_span_in_context(NonRecordingSpan(SpanContext(
                 parent.trace_id, parent.span_id, True, TraceFlags(1 if parent.sampled else 0))))
-        return self.provider.sampler.should_sample(ctx, trace_id, "run").decision.is_sampled()
+        decision = self.provider.sampler.should_sample(ctx, trace_id, "run").decision
+        return bool(decision.is_sampled())  # type: ignore[no-untyped-call]
 
     def export(self, records: Iterable[SpanRecord]) -> None:
         if self.exporting is None:
@@ -223,7 +224,7 @@ def otlp_json(records: Sequence[SpanRecord], resource: Resource | None = None) -
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     request = encode_spans([to_readable(r, resource or build_resource()) for r in records])
-    body = MessageToDict(request, use_integers_for_enums=True)
+    body: dict[str, Any] = MessageToDict(request, use_integers_for_enums=True)
     for rs in body.get("resourceSpans", []):
         for ss in rs.get("scopeSpans", []):
             for span in ss.get("spans", []):

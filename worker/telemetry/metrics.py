@@ -7,11 +7,12 @@ Built only when an OTLP endpoint is configured for metrics (`OTEL_EXPORTER_OTLP_
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
@@ -36,7 +37,10 @@ class Metrics:
     """Instruments fed by the telemetry pipeline; gauges read values the pipeline refreshes."""
 
     def __init__(self, resource: Resource) -> None:
-        self.provider = MeterProvider(resource=resource,
+        # exemplars off unless asked for: the default (trace-based) filter inspects the current context
+        # on every record, costly on this path, and the derived spans are never "current" anyway
+        exemplars = None if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER") else AlwaysOffExemplarFilter()
+        self.provider = MeterProvider(resource=resource, exemplar_filter=exemplars,
                                       metric_readers=[PeriodicExportingMetricReader(_exporter())])
         m = self.provider.get_meter(SCOPE_NAME)
         self.runs_started = m.create_counter("agentrt.runs.started", "{run}", "Runs picked up by a worker")

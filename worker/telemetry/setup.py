@@ -156,8 +156,12 @@ class RuntimeTelemetry:
         # the batch processor's last export may wait on a dead collector: a daemon thread, not the
         # loop's executor (asyncio.run would wait for that one at exit)
         done = threading.Event()
-        threading.Thread(target=lambda: (self._shutdown_sdk(), done.set()), name="otel-shutdown",
-                         daemon=True).start()
+
+        def shutdown() -> None:
+            self._shutdown_sdk()
+            done.set()
+
+        threading.Thread(target=shutdown, name="otel-shutdown", daemon=True).start()
         for _ in range(50):
             if done.is_set():
                 break

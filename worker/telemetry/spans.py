@@ -9,6 +9,7 @@ events. Step inputs and outputs never become attributes: only their keys and siz
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -50,6 +51,7 @@ def parse_traceparent(value: str | None) -> TraceContext | None:
     return TraceContext(trace_id, span_id, bool(int(m.group(4), 16) & 1))
 
 
+@functools.lru_cache(maxsize=65_536)
 def span_id_for(*parts: object) -> int:
     digest = hashlib.blake2b("/".join("" if p is None else str(p) for p in parts).encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big") or 1

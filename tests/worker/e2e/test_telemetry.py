@@ -234,6 +234,12 @@ async def test_no_endpoint_exports_nothing_but_stores_spans(settings: Settings,
                                                                                    "a attempt 1"}
 
         await eventually(stored, timeout=10, what="spans stored without an exporter")
+        # ... and announced on the live event stream, for the console's waterfall
+        from worker.bus.codec import decode_event
+
+        live = [decode_event(i, f) for i, f in await client.redis.xrange(client.keys.events)]
+        announced = [e for e in live if e.kind == "span" and e.run_id == run_id]
+        assert announced and {s["name"] for e in announced for s in e.data["spans"]} >= {"run one", "step a"}
 
 
 def _agentrt(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
