@@ -202,6 +202,16 @@ def worker_procs(
 
 
 @pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A scratch folder for a server of the test's own, outside pytest's 0700 basetemp (see `pg`)."""
+    root = Path(tempfile.mkdtemp(prefix="agentrt-test-srv-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 def own_services(tmp_path: Path) -> Iterator[OwnServices]:
     """Fresh servers of this test's own, to kill and restart: `own_services("postgres")`,
     `own_services.redis(appendonly=True)`... All are stopped at teardown."""

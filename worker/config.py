@@ -63,6 +63,7 @@ class Settings:
     log_level: str = "INFO"
     policy_file: Path | None = None
     shutdown_grace: float = 10.0
+    python_threads: int = 32
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -97,6 +98,7 @@ class Settings:
             log_level=env.get("AGENTRT_LOG_LEVEL", "INFO").upper(),
             policy_file=Path(env["AGENTRT_POLICY_FILE"]) if env.get("AGENTRT_POLICY_FILE") else None,
             shutdown_grace=_float_env("AGENTRT_SHUTDOWN_GRACE", 10.0),
+            python_threads=_int_env("AGENTRT_PYTHON_THREADS", 32),
         )
         if env.get("AGENTRT_WORKER_ID"):
             settings = replace(settings, worker_id=env["AGENTRT_WORKER_ID"])

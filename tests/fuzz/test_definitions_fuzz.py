@@ -15,7 +15,7 @@ from worker.definitions.loader import load_bytes, load_text
 from worker.definitions.model import Definition
 from worker.errors import DefinitionError
 
-FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(database=None, max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _load(text: str) -> Definition | None:
@@ -98,7 +98,7 @@ def test_structured_documents(doc: dict[str, Any]) -> None:
         assert set(defn.order) == {s["id"] for s in doc["steps"]}
 
 
-@settings(max_examples=40, deadline=5000)
+@settings(database=None, max_examples=40, deadline=5000)
 @given(st.integers(1, 200), st.sampled_from(["[", "{", "- ", "a: "]))
 def test_deep_nesting_is_refused_quickly(depth: int, opener: str) -> None:
     closer = {"[": "]", "{": "}", "- ": "", "a: ": ""}[opener]
@@ -109,7 +109,7 @@ def test_deep_nesting_is_refused_quickly(depth: int, opener: str) -> None:
     _load("name: deep\nsteps:\n  - {id: a, uses: set, with: {x: 1}}\nx:\n" + body)
 
 
-@settings(max_examples=20, deadline=10_000)
+@settings(database=None, max_examples=20, deadline=10_000)
 @given(st.integers(2, 9), st.integers(2, 9))
 def test_alias_bombs_are_refused(width: int, levels: int) -> None:
     lines = ["name: bomb", f"l0: &l0 [{', '.join(['lol'] * width)}]"]
@@ -119,7 +119,7 @@ def test_alias_bombs_are_refused(width: int, levels: int) -> None:
     assert _load("\n".join(lines)) is None
 
 
-@settings(max_examples=50, deadline=3000)
+@settings(database=None, max_examples=50, deadline=3000)
 @given(st.text(alphabet=string.printable, min_size=1, max_size=60))
 def test_python_tags_never_construct(payload: str) -> None:
     for tag in ("!!python/object/apply:os.system", "!!python/name:os.system", "!!python/object:object",

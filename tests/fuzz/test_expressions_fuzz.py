@@ -16,7 +16,7 @@ from worker.errors import ExpressionError
 # ast.parse of fuzzed text may warn (e.g. "invalid decimal literal"); only exceptions matter here
 pytestmark = pytest.mark.filterwarnings("ignore::SyntaxWarning")
 
-FUZZ = settings(max_examples=400, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(database=None, max_examples=400, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 CONTEXT: dict[str, Any] = {
     "inputs": {"x": 3, "s": "abc", "l": [1, 2, 3], "d": {"k": "v"}, "n": None, "f": 1.5, "big": "y" * 1000,
@@ -87,7 +87,7 @@ ARITH = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=3000)
+@settings(database=None, max_examples=300, deadline=3000)
 @given(ARITH)
 def test_arithmetic_is_bounded(expr: str) -> None:
     """Power towers and repeated multiplication are refused, not computed for minutes or gigabytes."""

@@ -197,7 +197,7 @@ class RunMachine(RuleBasedStateMachine):
             assert decide(self.defn, self.state, self.now + 10_000).commands == []
 
 
-RunMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,
+RunMachine.TestCase.settings = settings(database=None, max_examples=150, stateful_step_count=40, deadline=None,
                                         suppress_health_check=[HealthCheck.too_slow])
 TestRunMachine = RunMachine.TestCase
 

@@ -57,9 +57,6 @@ def test_every_error_has_a_line(outcome: dict[str, Any]) -> None:
     assert not without, {n: outcome["reported"][n].error for n in without}
 
 
-@pytest.mark.xfail(strict=True, reason="file-level refusals carry no location: a file over 1 MiB "
-                   "(loader.load_bytes/load_text) and a symlink out of the directory (loader._check_inside) "
-                   "raise DefinitionError(where, reason) with line=None, so error_line is NULL")
 @pytest.mark.parametrize("name", sorted(FILE_LEVEL))
 def test_file_level_errors_have_a_line(outcome: dict[str, Any], name: str) -> None:
     info = outcome["reported"][name]
@@ -80,10 +77,6 @@ def test_memory_and_time_bounded(outcome: dict[str, Any]) -> None:
 NUL_FILE = b'name: bad-nul\nsteps:\n  - {id: a, uses: set, with: {x: "a\x00b"}}\n'
 
 
-@pytest.mark.xfail(strict=True, reason="a NUL byte in a hot-reloaded file crashes the watch loop: "
-                   "store.definitions.record_invalid writes the excerpt with the NUL to Postgres "
-                   "(CharacterNotInRepertoireError); the error is never reported and every later file "
-                   "of the same change batch is never reloaded")
 async def test_nul_byte_file_is_reported_and_does_not_stall_reloads() -> None:
     from tests.support.chaos import GOOD_VICTIM, until
 
@@ -107,9 +100,6 @@ async def test_nul_byte_file_is_reported_and_does_not_stall_reloads() -> None:
             assert worker.alive()
 
 
-@pytest.mark.xfail(strict=True, reason="a worker cannot start while a file with a NUL byte is in its "
-                   "workflows directory: DefinitionsSync.initial_scan -> record_invalid raises "
-                   "CharacterNotInRepertoireError out of WorkerService.start")
 async def test_worker_starts_with_a_nul_byte_file_present() -> None:
     async with chaos_stack() as stack:
         (stack.workflows / "a-nul.yaml").write_bytes(NUL_FILE)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from tests.support.chaos import chaos_stack, poison
 
 
@@ -36,9 +34,6 @@ def noop():
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="timed-out sync python steps keep their threads; they share the "
-                   "loop's default executor (min(32, cpus+4) = 6 threads here) with every other sync step, "
-                   "hot reload and Vault reads: python_step.py asyncio.to_thread; a healthy run waits ~12s")
 async def test_python_step_that_always_times_out_does_not_starve_the_worker() -> None:
     """Sync `python` steps run in threads that a timeout cannot stop. Timed-out attempts that are still
     running must not take the threads that other runs' steps (and the worker itself: hot reload, Vault

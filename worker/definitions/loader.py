@@ -233,7 +233,7 @@ def load_text(text: str, path: str | Path = "<string>") -> Definition:
     """Parse and validate one workflow document; raise DefinitionError on any problem."""
     where = str(path)
     if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
-        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)")
+        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)", 1)
     root = _compose(text, where)
     if root is None:
         raise DefinitionError(where, "the file is empty: expected a mapping with name and steps", 1, 1,
@@ -264,7 +264,7 @@ def load_bytes(data: bytes, path: str | Path = "<bytes>") -> Definition:
     """Decode UTF-8 (reporting the line of an invalid byte) and load the document."""
     where = str(path)
     if len(data) > MAX_FILE_BYTES:
-        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)")
+        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)", 1)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -285,14 +285,14 @@ def _check_inside(path: Path, root: Path) -> Path:
         real = path.resolve(strict=True)
         real_root = root.resolve(strict=True)
     except FileNotFoundError:
-        raise DefinitionError(where, "file not found (or a broken symlink)") from None
+        raise DefinitionError(where, "file not found (or a broken symlink)", 1) from None
     except (OSError, RuntimeError) as exc:
-        raise DefinitionError(where, f"cannot resolve the path: {exc}") from None
+        raise DefinitionError(where, f"cannot resolve the path: {exc}", 1) from None
     if not real.is_relative_to(real_root):
         lexically_inside = Path(os.path.abspath(path)).is_relative_to(Path(os.path.abspath(root)))
         reason = ("symlink points outside the workflows directory" if lexically_inside
                   else "file is outside the workflows directory")
-        raise DefinitionError(where, reason)
+        raise DefinitionError(where, reason, 1)
     return real
 
 
@@ -301,15 +301,15 @@ def _read_regular_file(real: Path, where: str) -> bytes:
     try:
         fd = os.open(real, flags)  # O_NONBLOCK: opening a FIFO must not wait for a writer
     except FileNotFoundError:
-        raise DefinitionError(where, "file not found") from None
+        raise DefinitionError(where, "file not found", 1) from None
     except OSError as exc:
-        raise DefinitionError(where, f"cannot open the file: {exc.strerror or exc}") from None
+        raise DefinitionError(where, f"cannot open the file: {exc.strerror or exc}", 1) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise DefinitionError(where, "not a regular file")
+            raise DefinitionError(where, "not a regular file", 1)
         if info.st_size > MAX_FILE_BYTES:
-            raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)")
+            raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)", 1)
         chunks: list[bytes] = []
         remaining = MAX_FILE_BYTES + 1
         while remaining > 0 and (chunk := os.read(fd, min(remaining, 65536))):
@@ -317,7 +317,7 @@ def _read_regular_file(real: Path, where: str) -> bytes:
             remaining -= len(chunk)
         return b"".join(chunks)
     except OSError as exc:
-        raise DefinitionError(where, f"cannot read the file: {exc.strerror or exc}") from None
+        raise DefinitionError(where, f"cannot read the file: {exc.strerror or exc}", 1) from None
     finally:
         os.close(fd)
 
@@ -337,7 +337,7 @@ def load_tools_text(text: str, path: str | Path = "<tools>") -> ToolsFileSpec:
     """Parse and validate a shared `tools.yaml` (MCP servers, prices); DefinitionError with line:column."""
     where = str(path)
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
-        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)")
+        raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)", 1)
     root = _compose(text, where)
     if root is None:
         return ToolsFileSpec()

@@ -27,6 +27,7 @@ class DefinitionsSync:
         self.publisher = publisher
         self.cache = cache
         self.registry = Registry()
+        self._pending: set[Path] = set()  # changes not yet recorded (Postgres was unavailable): retried
 
     async def initial_scan(self) -> list[RegistryChange]:
         if not await asyncio.to_thread(self.root.is_dir):
@@ -36,7 +37,12 @@ class DefinitionsSync:
         # parsing is CPU work (up to seconds for a hostile 1 MiB file): keep it off the event loop
         scanned = await asyncio.to_thread(scan_directory, self.root)
         for path, result in sorted(scanned.items()):
-            changes.append(await self._apply(path, result))
+            try:
+                changes.append(await self._apply(path, result))
+            except Exception as exc:  # noqa: BLE001 - one file must not keep the worker from starting
+                logger.warning("could not record workflow file %s (%s: %s); will retry", path,
+                               type(exc).__name__, exc)
+                self._pending.add(path)
         return changes
 
     async def reload(self, path: Path) -> RegistryChange:
@@ -75,6 +81,28 @@ class DefinitionsSync:
         })
 
     async def watch_loop(self) -> None:
-        async for changes in watch_directory(self.root):
-            for _kind, path in sorted(changes, key=lambda c: str(c[1])):
-                await self.reload(path)
+        retry = asyncio.create_task(self._retry_loop(), name="definitions-retry")
+        try:
+            async for changes in watch_directory(self.root):
+                for _kind, path in sorted(changes, key=lambda c: str(c[1])):
+                    await self._reload_or_defer(path)
+        finally:
+            retry.cancel()
+
+    async def _reload_or_defer(self, path: Path) -> None:
+        """Reload one file; if that cannot be recorded now (Postgres down...), retry it later."""
+        try:
+            await self.reload(path)
+        except Exception as exc:  # noqa: BLE001 - the other files and later saves must still go through
+            if path not in self._pending:
+                logger.warning("could not record the change to %s (%s: %s); retrying every second", path,
+                               type(exc).__name__, exc)
+            self._pending.add(path)
+        else:
+            self._pending.discard(path)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for path in sorted(self._pending):
+                await self._reload_or_defer(path)

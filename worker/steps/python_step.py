@@ -7,9 +7,12 @@ so a sync function that outlives the step timeout keeps running until it returns
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import importlib
 import inspect
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,11 +37,16 @@ class PythonExecutor:
 
     kind: ClassVar[str] = "python"
 
-    def __init__(self) -> None:
+    def __init__(self, max_threads: int = 32) -> None:
         self._targets: dict[str, _Target] = {}
+        # Sync functions get threads of their own: a function that overruns its timeout keeps its
+        # thread (Python cannot stop it), and must not starve the loop's default executor, which
+        # Vault reads, DNS lookups and file loading share.
+        self._threads = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="python-step")
 
     async def aclose(self) -> None:
         self._targets.clear()
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def execute(self, args: dict[str, Any], ctx: StepContext) -> Any:
         try:
@@ -67,7 +75,8 @@ class PythonExecutor:
             if target.is_async:
                 result = await target.func(**kwargs)
             else:
-                result = await asyncio.to_thread(target.func, **kwargs)
+                call = functools.partial(contextvars.copy_context().run, target.func, **kwargs)
+                result = await asyncio.get_running_loop().run_in_executor(self._threads, call)
                 if inspect.isawaitable(result):  # e.g. an object whose __call__ is async
                     result = await result
         except StepFailed:

@@ -25,7 +25,7 @@ def build_executors(settings: Settings) -> dict[str, StepExecutor]:
     llm, pool = LlmClient(settings), McpPool(settings)
     tool = ToolExecutor(settings, pool, owns_pool=True)
     executors: list[StepExecutor] = [
-        HttpExecutor(settings), PythonExecutor(), SetExecutor(),
+        HttpExecutor(settings), PythonExecutor(settings.python_threads), SetExecutor(),
         LlmExecutor(settings, llm, owns_client=True, shared=tool.shared), tool,
         AgentExecutor(settings, llm, pool, tool.shared),
     ]

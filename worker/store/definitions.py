@@ -36,6 +36,11 @@ async def record_loaded(pool: asyncpg.Pool, path: str, defn: Definition, source:
                                path, defn.name, kind, defn.def_hash)
 
 
+def _text(value: str | None) -> str | None:
+    """Postgres text cannot hold NUL: a hostile file's excerpt must still be recordable."""
+    return None if value is None else value.replace("\x00", "\\0")
+
+
 async def record_invalid(pool: asyncpg.Pool, path: str, error: DefinitionError) -> None:
     """A file failed to load: keep its previous version active, record the error."""
     async with pool.acquire() as conn, conn.transaction():
@@ -45,11 +50,11 @@ async def record_invalid(pool: asyncpg.Pool, path: str, error: DefinitionError) 
                ON CONFLICT (path) DO UPDATE SET status = 'invalid', error = EXCLUDED.error,
                    error_line = EXCLUDED.error_line, error_column = EXCLUDED.error_column,
                    excerpt = EXCLUDED.excerpt, updated_at = now()""",
-            path, error.reason, error.line, error.column, error.excerpt,
+            _text(path), _text(error.reason), error.line, error.column, _text(error.excerpt),
         )
-        name = await conn.fetchval("SELECT name FROM workflow_files WHERE path = $1", path)
+        name = await conn.fetchval("SELECT name FROM workflow_files WHERE path = $1", _text(path))
         await conn.execute("INSERT INTO workflow_events (path, name, kind, error) VALUES ($1, $2, 'invalid', $3)",
-                           path, name, str(error))
+                           _text(path), name, _text(str(error)))
 
 
 async def record_deleted(pool: asyncpg.Pool, path: str) -> None:

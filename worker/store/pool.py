@@ -46,6 +46,8 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> asyn
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_no_reset, timeout=10,
             command_timeout=60, max_inactive_connection_lifetime=120,
+            # a frozen process (SIGSTOP, a debugger) must not hold row locks for ever
+            server_settings={"idle_in_transaction_session_timeout": "60000"},
         )
     except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
         raise StoreError(f"cannot connect to Postgres at {redact_dsn(dsn)}: {exc}") from exc

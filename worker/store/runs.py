@@ -191,26 +191,25 @@ async def timeout_task(pool: asyncpg.Pool, task_id: str) -> str:
 async def reconcile(pool: asyncpg.Pool, redeliver_after: float, *, full: bool, limit: int = 2000) -> list[str]:
     """Runs that should be in the work stream but may not be: unleased active runs that are due.
 
-    Only one worker reconciles at a time (advisory lock). `full` ignores when runs were last enqueued
-    (used after Redis lost its data).
+    Only one worker reconciles at a time (a transaction-scoped advisory lock). It is ONE statement, so
+    the lock is never held between statements: a worker frozen (SIGSTOP, GC pause) mid-reconcile cannot
+    block every other worker's reconciler. `full` ignores when runs were last enqueued (used after Redis
+    lost its data).
     """
-    async with pool.acquire() as conn, conn.transaction():
-        got = await conn.fetchval("SELECT pg_try_advisory_xact_lock(7411)")
-        if not got:
-            return []
-        rows = await conn.fetch(
-            """UPDATE runs SET enqueued_at = now()
-               WHERE run_id IN (
-                 SELECT run_id FROM runs
-                 WHERE status IN ('pending', 'running', 'waiting')
-                   AND (lease_owner IS NULL OR lease_expires < now())
-                   AND (status <> 'waiting' OR (wake_at IS NOT NULL AND wake_at <= now())
-                        OR signal_version > seen_signal_version OR cancel_requested)
-                   AND ($1 OR enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $2))
-                 ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-               RETURNING run_id""",
-            full, redeliver_after, limit,
-        )
+    rows = await pool.fetch(
+        """WITH lock AS (SELECT pg_try_advisory_xact_lock(7411) AS got)
+           UPDATE runs SET enqueued_at = now()
+           WHERE (SELECT got FROM lock) AND run_id IN (
+             SELECT run_id FROM runs
+             WHERE status IN ('pending', 'running', 'waiting')
+               AND (lease_owner IS NULL OR lease_expires < now())
+               AND (status <> 'waiting' OR (wake_at IS NOT NULL AND wake_at <= now())
+                    OR signal_version > seen_signal_version OR cancel_requested)
+               AND ($1 OR enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $2))
+             ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+           RETURNING run_id""",
+        full, redeliver_after, limit,
+    )
     return [str(r["run_id"]) for r in rows]
 
 

@@ -49,7 +49,8 @@ def occupied_port() -> socket.socket:
 
 
 # -- Postgres -------------------------------------------------------------------------------------
-def test_postgres_survives_restart_and_kill(tmp_path: Path) -> None:
+def test_postgres_survives_restart_and_kill(server_dir: Path) -> None:
+    tmp_path = server_dir
     server = EmbeddedPostgres(tmp_path / "data", fsync=True)
     try:
         server.start()
@@ -114,7 +115,8 @@ def test_postgres_create_from_template_and_force_drop(own_services: OwnServices)
     server.drop_database("copy")  # IF EXISTS: dropping twice is fine
 
 
-def test_postgres_start_failure_names_binary_and_log(tmp_path: Path) -> None:
+def test_postgres_start_failure_names_binary_and_log(server_dir: Path) -> None:
+    tmp_path = server_dir
     with occupied_port() as busy:
         server = EmbeddedPostgres(tmp_path / "data", port=busy.getsockname()[1], fsync=False)
         with pytest.raises(RuntimeError) as info:
@@ -235,8 +237,8 @@ def test_redis_prefix_keys_are_removed(redis_server: EmbeddedRedis, redis_prefix
         client.delete("other-prefix:a")
 
 
-def test_own_services_are_stopped_at_teardown(tmp_path: Path) -> None:
-    services = OwnServices(tmp_path)
+def test_own_services_are_stopped_at_teardown(server_dir: Path) -> None:
+    services = OwnServices(server_dir)
     pg_server = services("postgres")
     redis_server = services.redis(appendonly=True)
     assert pg_server.is_running() and redis_server.is_running()
