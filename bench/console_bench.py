@@ -26,6 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from textual.widgets import DataTable  # noqa: E402
+
 from console.app import AgentConsole  # noqa: E402
 from console.screens.run_detail import RunDetailScreen  # noqa: E402
 from console.screens.runs import RunsScreen  # noqa: E402
@@ -68,8 +70,8 @@ def pct(values: list[float], p: float) -> float:
     return values[max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))]
 
 
-async def wait_until(pilot: Any, check: Any, timeout: float = 30.0, step: float = 0.005) -> None:
-    deadline = time.perf_counter() + timeout
+async def wait_until(pilot: Any, check: Any, within: float = 30.0, step: float = 0.005) -> None:
+    deadline = time.perf_counter() + within
     while not check():
         if time.perf_counter() > deadline:
             raise TimeoutError("the console did not get there in time")
@@ -109,10 +111,10 @@ async def first_paint(client: RuntimeClient) -> dict[str, float]:
         t0 = time.perf_counter()
         app = AgentConsole(client, refresh_interval=3600)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+            await wait_until(pilot, lambda app=app: isinstance(app.screen, RunsScreen) and app.screen.loaded)
             await pilot.pause()  # the frame with the rows
             paints.append((time.perf_counter() - t0) * 1000)
-            rows = app.screen.query_one("#runs-table").row_count
+            rows = app.screen.query_one("#runs-table", DataTable).row_count
     out["first_paint_ms_median"] = statistics.median(paints)
     out["first_paint_ms_max"] = max(paints)
     out["rows_shown"] = rows
@@ -123,7 +125,7 @@ async def first_paint(client: RuntimeClient) -> dict[str, float]:
 async def waterfall(client: RuntimeClient, spans: int) -> dict[str, float]:
     run_id = str(await client.pool.fetchval("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1"))
     t = datetime.now(UTC).timestamp() - 3600
-    rows = []
+    rows: list[tuple[str, dict[str, Any]]] = []
     for i in range(spans):
         step = i // 10
         parent = None if i % 10 == 0 else f"{step * 10:016x}"
@@ -147,19 +149,21 @@ async def waterfall(client: RuntimeClient, spans: int) -> dict[str, float]:
             painted.append(time.perf_counter())
         return strip
 
-    SpanWaterfall.render_line = hooked  # type: ignore[method-assign]
+    SpanWaterfall.render_line = hooked  # type: ignore[method-assign, assignment]
     opens, loads, pages = [], [], []
     try:
         for _ in range(3):
             app = AgentConsole(client, refresh_interval=3600)
             async with app.run_test(size=SIZE) as pilot:
-                await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+                await wait_until(pilot, lambda app=app: isinstance(app.screen, RunsScreen) and app.screen.loaded)
                 painted.clear()
                 t0 = time.perf_counter()
                 app.open_run(run_id)
-                await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.loaded)
+                await wait_until(pilot, lambda app=app: isinstance(app.screen, RunDetailScreen) and app.screen.loaded)
                 loads.append((time.perf_counter() - t0) * 1000)
-                app.screen.action_tab("waterfall")  # what `w` does
+                detail = app.screen
+                assert isinstance(detail, RunDetailScreen)
+                detail.action_tab("waterfall")  # what `w` does
                 await wait_until(pilot, lambda: bool(painted))
                 opens.append((painted[0] - t0) * 1000)
                 chart = app.screen.query_one("#span-chart", SpanWaterfall)
@@ -170,7 +174,7 @@ async def waterfall(client: RuntimeClient, spans: int) -> dict[str, float]:
                     pages.append(sum(line_times) * 1000)
                 assert chart.cursor > 0
     finally:
-        SpanWaterfall.render_line = original  # type: ignore[method-assign]
+        SpanWaterfall.render_line = original  # type: ignore[method-assign, assignment]
     return {"spans": spans, "open_ms_median": statistics.median(opens), "open_ms_max": max(opens),
             "detail_loaded_ms_median": statistics.median(loads),
             "page_render_ms_p50": pct(pages, 50), "page_render_ms_max": max(pages)}
@@ -212,15 +216,15 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
             arrivals.setdefault((event.run_id, str(data["status"]), data.get("current_step")), time.time())
         original_live(app, event)
 
-    AgentConsole._live_event = hooked_live  # type: ignore[method-assign]
-    RunsScreen.render_runs = hooked  # type: ignore[method-assign]
-    RunsScreen._patch_row = hooked_patch  # type: ignore[method-assign]
+    AgentConsole._live_event = hooked_live  # type: ignore[method-assign, assignment]
+    RunsScreen.render_runs = hooked  # type: ignore[method-assign, assignment]
+    RunsScreen._patch_row = hooked_patch  # type: ignore[method-assign, assignment]
     mem: list[tuple[float, float]] = []
     started: list[str] = []
     try:
         app = AgentConsole(client, refresh_interval=5.0)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+            await wait_until(pilot, lambda app=app: isinstance(app.screen, RunsScreen) and app.screen.loaded)
             t0 = time.perf_counter()
             next_sample = 0.0
             while time.perf_counter() - t0 < seconds:
@@ -233,9 +237,9 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
                     next_sample += 10.0
                 await pilot.pause(0.5)
     finally:
-        RunsScreen.render_runs = original  # type: ignore[method-assign]
-        AgentConsole._live_event = original_live  # type: ignore[method-assign]
-        RunsScreen._patch_row = original_patch  # type: ignore[method-assign]
+        RunsScreen.render_runs = original  # type: ignore[method-assign, assignment]
+        AgentConsole._live_event = original_live  # type: ignore[method-assign, assignment]
+        RunsScreen._patch_row = original_patch  # type: ignore[method-assign, assignment]
     # commit times of the events behind each change the screen showed
     latencies: list[float] = []
     in_console: list[float] = []  # feed arrival -> on screen: the console's own share
@@ -303,8 +307,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await big.close()
         env = {**os.environ, "AGENTRT_DATABASE_URL": live_url, "AGENTRT_REDIS_URL": rd.url(),
                "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": "200", "AGENTRT_LOG_LEVEL": "WARNING"}
-        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env,
-                                  stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT)
+        log = (tmp / "worker.log").open("wb")  # the worker's stdout, for its lifetime
+        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env,  # noqa: ASYNC220
+                                  stdout=log, stderr=subprocess.STDOUT)
         client = await RuntimeClient.connect(Settings(database_url=live_url, redis_url=rd.url(), workflows_dir=wf_dir))
         try:
             for _ in range(100):
@@ -336,7 +341,7 @@ def main() -> None:
     args = p.parse_args()
     r = asyncio.run(main_async(args))
     fp, wf, lv = r["first_paint"], r["waterfall"], r["live"]
-    print(f"\nAgentRuntime console benchmark ({os.cpu_count()} cores; headless app.run_test at 160x48)")
+    print(f"\nAgentRuntime console benchmark ({os.cpu_count()} cores; headless app.run_test at 160x48)")  # noqa: T201
     for label, value in [
         (f"(a) launch to first paint, {args.runs} runs in Postgres, median (ms)", fp["first_paint_ms_median"]),
         ("    max of 3 (ms)", fp["first_paint_ms_max"]),
@@ -358,8 +363,8 @@ def main() -> None:
         (f"(d) RSS slope of the console process over {lv['seconds']:.0f}s of live updates (MB/min)",
          lv["memory_slope_mb_per_min"]),
     ]:
-        print(f"{label:78} {value:>10.2f}")
-    print(f"    memory samples every 10s (MB): {lv['memory_mb']}")
+        print(f"{label:78} {value:>10.2f}")  # noqa: T201
+    print(f"    memory samples every 10s (MB): {lv['memory_mb']}")  # noqa: T201
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "console.json").write_text(json.dumps(r, indent=2, default=str))

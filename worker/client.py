@@ -151,10 +151,8 @@ class RuntimeClient:
         changes = await sync.initial_scan()
         return any(c.name == name and c.kind != "invalid" for c in changes)
 
-    async def start_run(self, workflow: str, inputs: dict[str, Any] | None = None, *,
-                        requested_by: str | None = None, traceparent: str | None = None) -> RunId:
-        """Start a run; `traceparent` (W3C) makes its trace part of the caller's."""
-        traceparent = _check_traceparent(traceparent)
+    async def _active_definition(self, workflow: str) -> tuple[str, Definition]:
+        """The version new runs of `workflow` use (registering the local file if no worker has yet)."""
         found = await active_version(self.pool, workflow)
         if found is None and await self.register_local(workflow):
             found = await active_version(self.pool, workflow)
@@ -164,6 +162,13 @@ class RuntimeClient:
         defn = self._definitions.get(def_hash)
         if defn is None:
             defn = self._definitions[def_hash] = Definition.from_json(spec)
+        return def_hash, defn
+
+    async def start_run(self, workflow: str, inputs: dict[str, Any] | None = None, *,
+                        requested_by: str | None = None, traceparent: str | None = None) -> RunId:
+        """Start a run; `traceparent` (W3C) makes its trace part of the caller's."""
+        traceparent = _check_traceparent(traceparent)
+        def_hash, defn = await self._active_definition(workflow)
         try:
             resolved = resolve_inputs(defn.spec, inputs or {})
         except InputError as exc:
@@ -185,15 +190,7 @@ class RuntimeClient:
 
         With `traceparent` (W3C), every run's trace is part of the caller's trace."""
         traceparent = _check_traceparent(traceparent)
-        found = await active_version(self.pool, workflow)
-        if found is None and await self.register_local(workflow):
-            found = await active_version(self.pool, workflow)
-        if found is None:
-            raise NotFound(f"no active workflow named {workflow!r} (see `agentrt workflows`)")
-        def_hash, spec = found
-        defn = self._definitions.get(def_hash)
-        if defn is None:
-            defn = self._definitions[def_hash] = Definition.from_json(spec)
+        def_hash, defn = await self._active_definition(workflow)
         who = requested_by or str(self.identity)
         resolved = []
         for i, given in enumerate(inputs):
@@ -467,6 +464,10 @@ class RuntimeClient:
         from worker.store.spans import load_step_logs
 
         run_id = await self.resolve_run_id(run_id)
+        workflow = await self.pool.fetchval("SELECT workflow FROM runs WHERE run_id = $1", run_id)
+        if workflow is None:
+            raise NotFound(f"no run {run_id!r}")
+        await self._authorize(self.identity, "view", workflow, run_id=run_id, audit_denial=False)
         lines = await load_step_logs(self.pool, run_id, step_id=step_id, after_id=after_id, limit=limit)
         return [StepLogLine(x.id, x.step_id, x.item, x.attempt, x.ts, x.level, x.message) for x in lines]
 

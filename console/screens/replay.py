@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def plan_text(plan: Any, width: int = 70) -> Text:
-    """The dry-run plan as text: reused, run again, external calls (×N for a foreach), notes."""
+    """The dry-run plan as text: reused, run again, external calls (×N for a foreach), notes."""  # noqa: RUF002
     out = Text()
     reused, rerun = list(plan.reused), list(plan.rerun)
     out.append(f"Reused ({len(reused)}): ", style="bold")
@@ -40,7 +40,7 @@ def plan_text(plan: Any, width: int = 70) -> Text:
     if not calls:
         out.append("  none\n", style="dim")
     for call in calls:
-        count = f" ×{call.items}" if call.items else ""
+        count = f" ×{call.items}" if call.items else ""  # noqa: RUF001 - the multiplication sign is meant
         line = f"  ! {call.step_id:<12} {call.kind:<6} "
         out.append(line, style="bold red")
         out.append(truncate(str(call.detail), max(10, width - len(line) - len(count))))

@@ -167,8 +167,8 @@ class RunsScreen(ConsoleScreen):
         if rebuild:
             self._columns(table)
         step_width = max(12, self.size.width - (84 if self._wide else 66))
-        rows = [(run.run_id, self._cells(run, now, step_width)) for run in self.visible_runs]
-        keys = [k for k, _ in rows]
+        rows = [(str(run.run_id), self._cells(run, now, step_width)) for run in self.visible_runs]
+        keys: list[str] = [k for k, _ in rows]
         if not rebuild and keys == self._shown_keys and table.row_count == len(keys):
             columns = [c.key for c in table.ordered_columns]
             for key, cells in rows:

@@ -50,7 +50,7 @@ def span_role(span: SpanView) -> str:
     attrs = span.attributes if isinstance(span.attributes, dict) else {}
     if span.name == "queued":
         return "queue"
-    if span.name in WAIT_NAMES or "agentrt.wait.reason" in attrs and span.name != "queued":
+    if span.name in WAIT_NAMES or "agentrt.wait.reason" in attrs:
         return "wait"
     if span.name.startswith("run ") or span.name == "run":
         return "run"

@@ -169,31 +169,31 @@ def fan_out_spans(summary: RunSummary) -> list[SpanView]:
         return t0 + timedelta(seconds=sec)
 
     def span(sid: str, parent: str | None, name: str, a: float, b: float, status: str = "ok",
-             message: str | None = None, kind: str = "internal", **attrs: Any) -> SpanView:
-        return SpanView(sid, parent, name, kind, s(a), s(b), status, message, attrs)
+             message: str | None = None, kind: str = "internal", attrs: dict[str, Any] | None = None) -> SpanView:
+        return SpanView(sid, parent, name, kind, s(a), s(b), status, message, attrs or {})
 
     return [
-        span("q0", "run", "queued", 0, 0.2, "unset", **{"agentrt.queue.reason": "run"}),
-        span("s-list", "run", "step list", 0.2, 0.5, **{"agentrt.step.id": "list"}),
-        span("a-list-1", "s-list", "list attempt 1", 0.2, 0.5, **{"agentrt.step.attempt": 1}),
-        span("s-fetch", "run", "step fetch", 1, 19, **{"agentrt.step.id": "fetch"}),
+        span("q0", "run", "queued", 0, 0.2, "unset", attrs={"agentrt.queue.reason": "run"}),
+        span("s-list", "run", "step list", 0.2, 0.5, attrs={"agentrt.step.id": "list"}),
+        span("a-list-1", "s-list", "list attempt 1", 0.2, 0.5, attrs={"agentrt.step.attempt": 1}),
+        span("s-fetch", "run", "step fetch", 1, 19, attrs={"agentrt.step.id": "fetch"}),
         span("s-fetch-0", "s-fetch", "step fetch[0]", 1, 3),
         span("a-fetch-0-1", "s-fetch-0", "fetch[0] attempt 1", 1, 3),
         span("h-fetch-0-1", "a-fetch-0-1", "GET helpdesk.example", 1.1, 2.9, kind="client",
-             **{"http.response.status_code": 200}),
+             attrs={"http.response.status_code": 200}),
         span("s-fetch-1", "s-fetch", "step fetch[1]", 1, 8),
         span("a-fetch-1-1", "s-fetch-1", "fetch[1] attempt 1", 1, 4, "error", "HTTP 502 Bad Gateway (retryable)",
-             **{"agentrt.attempt.outcome": "failed"}),
-        span("q-fetch-1-2", "s-fetch-1", "queued", 4, 6, "unset", **{"agentrt.queue.reason": "retry"}),
+             attrs={"agentrt.attempt.outcome": "failed"}),
+        span("q-fetch-1-2", "s-fetch-1", "queued", 4, 6, "unset", attrs={"agentrt.queue.reason": "retry"}),
         span("a-fetch-1-2", "s-fetch-1", "fetch[1] attempt 2", 6, 8),
         span("s-fetch-2", "s-fetch", "step fetch[2]", 1, 19),
         span("a-fetch-2-1", "s-fetch-2", "fetch[2] attempt 1", 1, 11, "error", "worker lost during attempt",
-             **{"agentrt.attempt.crashed": True, "agentrt.attempt.outcome": "crashed"}),
-        span("q-fetch-2-2", "s-fetch-2", "queued", 11, 13, "unset", **{"agentrt.queue.reason": "retry"}),
+             attrs={"agentrt.attempt.crashed": True, "agentrt.attempt.outcome": "crashed"}),
+        span("q-fetch-2-2", "s-fetch-2", "queued", 11, 13, "unset", attrs={"agentrt.queue.reason": "retry"}),
         span("a-fetch-2-2", "s-fetch-2", "fetch[2] attempt 2", 13, 15, "error", "HTTP 502",
-             **{"agentrt.attempt.outcome": "failed"}),
+             attrs={"agentrt.attempt.outcome": "failed"}),
         span("a-fetch-2-3", "s-fetch-2", "fetch[2] attempt 3", 17, 19),
-        span("w-summ", "run", "approval wait", 19.2, 19.8, "unset", **{"agentrt.wait.reason": "approval"}),
+        span("w-summ", "run", "approval wait", 19.2, 19.8, "unset", attrs={"agentrt.wait.reason": "approval"}),
     ]
 
 

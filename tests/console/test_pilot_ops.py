@@ -39,7 +39,7 @@ async def test_replay_from_the_runs_list_plans_first_then_starts_and_opens() -> 
         assert client.commands == [("replay", rid(3), None, None, True)]  # a dry run, nothing started
         text = dialog_text(app)
         assert "Runs again (4): list, fetch, summarize, notify" in text
-        assert "×3" in text and "note: new idempotency keys" in text
+        assert "\u00d73" in text and "note: new idempotency keys" in text  # x3: the foreach has three calls
         await pilot.press("y")
         await settle(pilot)
         assert client.commands[-1] == ("replay", rid(3), None, None, False)

@@ -160,7 +160,7 @@ def test_fake_ids_are_distinct() -> None:
 # -- replay, span waterfall ----------------------------------------------------------------------
 @pytest.mark.parametrize("size", SIZES)
 def test_replay_dialog_plan(snap_compare: Any, size: tuple[int, int]) -> None:
-    # R on the fan-out run: reused / run again / external calls (×3 for the foreach) / notes
+    # R on the fan-out run: reused / run again / external calls (x3 for the foreach) / notes
     check(snap_compare, size, keys("j", "R"))
 
 

@@ -189,6 +189,7 @@ class RunActor:
                 "attempt": last.attempt, "seq": last.seq, "ts": last.ts,
                 "current_step": append.update.current_step, "waiting_on": append.update.waiting_on,
                 "events": [[e.seq, e.type, e.step_id, e.item, e.attempt] for e in events],
+                "committed_at": time.time(),
             })
         for child in children:
             pub.enqueue(child.run_id)

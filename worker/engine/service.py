@@ -54,6 +54,7 @@ class WorkerService:
         self._capacity = asyncio.Event()
         self._full_reconcile = asyncio.Event()
         self._full_reconcile.set()  # on start: anything unleased and due is (re)enqueued at once
+        self._last_consumer_gc = 0.0
         self.pool: asyncpg.Pool
         self.redis: aioredis.Redis
         self.writer: EventWriter
@@ -270,8 +271,24 @@ class WorkerService:
                     self.publisher.enqueue(run_id)
                 await self.publisher.flush()
             await self._reclaim()
+            await self._forget_dead_consumers()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full_reconcile.wait(), timeout=s.reconcile_interval)
+
+    async def _forget_dead_consumers(self, every: float = 60.0, idle_ms: int = 600_000) -> None:
+        """Remove consumers that have been silent for 10 minutes and hold no entries (dead workers)."""
+        now = time.monotonic()
+        if now - self._last_consumer_gc < every:
+            return
+        self._last_consumer_gc = now
+        try:
+            consumers = await self.redis.xinfo_consumers(self.keys.work, WORK_GROUP)
+            for c in consumers:
+                name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
+                if name != self.settings.worker_id and c["pending"] == 0 and c["idle"] > idle_ms:
+                    await self.redis.xgroup_delconsumer(self.keys.work, WORK_GROUP, name)
+        except (RedisError, OSError) as exc:
+            logger.debug("consumer cleanup skipped: %s", exc)
 
     async def _reclaim(self) -> None:
         """Take over entries that a dead consumer read but never acknowledged."""
