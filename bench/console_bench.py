@@ -308,7 +308,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         env = {**os.environ, "AGENTRT_DATABASE_URL": live_url, "AGENTRT_REDIS_URL": rd.url(),
                "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": "200", "AGENTRT_LOG_LEVEL": "WARNING"}
         log = (tmp / "worker.log").open("wb")  # the worker's stdout, for its lifetime
-        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env,  # noqa: ASYNC220
+        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
         client = await RuntimeClient.connect(Settings(database_url=live_url, redis_url=rd.url(), workflows_dir=wf_dir))
         try:
@@ -341,7 +341,7 @@ def main() -> None:
     args = p.parse_args()
     r = asyncio.run(main_async(args))
     fp, wf, lv = r["first_paint"], r["waterfall"], r["live"]
-    print(f"\nAgentRuntime console benchmark ({os.cpu_count()} cores; headless app.run_test at 160x48)")  # noqa: T201
+    print(f"\nAgentRuntime console benchmark ({os.cpu_count()} cores; headless app.run_test at 160x48)")
     for label, value in [
         (f"(a) launch to first paint, {args.runs} runs in Postgres, median (ms)", fp["first_paint_ms_median"]),
         ("    max of 3 (ms)", fp["first_paint_ms_max"]),
@@ -363,8 +363,8 @@ def main() -> None:
         (f"(d) RSS slope of the console process over {lv['seconds']:.0f}s of live updates (MB/min)",
          lv["memory_slope_mb_per_min"]),
     ]:
-        print(f"{label:78} {value:>10.2f}")  # noqa: T201
-    print(f"    memory samples every 10s (MB): {lv['memory_mb']}")  # noqa: T201
+        print(f"{label:78} {value:>10.2f}")
+    print(f"    memory samples every 10s (MB): {lv['memory_mb']}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "console.json").write_text(json.dumps(r, indent=2, default=str))

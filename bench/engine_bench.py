@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +55,7 @@ async def step_gaps(client: RuntimeClient, run_id: str) -> list[float]:
     """Seconds between consecutive step starts: commit of step i + decide + launch of step i+1."""
     detail = await client.get_run(run_id)
     starts = [e.ts.timestamp() for e in detail.events if e.type == "step.started"]
-    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(starts)]
 
 
 async def sequential(client: RuntimeClient, name: str, runs: int) -> dict[str, float]:
@@ -152,7 +152,7 @@ def main() -> None:
     for label, value in [
         (f"per-step overhead p50, sequential {args.steps}-step, sync python no-op (ms)", seq["step_overhead_p50_ms"]),
         ("per-step overhead p99, sync python no-op (ms)", seq["step_overhead_p99_ms"]),
-        (f"per-step overhead p50, async python no-op (ms)", seqa["step_overhead_p50_ms"]),
+        ("per-step overhead p50, async python no-op (ms)", seqa["step_overhead_p50_ms"]),
         ("per-step overhead p99, async python no-op (ms)", seqa["step_overhead_p99_ms"]),
         (f"whole {args.steps}-step run incl. start + polling, p50 (ms)", seq["run_wall_p50_ms"]),
         (f"throughput, {conc['runs']} concurrent {args.steps}-step runs (steps/s)", conc["steps_per_s"]),

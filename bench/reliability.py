@@ -42,7 +42,7 @@ SECTIONS = ("crashes", "zombies", "redis", "postgres", "poison", "badfiles", "so
 async def section(name: str, body: Callable[[chaos.ChaosStack], Awaitable[dict[str, Any]]],
                   **stack_args: Any) -> dict[str, Any]:
     t0 = time.monotonic()
-    print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)  # noqa: T201
+    print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
     try:
         async with chaos.chaos_stack(**stack_args) as stack:
             figures = await body(stack)
@@ -50,7 +50,7 @@ async def section(name: str, body: Callable[[chaos.ChaosStack], Awaitable[dict[s
         traceback.print_exc()
         figures = {"error": f"{type(exc).__name__}: {exc}"}
     figures["section_wall_s"] = time.monotonic() - t0
-    print(f"[{time.strftime('%H:%M:%S')}] {name} done in {figures['section_wall_s']:.0f}s", flush=True)  # noqa: T201
+    print(f"[{time.strftime('%H:%M:%S')}] {name} done in {figures['section_wall_s']:.0f}s", flush=True)
     return figures
 
 
@@ -122,11 +122,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     results = asyncio.run(main_async(args))
     title = f"AgentRuntime reliability ({os.cpu_count()} cores; own Postgres + Redis per section; lease TTL 3 s)"
-    print(f"\n{title}")  # noqa: T201
-    print(f"{'section':34} {'figure':40} {'value':>12}")  # noqa: T201
+    print(f"\n{title}")
+    print(f"{'section':34} {'figure':40} {'value':>12}")
     for name, figures in results.items():
         for key, value in figures.items():
-            print(f"{name:34} {key:40} {fmt(value):>12}")  # noqa: T201
+            print(f"{name:34} {key:40} {fmt(value):>12}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "reliability.json").write_text(json.dumps(results, indent=2, default=str))

@@ -69,9 +69,10 @@ async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) ->
 
 async def one_config(env: dict[str, str], settings: Settings, args: argparse.Namespace,
                      log: Path) -> tuple[list[float], float, float, float]:
-    prof = ["-m", "cProfile", "-o", f"{os.environ['BENCH_PROFILE']}.{log.stem}"] if os.environ.get("BENCH_PROFILE") else []
-    worker = subprocess.Popen([sys.executable, *prof, "-m", "worker", "worker"], cwd=ROOT, env=env,  # noqa: ASYNC220
-                              stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115, ASYNC230
+    profile = os.environ.get("BENCH_PROFILE")
+    prof = ["-m", "cProfile", "-o", f"{profile}.{log.stem}"] if profile else []
+    worker = subprocess.Popen([sys.executable, *prof, "-m", "worker", "worker"], cwd=ROOT, env=env,
+                              stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     client = await RuntimeClient.connect(settings)
     try:
         for _ in range(200):
@@ -169,19 +170,19 @@ def main() -> None:
     started = time.time()
     results = asyncio.run(main_async(args))
     off = results.get("off")
-    print(f"\nAgentRuntime telemetry overhead ({os.cpu_count()} cores; Postgres fsync on; "  # noqa: T201
+    print(f"\nAgentRuntime telemetry overhead ({os.cpu_count()} cores; Postgres fsync on; "
           f"{args.rounds} rounds; {time.time() - started:.0f}s)")
-    print(f"{'configuration':13} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'added p50':>10} "  # noqa: T201
+    print(f"{'configuration':13} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'added p50':>10} "
           f"{'worker CPU/step':>16} {'added CPU':>10} {'steps/s':>9}")
     for name, r in results.items():
         added = (r["step_overhead_p50_ms"] / off["step_overhead_p50_ms"] - 1) * 100 if off else float("nan")
         cpu_added = (r["worker_cpu_per_step_us"] / off["worker_cpu_per_step_us"] - 1) * 100 if off else float("nan")
-        print(f"{name:13} {r['step_overhead_p50_ms']:8.3f} {r['step_overhead_p90_ms']:8.3f} "  # noqa: T201
+        print(f"{name:13} {r['step_overhead_p50_ms']:8.3f} {r['step_overhead_p90_ms']:8.3f} "
               f"{r['step_overhead_p99_ms']:8.3f} {added:9.1f}% {r['worker_cpu_per_step_us']:13.0f} us "
               f"{cpu_added:9.1f}% {r['steps_per_s']:9.0f}   "
               f"sync p50 per round: {r['round_p50s_ms']}")
     if STOP_TIMEOUTS:
-        print(f"workers killed after not stopping within 30 s: {STOP_TIMEOUTS}")  # noqa: T201
+        print(f"workers killed after not stopping within 30 s: {STOP_TIMEOUTS}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "telemetry.json").write_text(json.dumps(results, indent=2))

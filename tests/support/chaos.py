@@ -74,7 +74,7 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
 
 
-async def retrying(what: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:  # noqa: ASYNC109
+async def retrying(what: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
     """Call `what` until it does not raise (the store may be restarting); re-raise after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -86,14 +86,14 @@ async def retrying(what: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T
             await asyncio.sleep(0.2)
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.1) -> float:  # noqa: ASYNC109
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.1) -> float:
     """Wait until `check()` is true; returns the seconds it took. AssertionError on timeout."""
     t0 = time.monotonic()
     while True:
         try:
             if await check():
                 return time.monotonic() - t0
-        except Exception:  # noqa: BLE001 - a store that is restarting: try again
+        except Exception:
             pass
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"{what} not reached within {timeout:.0f}s")
@@ -144,10 +144,10 @@ class ChaosStack:
     def worker_id(self, proc: WorkerProc) -> str:
         return self.worker_ids[proc.name]
 
-    async def wait_ready(self, proc: WorkerProc, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+    async def wait_ready(self, proc: WorkerProc, timeout: float = 60.0) -> None:
         await asyncio.to_thread(proc.wait_for_log, f"worker {self.worker_id(proc)} started", timeout)
 
-    async def wait_workflows(self, names: set[str], timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    async def wait_workflows(self, names: set[str], timeout: float = 30.0) -> None:
         async def loaded() -> bool:
             active = {w.name for w in await self.client.list_workflows() if w.status == "active"}
             return names <= active
@@ -210,7 +210,7 @@ async def chaos_stack(*, lease_ttl: float = 3.0, redis_appendonly: bool = False,
         for server in (rd, pg):
             try:
                 await asyncio.to_thread(server.stop, 15)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 server.kill()
         if own_root:
             shutil.rmtree(root, ignore_errors=True)
@@ -275,7 +275,7 @@ async def audit_runs(stack: ChaosStack, workflow: str, steps: int, path_prefix: 
                  unexpected, int(early))
 
 
-async def wait_all_terminal(stack: ChaosStack, workflow: str, timeout: float) -> float:  # noqa: ASYNC109
+async def wait_all_terminal(stack: ChaosStack, workflow: str, timeout: float) -> float:
     async def done() -> bool:
         n = await stack.client.pool.fetchval(
             "SELECT count(*) FROM runs WHERE workflow = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
@@ -325,7 +325,7 @@ class Load:
                 missing = self.concurrency - int(active)
                 if missing > 0:
                     await self.stack.client.start_runs(self.workflow, [self.inputs] * missing)
-            except Exception:  # noqa: BLE001 - Postgres restarting: the next round retries
+            except Exception:
                 self.errors += 1
                 with contextlib.suppress(Exception):
                     await self.stack.reconnect()
@@ -718,7 +718,7 @@ def install_bad_files(stack: ChaosStack, *, big_mb: int = 50, exclude: frozenset
     return names
 
 
-async def bad_files(stack: ChaosStack, *, big_mb: int = 50, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
+async def bad_files(stack: ChaosStack, *, big_mb: int = 50, timeout: float = 60.0) -> dict[str, Any]:
     stack.write("victim.yaml", GOOD_VICTIM)
     worker = stack.start_worker("reload")
     await stack.wait_ready(worker)

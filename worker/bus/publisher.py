@@ -34,7 +34,7 @@ class Publisher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="publisher")
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a bound, not a deadline API
         """Flush what is queued and end the loop. The loop ends by itself (a flag, not cancellation:
         redis-py can swallow a CancelledError that lands inside a pipeline, leaving a task that never ends)."""
         if self._task is None:

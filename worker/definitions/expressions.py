@@ -122,9 +122,9 @@ def _sized_limit(value: object) -> int:
 
 
 def _add(a: object, b: object) -> object:
-    if isinstance(a, str | list | tuple) and isinstance(b, str | list | tuple):
-        if len(a) + len(b) > _sized_limit(a):
-            raise _LimitError("the result of + would be too long")
+    if (isinstance(a, str | list | tuple) and isinstance(b, str | list | tuple)
+            and len(a) + len(b) > _sized_limit(a)):
+        raise _LimitError("the result of + would be too long")
     return op.add(a, b)  # type: ignore[call-overload]
 
 
@@ -232,11 +232,12 @@ def _join(items: object, sep: object = ",") -> str:
 
 def _split(s: object, sep: object = None) -> list[str]:
     text = _need_str("split", s)
-    if sep is not None and _need_str("split", sep) == "":
+    separator = None if sep is None else _need_str("split", sep)
+    if separator == "":
         raise _LimitError("split() needs a non-empty separator")
-    if sep is not None and text.count(sep) >= MAX_ITEMS:
+    if separator is not None and text.count(separator) >= MAX_ITEMS:
         raise _LimitError("split() would make too many parts")
-    parts = text.split(sep)  # type: ignore[arg-type]
+    parts = text.split(separator)
     if len(parts) > MAX_ITEMS:
         raise _LimitError("split() would make too many parts")
     return parts
@@ -368,9 +369,8 @@ def _check_node(node: ast.AST, source: str, callees: set[int]) -> None:
             reason = f"{type(node.value).__name__} literals are not supported"
         elif isinstance(node.value, str) and len(node.value) > MAX_TEXT_LENGTH:
             reason = "string literal is too long"
-    elif isinstance(node, ast.Dict) and any(key is None for key in node.keys):
-        reason = "** unpacking is not allowed"
-    elif isinstance(node, ast.keyword) and node.arg is None:
+    elif ((isinstance(node, ast.Dict) and any(key is None for key in node.keys))
+          or (isinstance(node, ast.keyword) and node.arg is None)):
         reason = "** unpacking is not allowed"
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
@@ -430,8 +430,8 @@ def _collect_reads(tree: ast.expr, callees: set[int]) -> tuple[RootRead, ...]:
             if id(node) not in callees:
                 reads[RootRead(node.id, None, node.id)] = None
         else:
-            for child in ast.iter_child_nodes(node):
-                visit(child)
+            for sub_node in ast.iter_child_nodes(node):
+                visit(sub_node)
 
     visit(tree)
     return tuple(reads)
@@ -613,7 +613,7 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
         assert isinstance(node.func, ast.Name)  # guaranteed by _check_node
         func = self.functions[node.func.id]
         args = [self._eval(arg) for arg in node.args]
-        kwargs = {kw.arg: self._eval(kw.value) for kw in node.keywords}
+        kwargs = {str(kw.arg): self._eval(kw.value) for kw in node.keywords}  # **spread is refused earlier
         return func(*args, **kwargs)
 
 

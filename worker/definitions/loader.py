@@ -16,6 +16,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -177,7 +178,7 @@ def _compose(text: str, path: str) -> Node | None:
     composer_class = _FastComposer or _PythonComposer
     in_bytes = bool(getattr(composer_class, "events_in_bytes", False))
     try:
-        loader = composer_class(text)
+        loader: Any = composer_class(text)  # type: ignore[call-arg]  # libyaml or pure-python composer
     except yaml.reader.ReaderError as exc:
         raise _reader_error(path, text, exc, in_bytes) from None
     try:

@@ -107,10 +107,9 @@ def _trim_loc(data: object, loc: Sequence[str | int]) -> Loc:
     kept: list[str | int] = []
     current = data
     for part in loc:
-        if isinstance(current, Mapping) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            current = current[part]
+        if (isinstance(current, Mapping) and part in current) or (
+                isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)):
+            current = current[part]  # type: ignore[index]  # narrowed above: key of a mapping or index of a list
         else:
             break
         kept.append(part)

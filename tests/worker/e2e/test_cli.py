@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.runtime import pending_task, running_worker, write_workflow, client_for
+from tests.support.runtime import client_for, pending_task, running_worker, write_workflow
 from tests.support.services import REPO_ROOT, worker_environment
 from worker.config import Settings
 

@@ -251,7 +251,8 @@ def test_sleep_completes_when_due() -> None:
         steps:
           - {id: z, uses: sleep, with: {duration: 1h}}
     """)
-    st = RunState.from_events("r", [ev.Event(ev.STEP_WAITING, 1, "z", None, 1, {"reason": "sleep", "wake_at": 100.0}, 1)])
+    waiting = ev.Event(ev.STEP_WAITING, 1, "z", None, 1, {"reason": "sleep", "wake_at": 100.0}, 1)
+    st = RunState.from_events("r", [waiting])
     d = decide(defn, st, 50.0)
     assert d.commands == [] and d.wake_at == 100.0
     assert decide(defn, st, 100.0).commands == [Complete("z", None, {"slept_until": 100.0})]
