@@ -46,6 +46,7 @@ from worker.models import (
 )
 from worker.oversight import audit
 from worker.oversight.policy import Action, Authorizer
+from worker.secrets.transit import CipherError, build_cipher, is_sealed, open_fields, seal_fields
 from worker.store import runs as store
 from worker.store.definitions import active_version
 from worker.store.pool import create_pool
@@ -76,6 +77,7 @@ class RuntimeClient:
         self.redis = redis
         self.identity = identity or current_person()
         self.authorizer = Authorizer.from_path(settings.policy_file)
+        self.cipher = build_cipher(settings)  # opens encrypted payloads for display (and seals new inputs)
         self.keys = Keys(settings.redis_prefix)
         self._definitions: dict[str, Definition] = {}
 
@@ -151,6 +153,19 @@ class RuntimeClient:
         changes = await sync.initial_scan()
         return any(c.name == name and c.kind != "invalid" for c in changes)
 
+    def _encrypts(self, defn: Definition) -> bool:
+        return self.settings.encrypt_payloads or defn.spec.encrypt_payloads
+
+    async def _open_for_display(self, holders: list[dict[str, Any]]) -> None:
+        """Decrypt sealed payloads for display; without Vault access, say so instead of showing ciphertext."""
+        try:
+            await open_fields(self.cipher, holders)
+        except CipherError as exc:
+            for h in holders:
+                for field in ("inputs", "output"):
+                    if is_sealed(h.get(field)):
+                        h[field] = f"<encrypted with Vault transit: {exc}>"
+
     async def _active_definition(self, workflow: str) -> tuple[str, Definition]:
         """The version new runs of `workflow` use (registering the local file if no worker has yet)."""
         found = await active_version(self.pool, workflow)
@@ -177,6 +192,9 @@ class RuntimeClient:
         created = ev.Event(ev.RUN_CREATED, time.time(),
                            data={"workflow": workflow, "def_hash": def_hash, "inputs": resolved,
                                  "requested_by": requested_by or str(self.identity)})
+        if self._encrypts(defn):
+            await seal_fields(self.cipher, [created.data])
+            resolved = created.data["inputs"]
         async with self.pool.acquire() as conn, conn.transaction():
             await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash, inputs=resolved,
                                        created=created, requested_by=requested_by or str(self.identity),
@@ -198,6 +216,10 @@ class RuntimeClient:
                 resolved.append(resolve_inputs(defn.spec, given))
             except InputError as exc:
                 raise WorkerError(f"{workflow}: run {i}: {exc}") from exc
+        if self._encrypts(defn):
+            holders = [{"inputs": r} for r in resolved]
+            await seal_fields(self.cipher, holders)
+            resolved = [h["inputs"] for h in holders]
         ids = [str(uuid.uuid4()) for _ in resolved]
         now = datetime.now(tz=UTC)
         created = [{"workflow": workflow, "def_hash": def_hash, "inputs": r, "requested_by": who} for r in resolved]
@@ -250,8 +272,10 @@ class RuntimeClient:
         order = [s["id"] for s in steps_spec]
         children = await self.pool.fetch(
             "SELECT run_id::text FROM runs WHERE parent_run_id = $1 ORDER BY created_at", run_id)
+        payload = {"inputs": row["inputs"], "output": row["output"]}
+        await self._open_for_display([payload, *(e.data for e in events)])
         return RunDetail(
-            summary=_summary(row), inputs=row["inputs"], output=row["output"],
+            summary=_summary(row), inputs=payload["inputs"], output=payload["output"],
             steps=tuple(step_views(run_id, events, kinds, order)),
             events=tuple(EventView(e.seq, datetime.fromtimestamp(e.ts, tz=UTC), e.type, e.step_id, e.item,
                                    e.attempt, e.data) for e in events),
@@ -428,13 +452,15 @@ class RuntimeClient:
             raise NotFound(f"no run {run_id!r}")
         await self._authorize(who, "replay", workflow, run_id=run_id)
         try:
-            plan = await plan_replay(self.pool, run_id, from_step=from_step, inputs=inputs, latest=latest)
+            plan = await plan_replay(self.pool, run_id, from_step=from_step, inputs=inputs, latest=latest,
+                                     cipher=self.cipher)
         except InputError as exc:
             raise WorkerError(f"{workflow}: {exc}") from exc
         if dry_run:
             return plan, None
         async with self.pool.acquire() as conn, conn.transaction():
-            new_id = await create_replay(conn, plan, str(who))
+            new_id = await create_replay(conn, plan, str(who), cipher=self.cipher,
+                                         encrypt=self.settings.encrypt_payloads)
             await audit.append_txn(conn, who, "replay", run_id=run_id, workflow=workflow, seen=plan_as_dict(plan),
                                    decision={"new_run": new_id})
         await self._nudge(new_id)

@@ -64,6 +64,9 @@ class Settings:
     policy_file: Path | None = None
     shutdown_grace: float = 10.0
     python_threads: int = 32
+    encrypt_payloads: bool = False  # every workflow's payloads as Vault transit ciphertext
+    transit_key: str = "agentrt-payloads"
+    transit_mount: str = "transit"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -99,6 +102,9 @@ class Settings:
             policy_file=Path(env["AGENTRT_POLICY_FILE"]) if env.get("AGENTRT_POLICY_FILE") else None,
             shutdown_grace=_float_env("AGENTRT_SHUTDOWN_GRACE", 10.0),
             python_threads=_int_env("AGENTRT_PYTHON_THREADS", 32),
+            encrypt_payloads=env.get("AGENTRT_ENCRYPT_PAYLOADS", "").lower() in ("1", "true", "yes", "on"),
+            transit_key=env.get("AGENTRT_TRANSIT_KEY") or "agentrt-payloads",
+            transit_mount=env.get("AGENTRT_TRANSIT_MOUNT") or "transit",
         )
         if env.get("AGENTRT_WORKER_ID"):
             settings = replace(settings, worker_id=env["AGENTRT_WORKER_ID"])

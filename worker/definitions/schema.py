@@ -160,6 +160,7 @@ class WorkflowSpec(_Model):
     defaults: StepDefaults | None = None
     steps: list[StepSpec] = Field(min_length=1, max_length=1000)
     output: Any = None  # expression template; default: the output of the last step
+    encrypt_payloads: bool = False  # store step inputs/outputs as Vault transit ciphertext (needs Vault)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,7 @@ steps it depends on, and a step's executor is launched only after that commit su
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -35,6 +36,7 @@ from worker.engine.scheduler import decide, expression_context
 from worker.engine.state import Instance, InstanceKey, RunState
 from worker.errors import LeaseLost, StepFailed, StepParked
 from worker.models import StepStatus
+from worker.secrets.transit import open_fields, seal_fields
 from worker.steps.base import StepContext, idempotency_key
 from worker.store import runs as store
 from worker.store.definitions import active_version
@@ -85,9 +87,14 @@ class _FencedJournal:
         a = self._actor
         if self.secrets:
             data = a.service.secrets.redact(data, self.secrets)
+        stored = data
+        if a._encrypt:
+            holder = {"output": data}
+            await seal_fields(a.service.cipher, [holder])
+            stored = holder["output"]
         ok = await store.append_journal(a.service.pool, run_id=a.run_id, worker_id=a.service.settings.worker_id,
                                         epoch=a.lease.epoch, step_id=self._step_id, item=self._item,
-                                        call_index=call_index, data=data)
+                                        call_index=call_index, data=stored)
         if not ok:
             a.lose()
             raise LeaseLost(a.run_id)
@@ -116,6 +123,7 @@ class RunActor:
         self._seen_signal_version = lease.signal_version
         self._to_launch: list[tuple[Start, Instance]] = []
         self._parent: str | None = None
+        self._encrypt = False
         self.acquired_at = time.monotonic()
 
     # -- called by the service -------------------------------------------------------------
@@ -172,9 +180,21 @@ class RunActor:
         signal_parent = None
         if self.state.terminal and self._parent is not None:
             signal_parent = self._parent
-        append = Append(self.run_id, self.lease.epoch, self._pending, self._update(), self._tasks, self._children,
-                        self._cancel_tasks, signal_parent)
         events, children = self._pending, self._children
+        stored, update = events, self._update()
+        if self._encrypt:
+            # what is stored is ciphertext; the state in memory (and telemetry, which keeps sizes) stays plain
+            stored = [dataclasses.replace(e, data=dict(e.data)) for e in events]
+            out_holder = {"output": update.output}
+            for child in children:
+                child.created = dataclasses.replace(child.created, data=dict(child.created.data))
+            await seal_fields(self.service.cipher,
+                              [*(e.data for e in stored), out_holder, *(c.created.data for c in children)])
+            update.output = out_holder["output"]
+            for child in children:
+                child.inputs = child.created.data["inputs"]
+        append = Append(self.run_id, self.lease.epoch, stored, update, self._tasks, self._children,
+                        self._cancel_tasks, signal_parent)
         self._pending, self._tasks, self._children, self._cancel_tasks = [], [], [], False
         ok = await self.service.writer.append(append)
         if not ok:
@@ -228,6 +248,7 @@ class RunActor:
     async def _drive(self) -> None:
         svc = self.service
         events = await store.load_events(svc.pool, self.run_id)
+        await open_fields(svc.cipher, [e.data for e in events])  # encrypted payloads: plaintext in memory only
         self.state = RunState.from_events(self.run_id, events)
         self._parent = self.lease.parent_run_id
         try:
@@ -236,6 +257,7 @@ class RunActor:
             self._emit(ev.RUN_FAILED, error=f"cannot load workflow version {self.lease.def_hash[:12]}: {exc}")
             await self._commit()
             return
+        self._encrypt = svc.settings.encrypt_payloads or self.defn.spec.encrypt_payloads
         self._recover()
         if self.lease.cancel_requested or self.state.waiting_instances():
             await self._absorb_signals()
@@ -415,8 +437,11 @@ class RunActor:
         journal: _FencedJournal | None = None
         decisions: dict[str, dict[str, Any]] = {}
         if getattr(executor, "uses_journal", False):
+            entries = await store.load_journal(svc.pool, self.run_id, cmd.step_id, cmd.item)
+            holders = [{"output": v} for v in entries.values()]
+            await open_fields(svc.cipher, holders)
             journal = _FencedJournal(self, cmd.step_id, cmd.item,
-                                     await store.load_journal(svc.pool, self.run_id, cmd.step_id, cmd.item))
+                                     {k: h["output"] for k, h in zip(entries, holders, strict=True)})
             decisions = await store.load_step_decisions(svc.pool, self.run_id, cmd.step_id, cmd.item)
         secrets: Any = {}
         args = cmd.inputs
@@ -561,6 +586,7 @@ class RunActor:
                        task_id=str(t["task_id"]), status=t["status"], by=t["decided_by"], reason=t["reason"],
                        action=decision.get("action"), output=decision.get("output"))
             faults.reached("after-decision-before-commit")
+        await open_fields(self.service.cipher, sig.children)
         for c in sig.children:
             inst = waiting.get((c["parent_step"], c["parent_item"]))
             if inst is None or inst.decision is not None or (inst.wait or {}).get("child_run_id") != str(c["run_id"]):

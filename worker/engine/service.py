@@ -30,6 +30,7 @@ from worker.config import Settings
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
 from worker.secrets import SecretProvider, build_secret_provider
+from worker.secrets.transit import PayloadCipher, build_cipher
 from worker.steps.base import StepExecutor
 from worker.steps.registry import build_executors, close_executors
 from worker.store import runs as store
@@ -81,6 +82,7 @@ class WorkerService:
         self.executors = build_executors(s)
         self.secrets: SecretProvider = build_secret_provider(s)
         self.telemetry: Telemetry = build_telemetry(s)
+        self.cipher: PayloadCipher | None = build_cipher(s)  # encrypted payloads (Vault transit)
         workflows = s.workflows_dir.resolve()
         if str(workflows) not in sys.path:
             sys.path.insert(0, str(workflows))  # `python` steps may call modules kept beside the workflows

@@ -175,7 +175,8 @@ class RunState:
         elif t == ev.RUN_CREATED:
             self.workflow = e.data.get("workflow", "")
             self.def_hash = e.data.get("def_hash", "")
-            self.inputs = dict(e.data.get("inputs") or {})
+            inputs = e.data.get("inputs")
+            self.inputs = dict(inputs) if isinstance(inputs, dict) else {}  # e.g. encrypted, shown to a reader
             self.created_at = e.ts
         elif t == ev.RUN_COMPLETED:
             self.status = RunStatus.COMPLETED

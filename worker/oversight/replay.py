@@ -22,6 +22,7 @@ from worker.engine.inputs import resolve_inputs
 from worker.engine.state import RunState
 from worker.errors import NotFound, WorkerError
 from worker.models import StepStatus
+from worker.secrets.transit import PayloadCipher, open_fields, seal_fields
 from worker.store import runs as store
 from worker.store.definitions import active_version, load_spec
 
@@ -48,6 +49,7 @@ class ReplayPlan:
     inputs: dict[str, Any]
     latest: bool = False
     notes: list[str] = field(default_factory=list)
+    encrypt: bool = False  # the workflow stores its payloads encrypted
 
 
 def _descendants(defn: Definition, step_id: str) -> set[str]:
@@ -77,10 +79,13 @@ def _call_detail(defn: Definition, step_id: str) -> str:
 
 
 async def plan_replay(pool: asyncpg.Pool, run_id: str, *, from_step: str | None = None,
-                      inputs: dict[str, Any] | None = None, latest: bool = False) -> ReplayPlan:
+                      inputs: dict[str, Any] | None = None, latest: bool = False,
+                      cipher: PayloadCipher | None = None) -> ReplayPlan:
     row = await pool.fetchrow("SELECT workflow, def_hash, inputs, status FROM runs WHERE run_id = $1", run_id)
     if row is None:
         raise NotFound(f"no run {run_id!r}")
+    original = {"inputs": row["inputs"]}
+    await open_fields(cipher, [original])  # encrypted payloads: the plan works on plaintext
     found = await load_spec(pool, row["def_hash"])
     if found is None:
         raise NotFound(f"the definition of run {run_id} is gone")
@@ -117,7 +122,7 @@ async def plan_replay(pool: asyncpg.Pool, run_id: str, *, from_step: str | None 
                               "run's version; replay from an earlier step or without --latest")
         if def_hash != row["def_hash"]:
             notes.append(f"runs under the current version {def_hash[:12]} (the run had {row['def_hash'][:12]})")
-    new_inputs = resolve_inputs(defn.spec, {**(row["inputs"] or {}), **(inputs or {})})
+    new_inputs = resolve_inputs(defn.spec, {**(original["inputs"] or {}), **(inputs or {})})
     if inputs:
         notes.append("inputs changed: reused steps keep the outputs they had with the old inputs")
     calls = []
@@ -129,7 +134,8 @@ async def plan_replay(pool: asyncpg.Pool, run_id: str, *, from_step: str | None 
                 count = st.count if st is not None else None
             calls.append(ExternalCall(sid, defn.step(sid).uses, _call_detail(defn, sid), count))
     return ReplayPlan(run_id, row["workflow"], def_hash, from_step, reused,
-                      [sid for sid in defn.order if sid in rerun], calls, new_inputs, latest, notes)
+                      [sid for sid in defn.order if sid in rerun], calls, new_inputs, latest, notes,
+                      encrypt=defn.spec.encrypt_payloads)
 
 
 def _reused_events(events: list[ev.Event], reused: set[str], source_run: str) -> list[ev.Event]:
@@ -143,15 +149,21 @@ def _reused_events(events: list[ev.Event], reused: set[str], source_run: str) ->
     return out
 
 
-async def create_replay(conn: asyncpg.Connection, plan: ReplayPlan, requested_by: str) -> str:
-    """Insert the new run with its seeded log (inside the caller's transaction); returns its id."""
+async def create_replay(conn: asyncpg.Connection, plan: ReplayPlan, requested_by: str, *,
+                        cipher: PayloadCipher | None = None, encrypt: bool = False) -> str:
+    """Insert the new run with its seeded log (inside the caller's transaction); returns its id.
+
+    Reused events are copied as stored (ciphertext stays ciphertext); new inputs are sealed when the
+    workflow (or the deployment) encrypts payloads."""
     run_id = str(uuid.uuid4())
     now = time.time()
     created = ev.Event(ev.RUN_CREATED, now, data={
         "workflow": plan.workflow, "def_hash": plan.def_hash, "inputs": plan.inputs, "requested_by": requested_by,
         "replay_of": plan.source_run, "replay_from": plan.from_step})
+    if encrypt or plan.encrypt:
+        await seal_fields(cipher, [created.data])
     await store.insert_run_txn(conn, run_id=run_id, workflow=plan.workflow, def_hash=plan.def_hash,
-                               inputs=plan.inputs, created=created, requested_by=requested_by)
+                               inputs=created.data["inputs"], created=created, requested_by=requested_by)
     await conn.execute("UPDATE runs SET replay_of = $2, replay_from = $3 WHERE run_id = $1",
                        run_id, plan.source_run, plan.from_step)
     seeded = _reused_events(await store.load_events(conn, plan.source_run), set(plan.reused), plan.source_run)

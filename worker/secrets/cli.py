@@ -24,14 +24,40 @@ def register(subparsers: Any) -> dict[str, Handler]:
                           "(VAULT_TOKEN must be allowed to manage policies)")
     pol.add_argument("--workflows", type=Path, default=None, help="workflow directory (default: settings)")
     pol.add_argument("--json", action="store_true")
+    rot = sub.add_parser("rotate-payload-key",
+                         help="rotate the transit key of encrypted payloads (old runs stay readable)")
+    rot.add_argument("--json", action="store_true")
     return {"vault": cmd_vault}
 
 
 def cmd_vault(args: argparse.Namespace, settings: Settings) -> int:
     if args.vault_command == "policies":
         return cmd_policies(args, settings)
+    if args.vault_command == "rotate-payload-key":
+        return cmd_rotate(args, settings)
     o.err.print(f"unknown vault command {args.vault_command!r}", markup=False)
     return EXIT_USAGE
+
+
+def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.errors import WorkerError
+    from worker.secrets.transit import build_cipher
+
+    cipher = build_cipher(settings)
+    if cipher is None:
+        o.err.print("rotate-payload-key needs VAULT_ADDR and VAULT_TOKEN (or AppRole)", markup=False)
+        return EXIT_USAGE
+    try:
+        version = cipher.session._call(cipher.rotate)
+    except WorkerError as exc:
+        o.err.print(f"could not rotate the key: {exc}", markup=False)
+        return EXIT_UNAVAILABLE
+    if args.json:
+        o.print_json({"key": cipher.key, "latest_version": version})
+    else:
+        o.out.print(f"transit key {cipher.key} rotated: new payloads use version {version}; "
+                    "older versions still decrypt")
+    return EXIT_OK
 
 
 def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
