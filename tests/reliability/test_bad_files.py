@@ -95,7 +95,10 @@ async def test_nul_byte_file_is_reported_and_does_not_stall_reloads() -> None:
                     and after is not None and after.status == "active")
 
         try:
-            await until(reported, 8, "the NUL file reported and the next file loaded")
+            await until(reported, 15, "the NUL file reported and the next file loaded")
+        except AssertionError as exc:
+            infos = [(Path(w.path).name, w.status, w.error_line, w.error) for w in await stack.client.list_workflows()]
+            raise AssertionError(f"{exc}; workflows: {infos}; worker log:\n{worker.log_tail(40)}") from None
         finally:
             assert worker.alive()
 

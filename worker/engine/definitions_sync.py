@@ -46,6 +46,16 @@ class DefinitionsSync:
         return changes
 
     async def reload(self, path: Path) -> RegistryChange:
+        """Load one file again. A file still being written (truncated, then filled: some editors save in
+        place) may be read half-way; when it changed while we read it, read it again."""
+        for _ in range(5):
+            before = await asyncio.to_thread(_stamp, path)
+            change = await self._reload_once(path)
+            if await asyncio.to_thread(_stamp, path) == before:
+                break
+        return change
+
+    async def _reload_once(self, path: Path) -> RegistryChange:
         if not await asyncio.to_thread(path.exists):
             change = self.registry.remove(path)
             await record_deleted(self.pool, str(path))
@@ -106,3 +116,12 @@ class DefinitionsSync:
             await asyncio.sleep(1.0)
             for path in sorted(self._pending):
                 await self._reload_or_defer(path)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime in ns, size) of a file, or None when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
