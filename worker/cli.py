@@ -254,13 +254,19 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.definitions.loader import load_file
+    from worker.definitions.loader import load_file, load_tools_file
+    from worker.definitions.registry import RESERVED_NAMES
 
     results: list[dict[str, Any]] = []
     for path in args.paths:
         files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
         for f in files:
             try:
+                if f.name in RESERVED_NAMES:  # the shared MCP servers / prices file
+                    tools = load_tools_file(f)
+                    results.append({"path": str(f), "ok": True, "name": f"shared tools: {len(tools.servers)} "
+                                    f"server(s), {len(tools.pricing)} price(s)", "version": "-"})
+                    continue
                 defn = load_file(f)
                 results.append({"path": str(f), "ok": True, "name": defn.name, "version": defn.def_hash[:12]})
             except DefinitionError as exc:

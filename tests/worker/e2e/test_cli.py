@@ -189,3 +189,17 @@ def test_agentrt_dev_starts_everything_runs_a_demo_and_shuts_down(tmp_path: Path
     # nothing left listening: the servers were stopped
     leftovers = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.strip()
     assert leftovers == ""
+
+
+def test_validate_checks_the_shared_tools_file(tmp_path: Path) -> None:
+    tools = tmp_path / "tools.yaml"
+    tools.write_text("servers:\n  helpdesk: {command: python, args: [-m, helpdesk]}\n  x: {transport: pigeon}\n")
+    res = subprocess.run([sys.executable, "-m", "worker", "validate", "--json", str(tools)], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    [result] = json.loads(res.stdout)
+    assert result["ok"] is False and result["line"] == 3 and "transport" in result["error"]
+    tools.write_text("servers:\n  helpdesk: {command: python, args: [-m, helpdesk]}\n")
+    res = subprocess.run([sys.executable, "-m", "worker", "validate", str(tools)], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "1 server(s)" in res.stdout
