@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -25,7 +24,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
 from textual.widgets import DataTable  # noqa: E402
 
 from console.app import AgentConsole  # noqa: E402
@@ -34,9 +35,6 @@ from console.screens.runs import RunsScreen  # noqa: E402
 from console.widgets.span_waterfall import SpanWaterfall  # noqa: E402
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
-from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
-from worker.devstack.postgres import create_database  # noqa: E402
-from worker.store.migrate import migrate  # noqa: E402
 from worker.store.spans import insert_spans  # noqa: E402
 
 TASKS = '''
@@ -287,24 +285,12 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="agentrt-console-bench-"))
-    os.chmod(tmp, 0o755)
-    pg = EmbeddedPostgres(tmp / "pg", fsync=True)
-    rd = EmbeddedRedis(tmp / "redis")
-    wf_dir = tmp / "workflows"
-    wf_dir.mkdir()
-    (wf_dir / "bench_console.py").write_text(TASKS)
-    (wf_dir / "live.yaml").write_text(LIVE)
-    pg.start()
-    rd.start()
-    worker: subprocess.Popen[bytes] | None = None
     results: dict[str, Any] = {}
-    try:
-        create_database(pg.url(), "big")
-        create_database(pg.url(), "live")
-        big_url, live_url = pg.url("big"), pg.url("live")
-        await migrate(big_url)
-        await migrate(live_url)
+    async with bench_servers("console-bench", databases=("big", "live")) as srv:
+        wf_dir, rd = srv.workflows, srv.redis
+        (wf_dir / "bench_console.py").write_text(TASKS)
+        (wf_dir / "live.yaml").write_text(LIVE)
+        big_url, live_url = srv.db_url("big"), srv.db_url("live")
         big = await RuntimeClient.connect(Settings(database_url=big_url, redis_url=rd.url(), workflows_dir=wf_dir,
                                                    redis_prefix=f"big-{uuid.uuid4().hex[:6]}"))
         try:
@@ -317,29 +303,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await big.close()
         env = {**os.environ, "AGENTRT_DATABASE_URL": live_url, "AGENTRT_REDIS_URL": rd.url(),
                "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": "200", "AGENTRT_LOG_LEVEL": "WARNING"}
-        log = (tmp / "worker.log").open("wb")  # the worker's stdout, for its lifetime
-        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
-        client = await RuntimeClient.connect(Settings(database_url=live_url, redis_url=rd.url(), workflows_dir=wf_dir))
-        try:
-            for _ in range(100):
-                if "live" in {w.name for w in await client.list_workflows()}:
-                    break
-                await asyncio.sleep(0.1)
-            results["live"] = await live(client, args.live_runs, args.live_seconds)
-        finally:
-            await client.close()
-        return results
-    finally:
-        if worker is not None:
-            worker.terminate()
+        worker: subprocess.Popen[bytes] | None = None
+        with (srv.tmp / "worker.log").open("wb") as log:
             try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
-        rd.stop()
-        pg.stop()
+                worker = start_worker(env, log)
+                client = await RuntimeClient.connect(Settings(database_url=live_url, redis_url=rd.url(),
+                                                              workflows_dir=wf_dir))
+                try:
+                    await wait_workflows(client, {"live"})
+                    results["live"] = await live(client, args.live_runs, args.live_seconds)
+                finally:
+                    await client.close()
+            finally:
+                stop_worker(worker)
+    return results
 
 
 def main() -> None:

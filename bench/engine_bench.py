@@ -15,18 +15,18 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
+
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
-from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
-from worker.devstack.postgres import create_database  # noqa: E402
-from worker.store.migrate import migrate  # noqa: E402
 
 TASKS = '''
 def noop():
@@ -93,50 +93,34 @@ async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) ->
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    tmp = Path(tempfile.mkdtemp(prefix="agentrt-bench-"))
-    os.chmod(tmp, 0o755)
-    pg = EmbeddedPostgres(tmp / "pg", fsync=True)
-    rd = EmbeddedRedis(tmp / "redis")
-    wf_dir = tmp / "workflows"
-    wf_dir.mkdir()
-    (wf_dir / "bench_tasks.py").write_text(TASKS)
-    (wf_dir / "seq.yaml").write_text(workflow("seq", args.steps, "noop"))
-    (wf_dir / "seq-async.yaml").write_text(workflow("seq-async", args.steps, "anoop"))
-    pg.start()
-    rd.start()
-    worker: subprocess.Popen[bytes] | None = None
-    try:
-        create_database(pg.url(), "bench")
-        url = pg.url("bench")
-        await migrate(url)
-        env = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": rd.url(),
+    async with bench_servers("bench") as srv:
+        wf_dir = srv.workflows
+        (wf_dir / "bench_tasks.py").write_text(TASKS)
+        (wf_dir / "seq.yaml").write_text(workflow("seq", args.steps, "noop"))
+        (wf_dir / "seq-async.yaml").write_text(workflow("seq-async", args.steps, "anoop"))
+        url = srv.db_url("bench")
+        env = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
                "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": str(max(600, args.concurrent_runs)),
                "AGENTRT_LOG_LEVEL": "WARNING", "AGENTRT_DB_POOL_SIZE": "8"}
         prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
-        worker = subprocess.Popen([sys.executable, *prof, "-m", "worker", "worker"], cwd=ROOT, env=env,
-                                  stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT)
-        settings = Settings(database_url=url, redis_url=rd.url(), workflows_dir=wf_dir)
-        client = await RuntimeClient.connect(settings)
-        try:
-            for _ in range(100):  # the worker registers the workflows when it starts
-                if {w.name for w in await client.list_workflows()} >= {"seq", "seq-async"}:
-                    break
-                await asyncio.sleep(0.1)
-            await sequential(client, "seq", 3)  # warm-up
-            results: dict[str, object] = {
-                "sequential_sync_python": await sequential(client, "seq", args.sequential_runs),
-                "sequential_async_python": await sequential(client, "seq-async", args.sequential_runs),
-                "concurrent": await concurrent(client, "seq-async", args.concurrent_runs, args.steps),
-            }
-        finally:
-            await client.close()
-        return results
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(20)
-        rd.stop()
-        pg.stop()
+        worker: subprocess.Popen[bytes] | None = None
+        with (srv.tmp / "worker.log").open("wb") as log:
+            try:
+                worker = start_worker(env, log, prof)
+                client = await RuntimeClient.connect(Settings(database_url=url, redis_url=srv.redis.url(),
+                                                              workflows_dir=wf_dir))
+                try:
+                    await wait_workflows(client, {"seq", "seq-async"})
+                    await sequential(client, "seq", 3)  # warm-up
+                    return {
+                        "sequential_sync_python": await sequential(client, "seq", args.sequential_runs),
+                        "sequential_async_python": await sequential(client, "seq-async", args.sequential_runs),
+                        "concurrent": await concurrent(client, "seq-async", args.concurrent_runs, args.steps),
+                    }
+                finally:
+                    await client.close()
+            finally:
+                stop_worker(worker)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,13 +30,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from engine_bench import TASKS, pct, step_gaps, workflow  # noqa: E402
+from stack import BenchServers, bench_servers  # noqa: E402
 
 from tests.support.otlp_receiver import OtlpReceiver  # noqa: E402
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
-from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
-from worker.devstack.postgres import create_database  # noqa: E402
-from worker.store.migrate import migrate  # noqa: E402
 
 STOP_TIMEOUTS: list[str] = []  # workers that did not stop within 30 s of SIGTERM (killed)
 
@@ -102,61 +99,55 @@ async def one_config(env: dict[str, str], settings: Settings, args: argparse.Nam
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    tmp = Path(tempfile.mkdtemp(prefix="agentrt-tbench-"))
-    os.chmod(tmp, 0o755)
-    pg = EmbeddedPostgres(tmp / "pg", fsync=True)
-    rd = EmbeddedRedis(tmp / "redis")
-    wf_dir = tmp / "workflows"
-    wf_dir.mkdir()
+    async with bench_servers("tbench") as srv:
+        rx = OtlpReceiver(parse=False).start()  # counts bytes only: the collector's cost is not ours
+        try:
+            return await _measure(args, srv, rx)
+        finally:
+            rx.stop()
+
+
+async def _measure(args: argparse.Namespace, srv: BenchServers, rx: OtlpReceiver) -> dict[str, dict[str, float]]:
+    tmp, wf_dir, rd = srv.tmp, srv.workflows, srv.redis
     (wf_dir / "bench_tasks.py").write_text(TASKS)
     (wf_dir / "seq.yaml").write_text(workflow("seq", args.steps, "noop"))
     (wf_dir / "seq-async.yaml").write_text(workflow("seq-async", args.steps, "anoop"))
-    pg.start()
-    rd.start()
-    rx = OtlpReceiver(parse=False).start()  # counts bytes only: the collector's cost is not ours
-    try:
-        create_database(pg.url(), "bench")
-        url = pg.url("bench")
-        await migrate(url)
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENTRT_"))}
-        base.update(AGENTRT_DATABASE_URL=url, AGENTRT_REDIS_URL=rd.url(), AGENTRT_WORKFLOWS_DIR=str(wf_dir),
-                    AGENTRT_CONCURRENCY=str(max(600, args.concurrent_runs)),
-                    AGENTRT_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-                    AGENTRT_DB_POOL_SIZE="8")
-        configs = {
-            "off": {**base, "AGENTRT_TELEMETRY": "off"},
-            "store": dict(base),
-            "otlp": {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint, "OTEL_SERVICE_NAME": "bench",
-                     "OTEL_METRIC_EXPORT_INTERVAL": "5000"},
-            "traces": {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint, "OTEL_METRICS_EXPORTER": "none"},
-        }
-        configs = {k: v for k, v in configs.items() if k in args.configs.split(",")}
-        settings = Settings(database_url=url, redis_url=rd.url(), workflows_dir=wf_dir)
-        gaps: dict[str, list[float]] = {k: [] for k in configs}
-        sync_p50: dict[str, list[float]] = {k: [] for k in configs}
-        tput: dict[str, list[float]] = {k: [] for k in configs}
-        cpu: dict[str, list[float]] = {k: [] for k in configs}
-        for _ in range(args.rounds):
-            for name, env in configs.items():
-                g, t, p, c = await one_config(env, settings, args, tmp / f"worker-{name}.log")
-                cpu[name].append(c)
-                gaps[name].extend(g)
-                tput[name].append(t)
-                sync_p50[name].append(p)
-        results = {name: {"step_overhead_p50_ms": pct(gaps[name], 50) * 1000,
-                          "step_overhead_p90_ms": pct(gaps[name], 90) * 1000,
-                          "step_overhead_p99_ms": pct(gaps[name], 99) * 1000,
-                          "worker_cpu_per_step_us": sorted(cpu[name])[len(cpu[name]) // 2] * 1e6,
-                          "round_p50s_ms": [round(x * 1000, 3) for x in sync_p50[name]],
-                          "steps_per_s": max(tput[name]), "samples": len(gaps[name])} for name in configs}
-        if "otlp" in results:
-            results["otlp"]["export_requests"] = rx.requests
-            results["otlp"]["export_bytes"] = rx.bytes_received
-        return results
-    finally:
-        rx.stop()
-        rd.stop()
-        pg.stop()
+    url = srv.db_url("bench")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENTRT_"))}
+    base.update(AGENTRT_DATABASE_URL=url, AGENTRT_REDIS_URL=rd.url(), AGENTRT_WORKFLOWS_DIR=str(wf_dir),
+                AGENTRT_CONCURRENCY=str(max(600, args.concurrent_runs)),
+                AGENTRT_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+                AGENTRT_DB_POOL_SIZE="8")
+    configs = {
+        "off": {**base, "AGENTRT_TELEMETRY": "off"},
+        "store": dict(base),
+        "otlp": {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint, "OTEL_SERVICE_NAME": "bench",
+                 "OTEL_METRIC_EXPORT_INTERVAL": "5000"},
+        "traces": {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint, "OTEL_METRICS_EXPORTER": "none"},
+    }
+    configs = {k: v for k, v in configs.items() if k in args.configs.split(",")}
+    settings = Settings(database_url=url, redis_url=rd.url(), workflows_dir=wf_dir)
+    gaps: dict[str, list[float]] = {k: [] for k in configs}
+    sync_p50: dict[str, list[float]] = {k: [] for k in configs}
+    tput: dict[str, list[float]] = {k: [] for k in configs}
+    cpu: dict[str, list[float]] = {k: [] for k in configs}
+    for _ in range(args.rounds):
+        for name, env in configs.items():
+            g, t, p, c = await one_config(env, settings, args, tmp / f"worker-{name}.log")
+            cpu[name].append(c)
+            gaps[name].extend(g)
+            tput[name].append(t)
+            sync_p50[name].append(p)
+    results = {name: {"step_overhead_p50_ms": pct(gaps[name], 50) * 1000,
+                      "step_overhead_p90_ms": pct(gaps[name], 90) * 1000,
+                      "step_overhead_p99_ms": pct(gaps[name], 99) * 1000,
+                      "worker_cpu_per_step_us": sorted(cpu[name])[len(cpu[name]) // 2] * 1e6,
+                      "round_p50s_ms": [round(x * 1000, 3) for x in sync_p50[name]],
+                      "steps_per_s": max(tput[name]), "samples": len(gaps[name])} for name in configs}
+    if "otlp" in results:
+        results["otlp"]["export_requests"] = rx.requests
+        results["otlp"]["export_bytes"] = rx.bytes_received
+    return results
 
 
 def main() -> None:

@@ -1,0 +1,82 @@
+"""What every benchmark starts: a durable Postgres (fsync on) and a Redis from the wheels, migrated
+databases, `agentrt worker` processes; stopped again on exit. Shared by the bench scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from worker.client import RuntimeClient  # noqa: E402
+from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from worker.devstack.postgres import create_database  # noqa: E402
+from worker.store.migrate import migrate  # noqa: E402
+
+
+@dataclass
+class BenchServers:
+    tmp: Path
+    workflows: Path
+    pg: EmbeddedPostgres
+    redis: EmbeddedRedis
+
+    def db_url(self, name: str) -> str:
+        return self.pg.url(name)
+
+
+@asynccontextmanager
+async def bench_servers(prefix: str, databases: Iterable[str] = ("bench",)) -> AsyncIterator[BenchServers]:
+    """Postgres and Redis in a fresh temporary folder, with each database created and migrated."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"agentrt-{prefix}-"))
+    os.chmod(tmp, 0o755)  # Postgres runs as an unprivileged user when we are root
+    servers = BenchServers(tmp, tmp / "workflows", EmbeddedPostgres(tmp / "pg", fsync=True),
+                           EmbeddedRedis(tmp / "redis"))
+    servers.workflows.mkdir()
+    servers.pg.start()
+    servers.redis.start()
+    try:
+        for name in databases:
+            create_database(servers.pg.url(), name)
+            await migrate(servers.pg.url(name))
+        yield servers
+    finally:
+        servers.redis.stop()
+        servers.pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_worker(env: dict[str, str], log: IO[bytes], python_args: Iterable[str] = ()) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *python_args, "-m", "worker", "worker"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_worker(worker: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    if worker is None:
+        return
+    worker.terminate()
+    try:
+        worker.wait(timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)
+
+
+async def wait_workflows(client: RuntimeClient, names: set[str], seconds: float = 10.0) -> None:
+    """The worker registers the workflow files when it starts."""
+    for _ in range(int(seconds * 10)):
+        if {w.name for w in await client.list_workflows()} >= names:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the worker did not load {sorted(names)} within {seconds:.0f}s")
