@@ -8,7 +8,7 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from worker.definitions.registry import is_workflow_file
+from worker.definitions.registry import RESERVED_NAMES, is_workflow_file
 
 _RUST_TIMEOUT_MS = 500
 """How long the watcher thread blocks without news; bounds how long cancellation can take."""
@@ -16,7 +16,7 @@ _RUST_TIMEOUT_MS = 500
 
 async def watch_directory(root: Path, *, debounce_ms: int = 50,
                           stop_event: asyncio.Event | None = None) -> AsyncIterator[set[tuple[str, Path]]]:
-    """Yield batches of (kind, path) for workflow files directly inside `root`.
+    """Yield batches of (kind, path) for workflow files (and the shared `tools.yaml`) directly inside `root`.
 
     `kind` is "added", "modified" or "deleted"; paths are `root / name`, as `scan_directory`
     returns them. An editor that saves by renaming may report a file as deleted and added in one
@@ -27,7 +27,8 @@ async def watch_directory(root: Path, *, debounce_ms: int = 50,
     debounce = max(1, debounce_ms)
 
     def keep(_change: Change, raw_path: str) -> bool:
-        return is_workflow_file(Path(raw_path))
+        path = Path(raw_path)
+        return is_workflow_file(path) or path.name in RESERVED_NAMES
 
     async for changes in awatch(root, watch_filter=keep, debounce=debounce, step=min(debounce, 50),
                                 stop_event=stop_event, rust_timeout=_RUST_TIMEOUT_MS, recursive=False):

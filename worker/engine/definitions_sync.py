@@ -9,12 +9,18 @@ from pathlib import Path
 import asyncpg
 
 from worker.bus.publisher import Publisher
-from worker.definitions.loader import load_file
+from worker.definitions.loader import load_file, load_tools_file
 from worker.definitions.model import Definition
-from worker.definitions.registry import Registry, RegistryChange, scan_directory
+from worker.definitions.registry import RESERVED_NAMES, Registry, RegistryChange, scan_directory
 from worker.definitions.watcher import watch_directory
 from worker.errors import DefinitionError
-from worker.store.definitions import DefinitionCache, record_deleted, record_invalid, record_loaded
+from worker.store.definitions import (
+    DefinitionCache,
+    clear_tools_error,
+    record_deleted,
+    record_invalid,
+    record_loaded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,13 @@ class DefinitionsSync:
                 logger.warning("could not record workflow file %s (%s: %s); will retry", path,
                                type(exc).__name__, exc)
                 self._pending.add(path)
+        for name in sorted(RESERVED_NAMES):  # a tools file fixed while no worker watched: drop its old error
+            path = self.root / name
+            if path not in scanned:
+                try:
+                    await clear_tools_error(self.pool, str(path))
+                except Exception as exc:  # noqa: BLE001 - cosmetic; the next save or start clears it
+                    logger.warning("could not clear the recorded error of %s (%s: %s)", path, type(exc).__name__, exc)
         return changes
 
     async def reload(self, path: Path) -> RegistryChange:
@@ -56,6 +69,8 @@ class DefinitionsSync:
         return change
 
     async def _reload_once(self, path: Path) -> RegistryChange:
+        if path.name in RESERVED_NAMES:
+            return await self._reload_tools(path)
         if not await asyncio.to_thread(path.exists):
             change = self.registry.remove(path)
             await record_deleted(self.pool, str(path))
@@ -66,6 +81,22 @@ class DefinitionsSync:
         except DefinitionError as exc:
             result = exc
         return await self._apply(path, result)
+
+    async def _reload_tools(self, path: Path) -> RegistryChange:
+        """The shared tools file: steps read it themselves when it changes (steps/tool.py); here its
+        validation status is kept up to date, so an invalid save is reported (file:line) like a workflow's
+        and a fix clears the report."""
+        if await asyncio.to_thread(path.is_file):
+            try:
+                await asyncio.to_thread(load_tools_file, path)
+            except DefinitionError as exc:
+                return await self._apply(path, exc)
+        self.registry.remove(path)
+        change = RegistryChange(path, "loaded", None, None)
+        if await clear_tools_error(self.pool, str(path)):
+            logger.info("%s is valid again", path.name)
+            self._announce(change)
+        return change
 
     async def _apply(self, path: Path, result: Definition | DefinitionError) -> RegistryChange:
         change = self.registry.apply(path, result)

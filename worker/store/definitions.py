@@ -57,6 +57,16 @@ async def record_invalid(pool: asyncpg.Pool, path: str, error: DefinitionError) 
                            _text(path), name, _text(str(error)))
 
 
+async def clear_tools_error(pool: asyncpg.Pool, path: str) -> bool:
+    """The shared tools file is valid again (or gone): drop the error row it had. True if there was one."""
+    async with pool.acquire() as conn, conn.transaction():
+        cleared = await conn.fetchval(
+            "DELETE FROM workflow_files WHERE path = $1 AND name IS NULL AND status = 'invalid' RETURNING path", path)
+        if cleared is not None:
+            await conn.execute("INSERT INTO workflow_events (path, kind) VALUES ($1, 'loaded')", path)
+    return cleared is not None
+
+
 async def record_deleted(pool: asyncpg.Pool, path: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
         name = await conn.fetchval(

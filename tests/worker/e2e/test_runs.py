@@ -17,6 +17,7 @@ from tests.support.runtime import (
     wait_status,
     write_workflow,
 )
+from worker.client import RuntimeClient
 from worker.config import Settings
 from worker.errors import Conflict, NotFound, WorkerError
 
@@ -344,3 +345,30 @@ async def test_workers_listing_shows_the_live_worker(settings: Settings) -> None
         await asyncio.sleep(0.2)
         workers = await client.list_workers()
     assert [w.worker_id for w in workers if w.alive] == [service.settings.worker_id]
+
+
+async def test_shared_tools_file_is_validated_on_save_and_cleared_when_fixed(settings: Settings) -> None:
+    write_workflow(settings, "fine.yaml", "name: fine\nsteps: [{id: a, uses: set, with: {x: 1}}]\n")
+    tools = settings.workflows_dir / "tools.yaml"
+    async with running_worker(settings), client_for(settings) as client:
+        await eventually(lambda: _has_workflow(client, "fine"), timeout=10, interval=0.05, what="fine loaded")
+        tools.write_text("servers:\n  rec:\n    transport: carrier-pigeon\n")
+
+        async def reported() -> bool:
+            return str(tools) in {w.path for w in await client.list_workflows() if w.status == "invalid"}
+
+        await eventually(reported, timeout=5, interval=0.05, what="invalid tools.yaml reported")
+        info = {w.path: w for w in await client.list_workflows()}[str(tools)]
+        assert info.error_line is not None and info.name is None
+        tools.write_text("servers:\n  rec:\n    command: python3\n")
+
+        async def cleared() -> bool:
+            return str(tools) not in {w.path for w in await client.list_workflows()}
+
+        await eventually(cleared, timeout=5, interval=0.05, what="the error cleared after the fix")
+        run_id = await client.start_run("fine")  # workflows were never disturbed
+        assert (await client.wait_for_run(run_id, timeout=10)).status.value == "completed"
+
+
+async def _has_workflow(client: RuntimeClient, name: str) -> bool:
+    return name in {w.name for w in await client.list_workflows()}
