@@ -64,6 +64,11 @@ class AgentConsole(App[None]):
         Binding("4", "switch_mode('workers')", "Workers", show=False),
         Binding("5", "switch_mode('events')", "Events", show=False),
         Binding("question_mark", "help", "Keys"),
+        # declaring the palette action replaces Textual's own ctrl+p binding: keep it exactly as it was, and add
+        # `:` (not a priority binding, so typing a colon in an input still types a colon)
+        Binding(App.COMMAND_PALETTE_BINDING, "command_palette", "palette", show=False, priority=True,
+                tooltip="Open the command palette"),
+        Binding("colon", "command_palette", "palette", show=False),
         Binding("q", "quit", "Quit"),
     ]
 

@@ -119,11 +119,11 @@ async def test_typing_in_the_filter_does_not_trigger_app_keys() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("slash", "q", "2", "question_mark")
+        await pilot.press("slash", "q", "2", "question_mark", "colon")
         await settle(pilot)
         assert app.is_running
-        assert app.current_mode == "runs"
-        assert app.screen.query_one("#runs-filter", Input).value == "q2?"
+        assert app.current_mode == "runs" and not isinstance(app.screen, CommandPalette)
+        assert app.screen.query_one("#runs-filter", Input).value == "q2?:"
 
 
 async def test_mark_and_bulk_cancel_after_confirmation() -> None:
@@ -556,8 +556,9 @@ async def test_command_palette_jumps_to_a_screen_and_a_run() -> None:
         await pilot.press("enter")
         await settle(pilot)
         assert app.current_mode == "workers"
-        await pilot.press("ctrl+p")
+        await pilot.press("colon")  # the vi-style key opens the same palette
         await settle(pilot)
+        assert isinstance(app.screen, CommandPalette)
         await pilot.press(*rid(3)[:8])
         await pilot.pause(0.5)
         await pilot.press("enter")
