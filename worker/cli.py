@@ -334,7 +334,7 @@ async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_show(client: Any, args: argparse.Namespace) -> int:
-    from worker.engine.views import run_usage, step_usage
+    from worker.engine.views import run_usage
 
     d = await client.get_run(args.run_id)
     usage = run_usage(d.steps)
@@ -357,7 +357,7 @@ async def cmd_show(client: Any, args: argparse.Namespace) -> int:
         detail = st.error if st.error else ("" if st.output is None else o.compact(st.output, 80))
         row = [name, st.kind, o.status_text(st.status.value), str(len(st.attempts))]
         if usage["steps"]:
-            used = step_usage(st.output)
+            used = st.usage
             row += ["", ""] if used is None else [
                 f"{used['total_tokens']:,}", "-" if used["cost_usd"] is None else f"${used['cost_usd']:.4f}"]
         t.add_row(*row, detail)

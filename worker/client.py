@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from worker.models import (
     RunSummary,
     SpanView,
     StepLogLine,
+    StepStatus,
+    StepView,
     TaskId,
     TaskStatus,
     WorkerInfo,
@@ -274,13 +277,40 @@ class RuntimeClient:
             "SELECT run_id::text FROM runs WHERE parent_run_id = $1 ORDER BY created_at", run_id)
         payload = {"inputs": row["inputs"], "output": row["output"]}
         await self._open_for_display([payload, *(e.data for e in events)])
+        steps = await self._with_agent_progress(run_id, step_views(run_id, events, kinds, order))
         return RunDetail(
             summary=_summary(row), inputs=payload["inputs"], output=payload["output"],
-            steps=tuple(step_views(run_id, events, kinds, order)),
+            steps=tuple(steps),
             events=tuple(EventView(e.seq, datetime.fromtimestamp(e.ts, tz=UTC), e.type, e.step_id, e.item,
                                    e.attempt, e.data) for e in events),
             children=tuple(RunId(r["run_id"]) for r in children),
         )
+
+    async def _with_agent_progress(self, run_id: str, steps: list[StepView]) -> list[StepView]:
+        """Unfinished agent steps with the tokens and cost of the LLM turns their journal holds so far."""
+        unfinished = {(v.step_id, -1 if v.item is None else v.item) for v in steps
+                      if v.kind == "agent" and v.output is None and v.status != StepStatus.PENDING}
+        if not unfinished:
+            return steps
+        rows = await self.pool.fetch(
+            "SELECT step_id, item, data FROM step_journal WHERE run_id = $1 AND step_id = ANY($2::text[])",
+            run_id, sorted({s for s, _ in unfinished}))
+        entries = [((r["step_id"], r["item"]), {"output": r["data"]}) for r in rows
+                   if (r["step_id"], r["item"]) in unfinished]
+        await self._open_for_display([holder for _, holder in entries])
+        progress: dict[tuple[str, int], dict[str, Any]] = {}
+        for key, holder in entries:
+            turn = holder["output"]
+            if not isinstance(turn, dict) or turn.get("type") != "llm" or not isinstance(turn.get("usage"), dict):
+                continue
+            p = progress.setdefault(key, {"usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+                                          "cost_usd": None, "turns": 0})
+            p["turns"] += 1
+            for k in p["usage"]:
+                p["usage"][k] += int(turn["usage"].get(k) or 0)
+            if isinstance(turn.get("cost_usd"), int | float):
+                p["cost_usd"] = round((p["cost_usd"] or 0.0) + float(turn["cost_usd"]), 8)
+        return [replace(v, progress=progress.get((v.step_id, -1 if v.item is None else v.item))) for v in steps]
 
     async def cancel(self, run_id: str, *, by: str | None = None, reason: str | None = None) -> RunSummary:
         run_id = await self.resolve_run_id(run_id)

@@ -90,6 +90,30 @@ class StepView:
     output: JSON
     error: str | None
     idempotency_key: str | None
+    progress: JSON = None
+    """An agent step that has not finished: `{"usage": {...}, "cost_usd": ..., "turns": n}` summed from
+    the LLM turns committed to its journal so far (None for other steps)."""
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """Tokens and cost: from a finished llm/agent step's output, else an unfinished agent's so far."""
+        return usage_in(self.output) or usage_in(self.progress)
+
+
+def usage_in(value: object) -> dict[str, Any] | None:
+    """`{input_tokens, output_tokens, total_tokens, cost_usd}` from a value with `usage` (and `cost_usd`)."""
+    if not isinstance(value, dict) or not isinstance(value.get("usage"), dict):
+        return None
+    usage = value["usage"]
+    if "total_tokens" not in usage:
+        return None
+    cost = value.get("cost_usd")
+    return {
+        "input_tokens": int(usage.get("input_tokens") or 0),
+        "output_tokens": int(usage.get("output_tokens") or 0),
+        "total_tokens": int(usage.get("total_tokens") or 0),
+        "cost_usd": float(cost) if isinstance(cost, int | float) else None,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,12 @@ def inspect_step(view: StepView, items: Sequence[StepView], now: datetime, attem
     out.append(f"  {view.kind}\n", style="dim")
     _field(out, "status", status_label(view.status), status_style(view.status))
     _field(out, "idem. key", view.idempotency_key or DASH)
+    usage = view.usage
+    if usage is not None:
+        cost = DASH if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
+        so_far = f" so far ({view.progress.get('turns', 0)} turns)" if view.output is None and view.progress else ""
+        _field(out, "tokens", f"{usage['total_tokens']:,} (in {usage['input_tokens']:,}, out "
+                              f"{usage['output_tokens']:,}) · cost {cost}{so_far}")
     if items:
         done = sum(1 for i in items if i.status == "completed")
         _field(out, "foreach", f"{len(items)} items, {done} completed")

@@ -210,3 +210,19 @@ def test_messages_collapse_floods() -> None:
 def test_fake_data_has_every_status() -> None:
     assert {r.status for r in make_runs()} == set(RunStatus)
     assert re.fullmatch(r"[0-9a-f-]{36}", rid(1))
+
+
+def test_step_inspector_shows_tokens_and_cost_finished_and_so_far() -> None:
+    from console.widgets.inspector import inspect_step
+    from worker.models import StepStatus, StepView
+
+    done = StepView("plan", "llm", None, StepStatus.COMPLETED, (), {}, {
+        "text": "ok", "usage": {"input_tokens": 1200, "output_tokens": 34, "total_tokens": 1234},
+        "cost_usd": 0.0123}, None, "agentrt:r:plan")
+    assert "tokens    1,234 (in 1,200, out 34) · cost $0.0123\n" in inspect_step(done, [], FIXED_NOW).plain
+    running = StepView("agent", "agent", None, StepStatus.RUNNING, (), {}, None, None, None, progress={
+        "usage": {"input_tokens": 100, "output_tokens": 10, "total_tokens": 110}, "cost_usd": None, "turns": 2})
+    shown = inspect_step(running, [], FIXED_NOW).plain
+    assert f"tokens    110 (in 100, out 10) · cost {DASH} so far (2 turns)\n" in shown
+    plain = StepView("fetch", "http", None, StepStatus.COMPLETED, (), {}, {"status": 200}, None, None)
+    assert "tokens" not in inspect_step(plain, [], FIXED_NOW).plain

@@ -63,24 +63,9 @@ def step_views(run_id: str, events: list[ev.Event], kinds: dict[str, str], order
     return views
 
 
-def step_usage(output: object) -> dict[str, Any] | None:
-    """Token usage and cost recorded in an llm/agent step's output, or None for other outputs."""
-    if not isinstance(output, dict) or not isinstance(output.get("usage"), dict):
-        return None
-    usage = output["usage"]
-    if "total_tokens" not in usage:
-        return None
-    cost = output.get("cost_usd")
-    return {
-        "input_tokens": int(usage.get("input_tokens") or 0),
-        "output_tokens": int(usage.get("output_tokens") or 0),
-        "total_tokens": int(usage.get("total_tokens") or 0),
-        "cost_usd": float(cost) if isinstance(cost, int | float) else None,
-    }
-
-
 def run_usage(steps: Iterable[StepView]) -> dict[str, Any]:
-    """Tokens and cost of a run: the sum over its completed llm/agent steps (and foreach items).
+    """Tokens and cost of a run: the sum over its llm/agent steps (and foreach items), including what
+    unfinished agent steps have used so far.
 
     A step with no price in its table counts its tokens but no cost (`priced` says whether every
     counted step had a price).
@@ -88,7 +73,7 @@ def run_usage(steps: Iterable[StepView]) -> dict[str, Any]:
     total: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "cost_usd": 0.0,
                              "steps": 0, "priced": True}
     for step in steps:
-        usage = step_usage(step.output)
+        usage = step.usage
         if usage is None:
             continue
         total["steps"] += 1

@@ -129,6 +129,13 @@ async def test_approve_tools_approved(settings: Settings, peer: LlmPeer, tmp_pat
         task = await pending_task(client, run_id, timeout=30)
         assert task.context == {"tool": "refund", "server": "helpdesk", "arguments": {"ticket": "T-1", "amount": 40}}
         assert "refund" in task.prompt and read_calls(log) == []
+        # parked after its first LLM turn: the tokens used so far are visible (journal), in show too
+        parked = (await client.get_run(run_id)).steps[0]
+        assert parked.output is None and parked.progress is not None and parked.progress["turns"] == 1
+        assert parked.usage == {"input_tokens": 100, "output_tokens": 10, "total_tokens": 110,
+                                "cost_usd": pytest.approx(100 * 2e-6 + 10 * 10e-6)}
+        rc, text, _ = await agentrt(settings, "show", run_id)
+        assert rc == 0 and "tokens: 110 (input 100, output 10) in 1 llm/agent step(s)" in text
         await client.decide(task.task_id, approve=True, by="alice", reason="fine")
         summary = await client.wait_for_run(run_id, timeout=30)
         detail = await client.get_run(run_id)
