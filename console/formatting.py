@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from worker.models import WorkflowInfo
+from worker.models import WorkflowEvent, WorkflowInfo
 
 DASH = "—"
 ELLIPSIS = "…"
@@ -35,6 +35,7 @@ _STATUS: dict[str, tuple[str, str]] = {
     "active": ("✓", "green"),
     "invalid": ("✗", "bold red"),
     "deleted": ("⊘", "dim"),
+    "loaded": ("✓", "green"),
 }
 
 
@@ -219,6 +220,61 @@ def workflow_summary(wf: WorkflowInfo, width: int) -> str:
         return truncate_left(wf.path, width)
     where = workflow_location(wf).replace("\\", "/").rsplit("/", 1)[-1]
     return truncate(f"{where}: {wf.error or 'invalid'}", width)
+
+
+def excerpt_window(line: str, column: int | None, width: int) -> tuple[str, int | None]:
+    """The part of an offending line that fits `width` cells, and where the caret goes in it.
+
+    One cell per character (tabs and control characters become one cell), so the caret lines up; a
+    long line is cut around the column with ellipses. The caret offset is None without a column.
+    """
+    text = "".join(c if c.isprintable() else "·" for c in line.replace("\t", " "))
+    width = max(width, 8)
+    if column is None or column < 1:
+        return truncate(text, width), None
+    col = column - 1
+    if len(text) <= width:
+        return text, min(col, len(text), width - 1)
+    start = 0 if col < width - 1 else col - width // 2
+    piece = text[start:start + width]
+    if start > 0:
+        piece = ELLIPSIS + piece[1:]
+    if start + width < len(text):
+        piece = piece[:-1] + ELLIPSIS
+    return piece, min(col - start, len(piece) - 1)
+
+
+def format_short_timestamp(dt: datetime | None) -> str:
+    """`03-14 12:00:03` (UTC): a history table's time column."""
+    if dt is None:
+        return DASH
+    return dt.astimezone(UTC).strftime("%m-%d %H:%M:%S")
+
+
+def reload_summary(event: WorkflowEvent, width: int) -> str:
+    """One history cell: `hello.yaml → fcde2b2e`, or for an invalid save `broken.yaml:3:9: reason`."""
+    file = event.path.replace("\\", "/").rsplit("/", 1)[-1]
+    if event.kind == "invalid":
+        error = (event.error or "invalid").replace("\\", "/")
+        where = error.split(": ", 1)
+        text = f"{where[0].rsplit('/', 1)[-1]}: {where[1]}" if len(where) == 2 and file in where[0] else error
+        return truncate(text, width)
+    if event.kind == "loaded" and event.def_hash:
+        return truncate(f"{file} → {short_id(event.def_hash)}", width)
+    return truncate(file, width)
+
+
+def diff_line_style(line: str) -> str:
+    """A Rich style for one line of a unified diff (the +/- prefix carries the meaning without colour)."""
+    if line.startswith(("+++", "---")):
+        return "bold"
+    if line.startswith("@@"):
+        return "cyan"
+    if line.startswith("+"):
+        return "green"
+    if line.startswith("-"):
+        return "red"
+    return ""
 
 
 def item_suffix(item: int | None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich.text import Text
 
 from worker import output as o
 from worker.config import Settings
@@ -116,7 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("--reason", default=None)
     cn.add_argument("--json", action="store_true")
 
-    wf = sub.add_parser("workflows", help="list workflow files: active versions and validation errors")
+    wf = sub.add_parser("workflows", help="list workflow files: active versions and validation errors",
+                        description="List workflow files; or one workflow's versions, the diff of two of its "
+                                    "versions, or the hot-reload history.")
+    one = wf.add_mutually_exclusive_group()
+    one.add_argument("--versions", metavar="NAME", default=None,
+                     help="the stored versions of workflow NAME, newest first, with the runs pinned to each")
+    one.add_argument("--diff", nargs="+", metavar=("NAME", "HASH"), default=None,
+                     help="NAME [OLD [NEW]]: unified diff of the YAML of two versions (hashes or unique prefixes; "
+                          "default: the version before the active one, against the active one)")
+    one.add_argument("--history", action="store_true",
+                     help="hot reloads, newest first: files loaded, found invalid (with the error) or deleted")
+    wf.add_argument("--limit", type=int, default=50, help="rows for --versions and --history (default 50)")
     wf.add_argument("--json", action="store_true")
 
     v = sub.add_parser("validate", help="validate workflow files without running them")
@@ -432,6 +444,12 @@ async def cmd_cancel(client: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_workflows(client: Any, args: argparse.Namespace) -> int:
+    if args.versions:
+        return await _workflow_versions(client, args)
+    if args.diff:
+        return await _workflow_diff(client, args)
+    if args.history:
+        return await _workflow_history(client, args)
     wfs = await client.list_workflows()
     if args.json:
         o.print_json(o.to_jsonable(wfs))
@@ -446,6 +464,53 @@ async def cmd_workflows(client: Any, args: argparse.Namespace) -> int:
     o.out.print(t)
     if not wfs:
         o.err.print("no workflow files known yet: start a worker (agentrt worker) on your workflows directory")
+    return EXIT_OK
+
+
+async def _workflow_versions(client: Any, args: argparse.Namespace) -> int:
+    versions = await client.workflow_versions(args.versions, limit=args.limit)
+    if args.json:
+        o.print_json(o.to_jsonable(versions))
+        return EXIT_OK
+    t = o.table("VERSION", "LOADED", "RUNS", "ACTIVE", "FILE")
+    for v in versions:
+        t.add_row(v.def_hash[:12], f"{v.created_at:%Y-%m-%d %H:%M:%S}Z ({o.ago(v.created_at)})", str(v.runs),
+                  "[green]active[/]" if v.active else "", Text(v.source_path or "-"))
+    o.out.print(t)
+    return EXIT_OK
+
+
+async def _workflow_diff(client: Any, args: argparse.Namespace) -> int:
+    if len(args.diff) > 3:
+        o.err.print("usage: agentrt workflows --diff NAME [OLD [NEW]]")
+        return EXIT_USAGE
+    name, old, new = (*args.diff, None, None)[:3]
+    diff = await client.workflow_diff(name, old, new)
+    if args.json:
+        o.print_json({"workflow": name, "old": old, "new": new, "diff": diff})
+        return EXIT_OK
+    if not diff:
+        o.err.print("the two versions have the same YAML source")
+        return EXIT_OK
+    styles = (("+++", "bold"), ("---", "bold"), ("@@", "cyan"), ("+", "green"), ("-", "red"))
+    for line in diff.splitlines():
+        o.out.print(Text(line, style=next((s for p, s in styles if line.startswith(p)), "")))
+    return EXIT_OK
+
+
+async def _workflow_history(client: Any, args: argparse.Namespace) -> int:
+    events = await client.workflow_events(limit=args.limit)
+    if args.json:
+        o.print_json(o.to_jsonable(events))
+        return EXIT_OK
+    t = o.table("AT", "KIND", "WORKFLOW", "VERSION", "FILE", "ERROR")
+    for e in events:
+        kind = Text(e.kind, style={"loaded": "green", "invalid": "red", "deleted": "dim"}.get(e.kind, ""))
+        t.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}Z", kind, Text(e.name or "-"), (e.def_hash or "-")[:12], Text(e.path),
+                  Text(e.error or "", style="red"))
+    o.out.print(t)
+    if not events:
+        o.err.print("no workflow file has been loaded yet")
     return EXIT_OK
 
 

@@ -25,6 +25,7 @@ from worker.bus.codec import decode_event
 from worker.bus.streams import WORK_MAXLEN, Keys
 from worker.config import Settings
 from worker.definitions.model import Definition
+from worker.definitions.versions import diff_pair, source_diff
 from worker.engine import events as ev
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.engine.views import step_views
@@ -45,7 +46,9 @@ from worker.models import (
     TaskId,
     TaskStatus,
     WorkerInfo,
+    WorkflowEvent,
     WorkflowInfo,
+    WorkflowVersion,
 )
 from worker.oversight import audit
 from worker.oversight.policy import Action, Authorizer
@@ -70,6 +73,15 @@ def _task(r: asyncpg.Record) -> HumanTask:
     return HumanTask(TaskId(str(r["task_id"])), RunId(str(r["run_id"])), r["workflow"], r["step_id"], r["kind"],
                      TaskStatus(r["status"]), r["prompt"], r["context"], r["created_at"], r["deadline"],
                      r["on_timeout"], r["decided_by"], r["decided_at"], r["reason"])
+
+
+RUN_ORDERS: dict[str, str] = {
+    "newest": "created_at DESC",
+    "oldest": "created_at ASC",
+    "longest": "coalesce(finished_at, now()) - created_at DESC, created_at DESC",
+    "workflow": "workflow ASC, created_at DESC",
+}
+"""The orders `list_runs` knows, by name (the SQL is fixed here: never built from input)."""
 
 
 class RuntimeClient:
@@ -246,15 +258,19 @@ class RuntimeClient:
         return [RunId(i) for i in ids]
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
-                        before: datetime | None = None, search: str | None = None) -> list[RunSummary]:
-        """Newest first. `search`: a case-insensitive POSIX regex over run id, workflow, current step, error."""
+                        before: datetime | None = None, search: str | None = None,
+                        order: str = "newest") -> list[RunSummary]:
+        """Runs in `order` (RUN_ORDERS: newest first by default). `search`: a case-insensitive POSIX regex over
+        run id, workflow, current step, error."""
+        if order not in RUN_ORDERS:
+            raise WorkerError(f"unknown run order {order!r}; one of {', '.join(RUN_ORDERS)}")
         rows = await self.pool.fetch(
             f"""SELECT {_RUN_COLS} FROM runs
                 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
                   AND ($4::timestamptz IS NULL OR created_at < $4)
                   AND ($5::text IS NULL OR run_id::text ~* $5 OR workflow ~* $5 OR current_step ~* $5
                        OR error ~* $5)
-                ORDER BY created_at DESC LIMIT $3""",
+                ORDER BY {RUN_ORDERS[order]} LIMIT $3""",
             status, workflow, limit, before, search)
         return [_summary(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
 
@@ -553,10 +569,54 @@ class RuntimeClient:
     async def list_workflows(self) -> list[WorkflowInfo]:
         rows = await self.pool.fetch(
             """SELECT f.path, f.name, f.def_hash, f.status, f.error, f.error_line, f.error_column, f.updated_at,
-                      (SELECT count(*) FROM definitions d WHERE d.name = f.name) AS versions
+                      f.excerpt, (SELECT count(*) FROM definitions d WHERE d.name = f.name) AS versions
                FROM workflow_files f ORDER BY f.name NULLS LAST, f.path""")
         return [WorkflowInfo(r["path"], r["name"], r["def_hash"], r["status"], r["error"], r["error_line"],
-                             r["error_column"], r["updated_at"], r["versions"]) for r in rows]
+                             r["error_column"], r["updated_at"], r["versions"], r["excerpt"]) for r in rows]
+
+    # The version new runs use: the same rule as worker.store.definitions.active_version.
+    _ACTIVE_HASH_SQL = """(SELECT f.def_hash FROM workflow_files f WHERE f.name = $1 AND f.status <> 'deleted'
+                          ORDER BY f.updated_at DESC LIMIT 1)"""
+
+    async def workflow_versions(self, name: str, *, limit: int = 50) -> list[WorkflowVersion]:
+        """The stored versions of workflow `name`, newest first: the active one marked, and how many runs each
+        pinned (one pass over the workflow's runs by index, grouped by version)."""
+        await self._authorize(self.identity, "view", name, audit_denial=False)
+        rows = await self.pool.fetch(
+            f"""WITH used AS (SELECT r.def_hash, count(*) AS n FROM runs r WHERE r.workflow = $1 GROUP BY r.def_hash)
+                SELECT d.def_hash, d.name, d.created_at, d.source_path, coalesce(u.n, 0) AS runs,
+                       coalesce(d.def_hash = {self._ACTIVE_HASH_SQL}, false) AS active
+                FROM definitions d LEFT JOIN used u ON u.def_hash = d.def_hash
+                WHERE d.name = $1 ORDER BY d.created_at DESC, d.def_hash LIMIT $2""", name, limit)
+        if not rows:
+            raise NotFound(f"no workflow named {name!r} (see `agentrt workflows`)")
+        return [WorkflowVersion(r["def_hash"], r["name"], r["created_at"], r["source_path"], r["active"], r["runs"])
+                for r in rows]
+
+    async def workflow_diff(self, name: str, old_hash: str | None = None, new_hash: str | None = None, *,
+                            context: int = 3) -> str:
+        """A unified diff of the YAML sources of two versions of `name` ("" when identical).
+
+        Hashes may be unique prefixes. By default: the version before the active one, against the active one.
+        """
+        await self._authorize(self.identity, "view", name, audit_denial=False)
+        rows = await self.pool.fetch(
+            f"""SELECT d.def_hash, d.def_hash = {self._ACTIVE_HASH_SQL} AS active FROM definitions d
+                WHERE d.name = $1 ORDER BY d.created_at DESC, d.def_hash""", name)
+        hashes = [r["def_hash"] for r in rows]
+        active = next((r["def_hash"] for r in rows if r["active"]), None)
+        old, new = diff_pair(name, hashes, active, old_hash, new_hash)
+        sources = {r["def_hash"]: r["source"] for r in await self.pool.fetch(
+            "SELECT def_hash, source FROM definitions WHERE def_hash = ANY($1::text[])", [old, new])}
+        return source_diff(sources[old], sources[new], f"{name}@{old[:12]}", f"{name}@{new[:12]}", context=context)
+
+    async def workflow_events(self, limit: int = 200) -> list[WorkflowEvent]:
+        """The hot-reload history, newest first: files loaded, found invalid (with the error) or deleted."""
+        rows = await self.pool.fetch(
+            """SELECT id, at, kind, path, name, def_hash, error FROM workflow_events ORDER BY id DESC LIMIT $1""",
+            limit)
+        return [WorkflowEvent(r["id"], r["at"], r["kind"], r["path"], r["name"], r["def_hash"], r["error"])
+                for r in rows]
 
     async def list_workers(self) -> list[WorkerInfo]:
         rows = await self.pool.fetch(

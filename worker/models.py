@@ -166,6 +166,36 @@ class WorkflowInfo:
     error_column: int | None
     updated_at: datetime
     versions: int = 0
+    excerpt: str | None = None
+    """For an invalid file: the offending line of the file, as it was when the error was found."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowVersion:
+    """One stored version (by content hash) of a workflow."""
+
+    def_hash: str
+    name: str
+    created_at: datetime
+    """When a worker first loaded (and stored) this version."""
+    source_path: str | None
+    active: bool
+    """New runs of the workflow use this version."""
+    runs: int = 0
+    """Runs pinned to this version (started while it was active)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowEvent:
+    """One entry of the hot-reload history: a file loaded, found invalid or deleted."""
+
+    id: int
+    at: datetime
+    kind: str  # "loaded" | "invalid" | "deleted"
+    path: str
+    name: str | None
+    def_hash: str | None
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,12 +29,15 @@ from console.messages import RunChanged
 from console.screens.base import ConsoleScreen, guarded
 from console.screens.confirm import ConfirmDialog
 from console.widgets.nav_table import NavTable
+from worker.client import RUN_ORDERS
 from worker.errors import WorkerError
 from worker.models import RunStatus, RunSummary
 
 RUNS_LIMIT = 500
 WIDE = 110  # from this width on, the table also shows the definition version
 MARK = "●"
+RUN_ORDER_NAMES = tuple(RUN_ORDERS)
+ORDER_LABELS = {"oldest": "oldest first", "longest": "longest first", "workflow": "by workflow"}
 
 
 class RunsScreen(ConsoleScreen):
@@ -50,6 +53,7 @@ class RunsScreen(ConsoleScreen):
         *guarded("R", "replay", "Replay"),
         Binding("slash", "filter", "Filter"),
         Binding("s", "cycle_status(1)", "Status"),
+        Binding("o", "cycle_order", "Sort"),
         Binding("S", "cycle_status(-1)", "Status back", show=False),
         Binding("escape", "back", "Clear", show=False),
     ]
@@ -60,6 +64,8 @@ class RunsScreen(ConsoleScreen):
         self.text_filter = TextFilter.parse("")
         self.marked: set[str] = set()
         self.runs: list[RunSummary] = []
+        self.order = RUN_ORDER_NAMES[0]
+        """How the server sorts the runs (RUN_ORDERS): `o` cycles newest, oldest, longest, workflow."""
         self.counts: dict[str, int] = {}
         self._wide: bool | None = None
         self._shown_keys: list[str] = []
@@ -77,24 +83,24 @@ class RunsScreen(ConsoleScreen):
 
     # -- data ------------------------------------------------------------------------------
     async def reload(self) -> None:
-        """The newest runs (LIMIT), filtered by status and by the `/` text on the server."""
+        """The first runs (LIMIT) in the chosen order, filtered by status and by the `/` text on the server."""
         client = self.console_app.client
         status = self.status.value if self.status else None
         search = self.text_filter.text if self.text_filter.active else None
         invalid = False
         try:
-            runs = await client.list_runs(status=status, limit=RUNS_LIMIT, search=search)
+            runs = await client.list_runs(status=status, limit=RUNS_LIMIT, search=search, order=self.order)
         except Exception as exc:
             if search is None or not is_invalid_regex(exc):
                 raise
             invalid = True  # matched literally below, over the newest runs
-            runs = await client.list_runs(status=status, limit=RUNS_LIMIT)
+            runs = await client.list_runs(status=status, limit=RUNS_LIMIT, order=self.order)
         self.counts = await client.count_runs()
-        self.runs = sorted(runs, key=lambda r: r.created_at, reverse=True)
+        self.runs = list(runs)
         self.searched_for = None if invalid else search
         self.invalid_regex = invalid
         self.marked &= {r.run_id for r in self.runs}
-        if self.status is None and search is None:
+        if self.status is None and search is None and self.order == RUN_ORDER_NAMES[0]:
             self.console_app.last_runs = list(self.runs)
         self.render_runs()
 
@@ -219,6 +225,8 @@ class RunsScreen(ConsoleScreen):
             else:
                 kind = "regex" if self.text_filter.is_regex else "text"
                 info.append(f"search ({kind}): {truncate(self.text_filter.text, 30)}")
+        if self.order != RUN_ORDER_NAMES[0]:
+            info.append(f"sorted: {ORDER_LABELS.get(self.order, self.order)}")
         if self.marked:
             info.append(f"{len(self.marked)} marked")
         hint = "  s status · / filter · space mark · c cancel · enter open"
@@ -264,6 +272,11 @@ class RunsScreen(ConsoleScreen):
         self._render_header()
         self.request_reload()
 
+    def action_cycle_order(self) -> None:
+        self.order = RUN_ORDER_NAMES[(RUN_ORDER_NAMES.index(self.order) + 1) % len(RUN_ORDER_NAMES)]
+        self._render_header()
+        self.request_reload()
+
     def action_filter(self) -> None:
         box = self.query_one("#runs-filter", Input)
         box.add_class("-visible")
@@ -299,11 +312,53 @@ class RunsScreen(ConsoleScreen):
             super().action_back()
 
     def action_replay(self) -> None:
+        """The selected run: the replay dialog. Marked runs: retry each failed/cancelled one from its failed step."""
+        if self.marked:
+            self.retry_marked()
+            return
         run = self._selected_run()
         if run is None:
             self.notify("No run selected.", severity="warning")
             return
         self.replay_run(run.run_id, run.workflow)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def retry_marked(self) -> None:
+        targets = [r for r in self.runs if r.run_id in self.marked]
+        runs = [r for r in targets if r.status in (RunStatus.FAILED, RunStatus.CANCELLED)]
+        skipped = len(targets) - len(runs)
+        if not runs:
+            self.notify("Nothing to retry: only failed or cancelled runs can be retried.", severity="warning")
+            return
+        n = len(runs)
+        lines = [f"{short_id(r.run_id)}  {truncate(r.workflow, 24):<24}  {status_label(r.status)}" for r in runs[:6]]
+        if n > 6:
+            lines.append(f"… and {n - 6} more")
+        if skipped:
+            lines.append(f"({skipped} not failed or cancelled, skipped)")
+        lines.append("Each becomes a new run that reuses the completed steps and runs again from the failed one.")
+        ok = await self.app.push_screen_wait(
+            ConfirmDialog(f"Retry {n} run{'s' if n != 1 else ''}?", "\n".join(lines), confirm_label=f"Yes, retry {n}",
+                          cancel_label="Keep", danger=True))
+        if not ok:
+            return
+        done, failed = 0, []
+        for run in runs:
+            try:
+                await self.console_app.client.replay(run.run_id)
+                done += 1
+            except WorkerError as exc:  # PermissionDenied, NotFound, a definition that is gone
+                failed.append(f"{short_id(run.run_id)}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - unreachable database: banner, stop here
+                self.console_app.report_error(exc)
+                failed.append(f"{short_id(run.run_id)}: {describe_error(exc)}")
+                break
+        self.marked.clear()
+        if failed:
+            self.notify("\n".join(failed[:5]), title=f"Retried {done} of {n}", severity="error", timeout=10)
+        else:
+            self.notify(f"{done} new run{'s' if done != 1 else ''} started.", title="Retried")
+        self.request_reload()
 
     @work(group="action", exclusive=True, exit_on_error=False)
     async def action_cancel(self) -> None:

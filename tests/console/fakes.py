@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from worker.definitions.versions import diff_pair, source_diff
 from worker.errors import Conflict, NotFound, PermissionDenied, WorkerError
 from worker.models import (
     AttemptView,
@@ -32,7 +33,9 @@ from worker.models import (
     TaskId,
     TaskStatus,
     WorkerInfo,
+    WorkflowEvent,
     WorkflowInfo,
+    WorkflowVersion,
 )
 from worker.oversight.replay import ExternalCall, ReplayPlan
 
@@ -258,10 +261,138 @@ def make_workflows() -> list[WorkflowInfo]:
         WorkflowInfo("workflows/fan-out.yaml", "fan-out", HASH["fan-out"], "active", None, None, None,
                      ago(days=1), 1),
         WorkflowInfo("workflows/nightly-report.yaml", "nightly-report", HASH["nightly-report"], "invalid",
-                     "unknown key 'retyr' in step 'render' (did you mean 'retry'?)", 12, 5, ago(minutes=3), 4),
+                     "unknown key 'retyr' in step 'render' (did you mean 'retry'?)", 12, 5, ago(minutes=3), 4,
+                     "    retyr: {max_attempts: 4}"),
         WorkflowInfo("workflows/scratch.yaml", None, None, "invalid", "mapping values are not allowed here", 3, 9,
-                     ago(minutes=1), 0),
+                     ago(minutes=1), 0, "steps: a: b"),
     ]
+
+
+OLDER_HASHES = {  # earlier versions of each workflow, newest first (the active one is HASH[name])
+    "hello": ["60303ae22b998861bce3b28f33eec1be758a213c"],
+    "refund-request": ["fd61a03af4f77d870fc21e05e7e80678095c92d8", "a4e624d686e03ed2767c0abd85c14426b0b1157d"],
+    "fan-out": [],
+    "nightly-report": ["7d865e959b2466918c9863afca942d0fb89d7c9a", "ec5e2fb3ccbf4b4ba7ba7b1e8d2c3a3c0a9c5b7b",
+                       "1fbd3d2bfd44f5a5a2bfa3bb7d2d0e37c0e8d1e5"],
+}
+
+_HELLO = """\
+name: hello
+inputs:
+  name: {{type: string, default: world}}
+steps:
+  - id: greet
+    uses: set
+    with: {{message: "{greeting}, ${{{{ inputs.name }}}}!"}}
+output: "${{{{ steps.greet.output.message }}}}"
+"""
+
+_REFUND = """\
+name: refund-request
+inputs:
+  ticket_id: {{type: string}}
+  amount: {{type: number}}
+steps:
+  - id: lookup
+    uses: http
+    with: {{url: "https://helpdesk.example/api/tickets/${{{{ inputs.ticket_id }}}}"}}
+  - id: approve
+    uses: approval
+    if: "${{{{ inputs.amount > {limit} }}}}"
+    with: {{prompt: "Refund ${{{{ inputs.amount }}}} EUR to ticket ${{{{ inputs.ticket_id }}}}?"}}
+  - id: refund
+    uses: tool
+    with: {{tool: payments.refund, args: {{ticket: "${{{{ inputs.ticket_id }}}}"}}}}
+"""
+
+_FAN_OUT = """\
+name: fan-out
+steps:
+  - id: list
+    uses: python
+    with: {function: "tasks:list_tickets"}
+  - id: fetch
+    uses: http
+    foreach: "${{ steps.list.output.ids }}"
+    with: {url: "https://helpdesk.example/api/tickets/${{ item }}"}
+  - id: summarize
+    uses: llm
+    with: {model: small, prompt: "Summarize ${{ steps.fetch.output }}"}
+"""
+
+_NIGHTLY = """\
+name: nightly-report
+inputs:
+  day: {{type: string}}
+steps:
+  - id: fetch
+    uses: http
+    with: {{url: "https://reports.example/api/${{{{ inputs.day }}}}"}}
+  - id: render
+    uses: http
+    with: {{method: POST, url: "https://reports.example/render", timeout: {timeout}}}
+    retry: {{max_attempts: {attempts}}}
+{notify}"""
+
+_NOTIFY = """\
+  - id: notify
+    uses: tool
+    with: {tool: chat.post, args: {channel: "#reports"}}
+"""
+
+
+def make_sources() -> dict[str, str]:
+    """def_hash -> the stored YAML source of that version (every version of every fixed workflow)."""
+    hello = [_HELLO.format(greeting=g) for g in ("Hello", "Hi")]
+    refund = [_REFUND.format(limit=n) for n in (500, 100, 200)]
+    nightly = [_NIGHTLY.format(timeout=t, attempts=a, notify=n)
+               for t, a, n in (("10s", 1, ""), ("30s", 2, ""), ("30s", 3, _NOTIFY), ("60s", 3, _NOTIFY))]
+    out: dict[str, str] = {}
+    for name, sources in (("hello", hello), ("refund-request", refund), ("fan-out", [_FAN_OUT]),
+                          ("nightly-report", nightly)):
+        hashes = [HASH[name], *OLDER_HASHES[name]]  # newest first; the sources are oldest first
+        out.update(zip(hashes, reversed(sources), strict=True))
+    return out
+
+
+def make_versions() -> dict[str, list[WorkflowVersion]]:
+    """Every version of every named workflow, newest first, with the runs pinned to it."""
+    first_loaded = {"hello": ago(days=3), "refund-request": ago(hours=20), "fan-out": ago(days=1),
+                    "nightly-report": ago(days=1, hours=2)}
+    runs_by_hash: dict[str, int] = {}
+    for r in make_runs():
+        runs_by_hash[r.def_hash] = runs_by_hash.get(r.def_hash, 0) + 1
+    out: dict[str, list[WorkflowVersion]] = {}
+    for name, older in OLDER_HASHES.items():
+        versions = [WorkflowVersion(HASH[name], name, first_loaded[name], f"workflows/{name}.yaml", True,
+                                    runs_by_hash.get(HASH[name], 0))]
+        for i, h in enumerate(older):
+            versions.append(WorkflowVersion(h, name, first_loaded[name] - timedelta(days=2 * (i + 1), hours=i),
+                                            f"workflows/{name}.yaml", False, 17 * (i + 1) % 23))
+        out[name] = versions
+    return out
+
+
+def make_workflow_events() -> list[WorkflowEvent]:
+    """The hot-reload history, newest first."""
+    rows = [
+        (ago(minutes=1), "invalid", "workflows/scratch.yaml", None, None,
+         "workflows/scratch.yaml:3:9: mapping values are not allowed here"),
+        (ago(minutes=3), "invalid", "workflows/nightly-report.yaml", "nightly-report", None,
+         "workflows/nightly-report.yaml:12:5: unknown key 'retyr' in step 'render' (did you mean 'retry'?)"),
+        (ago(hours=20), "loaded", "workflows/refund-request.yaml", "refund-request", HASH["refund-request"], None),
+        (ago(days=1), "loaded", "workflows/fan-out.yaml", "fan-out", HASH["fan-out"], None),
+        (ago(days=1, hours=2), "loaded", "workflows/nightly-report.yaml", "nightly-report", HASH["nightly-report"],
+         None),
+        (ago(days=2), "deleted", "workflows/old-digest.yaml", "old-digest", None, None),
+        (ago(days=2, hours=20), "loaded", "workflows/refund-request.yaml", "refund-request",
+         OLDER_HASHES["refund-request"][0], None),
+        (ago(days=3), "loaded", "workflows/hello.yaml", "hello", HASH["hello"], None),
+        (ago(days=3, hours=2), "loaded", "workflows/nightly-report.yaml", "nightly-report",
+         OLDER_HASHES["nightly-report"][0], None),
+    ]
+    return [WorkflowEvent(len(rows) - i, at, kind, path, name, h, err)
+            for i, (at, kind, path, name, h, err) in enumerate(rows)]
 
 
 def make_workers() -> list[WorkerInfo]:
@@ -290,6 +421,10 @@ class FakeRuntimeClient:
         self.runs = make_runs()
         self.tasks = make_tasks()
         self.workflows = make_workflows()
+        self.versions = make_versions()
+        self.sources = make_sources()
+        self.workflow_history = make_workflow_events()
+        """The hot-reload history, newest first (a test may insert at 0, then push a workflow event)."""
         self.workers = make_workers()
         self.events = make_events() if events is None else events
         self.commands: list[tuple[Any, ...]] = []
@@ -305,6 +440,7 @@ class FakeRuntimeClient:
         """run id -> how many synthetic spans `spans()` returns instead of the fixed ones."""
         self.replays: list[RunId] = []
         self.searches: list[str] = []
+        self.orders: list[str] = []
 
     # -- knobs for tests ---------------------------------------------------------------------
     def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:
@@ -331,7 +467,7 @@ class FakeRuntimeClient:
         self.closed = True
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50, search: str | None = None) -> list[RunSummary]:
+                        limit: int = 50, search: str | None = None, order: str = "newest") -> list[RunSummary]:
         self._check()
         if search is not None:
             self.searches.append(search)
@@ -344,7 +480,15 @@ class FakeRuntimeClient:
                 raise InvalidRegularExpressionError(f"invalid regular expression: {exc}") from None
             runs = [r for r in runs if any(pattern.search(f or "") for f in
                                            (r.run_id, r.workflow, r.current_step, r.error))]
-        return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
+        self.orders.append(order)
+        newest = sorted(runs, key=lambda r: r.created_at, reverse=True)
+        if order == "oldest":
+            return newest[::-1][:limit]
+        if order == "longest":  # like the SQL: unfinished runs last until now (the fixed clock here)
+            return sorted(newest, key=lambda r: r.created_at - (r.finished_at or fixed_now()))[:limit]
+        if order == "workflow":
+            return sorted(newest, key=lambda r: r.workflow)[:limit]
+        return newest[:limit]
 
     async def count_runs(self) -> dict[str, int]:
         self._check()
@@ -471,6 +615,26 @@ class FakeRuntimeClient:
     async def list_workflows(self) -> list[WorkflowInfo]:
         self._check()
         return list(self.workflows)
+
+    async def workflow_versions(self, name: str, *, limit: int = 50) -> list[WorkflowVersion]:
+        self._check()
+        if name not in self.versions:
+            raise NotFound(f"no workflow named {name!r} (see `agentrt workflows`)")
+        return self.versions[name][:limit]
+
+    async def workflow_diff(self, name: str, old_hash: str | None = None, new_hash: str | None = None, *,
+                            context: int = 3) -> str:
+        self._check()
+        self.commands.append(("diff", name, old_hash, new_hash))
+        versions = self.versions.get(name, [])
+        active = next((v.def_hash for v in versions if v.active), None)
+        old, new = diff_pair(name, [v.def_hash for v in versions], active, old_hash, new_hash)
+        return source_diff(self.sources[old], self.sources[new], f"{name}@{old[:12]}", f"{name}@{new[:12]}",
+                           context=context)
+
+    async def workflow_events(self, limit: int = 200) -> list[WorkflowEvent]:
+        self._check()
+        return self.workflow_history[:limit]
 
     async def list_workers(self) -> list[WorkerInfo]:
         self._check()

@@ -131,3 +131,41 @@ async def test_replay_from_the_console_against_a_real_worker(settings: Settings)
                 await _until(pilot, lambda: runs.row_count >= 2 and "completed" in _row_text(runs, new_id))
         records = await setup.audit_records()
         assert [r.action for r in records] == ["replay"]
+
+
+async def test_workflows_screen_follows_hot_reloads_live_and_diffs_them(settings: Settings) -> None:
+    from textual.widgets import Static
+
+    from console.screens.workflow_diff import WorkflowDiffScreen
+
+    one = "name: greet\nsteps:\n  - {id: a, uses: set, with: {msg: one}}\n"
+    path = write_workflow(settings, "greet.yaml", one)
+    async with running_worker(settings), client_for(settings) as client:
+        # no safety refresh: what changes on screen arrives through the live feed
+        app = AgentConsole(client, now=lambda: datetime.now(tz=UTC), refresh_interval=3600)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("3")
+            await settle(pilot)
+            history = app.screen.query_one("#workflow-history-table", NavTable)
+            detail = app.screen.query_one("#workflow-detail", Static)
+            await _until(pilot, lambda: history.row_count >= 1 and "greet" in str(detail.render()))
+            before = history.row_count
+
+            write_workflow(settings, "greet.yaml", one.replace("one", "two"))  # hot reload
+            await _until(pilot, lambda: history.row_count == before + 1 and "2 versions" in str(detail.render()))
+            assert "loaded" in " ".join(str(cell) for cell in history.get_row_at(0))
+            await pilot.press("d")
+            await _until(pilot, lambda: isinstance(app.screen, WorkflowDiffScreen)
+                         and app.screen.diff is not None)
+            lines = str(app.screen.query_one("#diff", Static).render()).splitlines()
+            assert "-  - {id: a, uses: set, with: {msg: one}}" in lines
+            assert "+  - {id: a, uses: set, with: {msg: two}}" in lines
+            await pilot.press("escape")
+            await settle(pilot)
+
+            path.write_text("name: greet\nsteps:\n  - id: a\n    uses: teleport\n", encoding="utf-8")
+            await _until(pilot, lambda: history.row_count == before + 2 and "teleport" in str(detail.render()))
+            text = str(detail.render())
+            assert f"{path}:4" in text and "│     uses: teleport" in text and "^ here" in text
+            assert "invalid" in " ".join(str(cell) for cell in history.get_row_at(0))

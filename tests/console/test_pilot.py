@@ -150,6 +150,46 @@ async def test_mark_and_bulk_cancel_after_confirmation() -> None:
         assert any("Cancel requested for 2 runs" in n for n in notifications(app))
 
 
+async def test_sort_key_cycles_the_server_order() -> None:
+    client = FakeRuntimeClient()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert row_keys(runs_table(app))[0] == rid(6)  # newest first
+        expected = [("oldest", rid(10), "sorted: oldest first"), ("longest", rid(8), "sorted: longest first"),
+                    ("workflow", rid(3), "sorted: by workflow"), ("newest", rid(6), None)]
+        for order, first, label in expected:
+            await pilot.press("o")
+            await settle(pilot)
+            assert client.orders[-1] == order
+            assert row_keys(runs_table(app))[0] == first
+            shown = screen_text(app)
+            assert (label in shown) if label else ("sorted:" not in shown)
+
+
+async def test_marked_failed_and_cancelled_runs_are_retried_after_confirmation() -> None:
+    client = FakeRuntimeClient()
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("space")  # run 6 (pending): marked, but not retryable
+        await pilot.press("G", "space")  # run 10 (failed)
+        await pilot.press("k", "k", "space")  # run 8 (cancelled)
+        await settle(pilot)
+        assert app.screen.marked == {rid(6), rid(10), rid(8)}  # type: ignore[attr-defined]
+        await pilot.press("R")
+        await settle(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmDialog) and dialog.title_text == "Retry 2 runs?"
+        assert "(1 not failed or cancelled, skipped)" in screen_text(app)
+        assert client.commands == []
+        await pilot.press("y")
+        await settle(pilot)
+        assert client.commands == [("replay", rid(8), None, None, False), ("replay", rid(10), None, None, False)]
+        assert len(client.replays) == 2 and app.screen.marked == set()  # type: ignore[attr-defined]
+        assert any("2 new runs started" in n for n in notifications(app))
+
+
 async def test_cancel_declined_sends_nothing() -> None:
     client = FakeRuntimeClient()
     app = make_app(client)

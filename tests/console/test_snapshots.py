@@ -116,7 +116,31 @@ def test_approval_conflict(snap_compare: Any, size: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_workflows(snap_compare: Any, size: tuple[int, int]) -> None:
+    # an invalid file first: file:line, the offending line with a caret, its versions; the reload history
     check(snap_compare, size, keys("3"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workflows_active_versions(snap_compare: Any, size: tuple[int, int]) -> None:
+    # hello: two versions, the active one marked; the history's focus on the refund-request reload
+    check(snap_compare, size, keys("3", "j", "j", "j", "h", "j", "j"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workflow_diff(snap_compare: Any, size: tuple[int, int]) -> None:
+    # d: the version before the active one against the active one
+    check(snap_compare, size, keys("3", "d"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workflow_diff_older_pair(snap_compare: Any, size: tuple[int, int]) -> None:
+    # [ steps to the older pair: an added step and a changed line
+    check(snap_compare, size, keys("3", "d", "left_square_bracket"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workflows_help(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("3", "question_mark"))
 
 
 @pytest.mark.parametrize("size", SIZES)
