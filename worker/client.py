@@ -72,7 +72,9 @@ def _summary(r: asyncpg.Record) -> RunSummary:
 def _task(r: asyncpg.Record) -> HumanTask:
     return HumanTask(TaskId(str(r["task_id"])), RunId(str(r["run_id"])), r["workflow"], r["step_id"], r["kind"],
                      TaskStatus(r["status"]), r["prompt"], r["context"], r["created_at"], r["deadline"],
-                     r["on_timeout"], r["decided_by"], r["decided_at"], r["reason"])
+                     r["on_timeout"], r["decided_by"], r["decided_at"], r["reason"], r["requested_by"],
+                     tuple(r["approvers"] or ()), r["min_approvals"],
+                     tuple(str(a.get("by")) for a in (r["approvals"] or []) if isinstance(a, dict)), r["escalated"])
 
 
 RUN_ORDERS: dict[str, str] = {
@@ -370,7 +372,9 @@ class RuntimeClient:
 
     # -- human tasks -----------------------------------------------------------------------
     _TASK_SQL = """SELECT t.task_id, t.run_id, r.workflow, t.step_id, t.kind, t.status, t.prompt, t.context,
-                          t.created_at, t.deadline, t.on_timeout, t.decided_by, t.decided_at, t.reason
+                          t.created_at, t.deadline, t.on_timeout, t.decided_by, t.decided_at, t.reason,
+                          coalesce(t.requested_by, r.requested_by) AS requested_by, t.approvers, t.min_approvals,
+                          t.approvals, t.escalated
                    FROM human_tasks t JOIN runs r ON r.run_id = t.run_id"""
 
     async def list_tasks(self, *, status: str | None = "pending", run_id: str | None = None,

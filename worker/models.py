@@ -153,6 +153,14 @@ class HumanTask:
     decided_by: str | None = None
     decided_at: datetime | None = None
     reason: str | None = None
+    requested_by: str | None = None
+    """Who started the run that asks (its requester)."""
+    approvers: tuple[str, ...] = ()
+    """Users or `group:NAME` allowed to decide (empty: anyone the policy allows)."""
+    min_approvals: int = 1
+    approved_by: tuple[str, ...] = ()
+    """Approvals recorded so far (a task needing several stays pending until `min_approvals`)."""
+    escalated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,16 @@ class ApprovalsScreen(ConsoleScreen):
         if task.on_timeout:
             out.append(f" · on timeout: {task.on_timeout}")
         out.append("\n")
+        asked = [f"asked by {task.requested_by}"] if task.requested_by else []
+        if task.min_approvals > 1:
+            so_far = f": {', '.join(task.approved_by)}" if task.approved_by else ""
+            asked.append(f"approvals {len(task.approved_by)} of {task.min_approvals}{so_far}")
+        if task.approvers:
+            asked.append(f"may decide: {', '.join(task.approvers)}")
+        if task.escalated:
+            asked.append("escalated")
+        if asked:
+            out.append(" · ".join(asked) + "\n", style="yellow" if task.escalated else "")
         if task.kind == "uncertain":
             out.append("Uncertain effect: press e to retry (same key), mark done, or fail.\n", style="yellow")
         else:

@@ -134,8 +134,10 @@ async def test_requester_may_not_approve_and_two_approvers_are_needed(settings: 
             task = await pending_task(rita, run_id)
             with pytest.raises(PermissionDenied, match="requested this run"):
                 await rita.decide(task.task_id, approve=True)
+            assert task.requested_by == "rita" and task.min_approvals == 2 and task.approved_by == ()
             first = await alice.decide(task.task_id, approve=True, reason="lgtm")
             assert first.status.value == "pending"
+            assert (await bob.get_task(task.task_id)).approved_by == ("alice",)  # what the inbox shows
             with pytest.raises(Conflict, match="already approved"):
                 await alice.decide(task.task_id, approve=True)
             second = await bob.decide(task.task_id, approve=True)
