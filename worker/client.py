@@ -8,6 +8,7 @@ if Redis is down the reconciler delivers them anyway.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -305,24 +306,30 @@ class RuntimeClient:
         )
 
     async def _with_agent_progress(self, run_id: str, steps: list[StepView]) -> list[StepView]:
-        """Unfinished agent steps with the tokens and cost of the LLM turns their journal holds so far."""
+        """Unfinished agent steps with the tokens and cost of the LLM turns their journal holds so far,
+        and a short copy of each LLM turn and tool call in it (`calls`, in order)."""
         unfinished = {(v.step_id, -1 if v.item is None else v.item) for v in steps
                       if v.kind == "agent" and v.output is None and v.status != StepStatus.PENDING}
         if not unfinished:
             return steps
         rows = await self.pool.fetch(
-            "SELECT step_id, item, data FROM step_journal WHERE run_id = $1 AND step_id = ANY($2::text[])",
+            """SELECT step_id, item, call_index, data FROM step_journal
+                WHERE run_id = $1 AND step_id = ANY($2::text[]) ORDER BY step_id, item, call_index""",
             run_id, sorted({s for s, _ in unfinished}))
-        entries = [((r["step_id"], r["item"]), {"output": r["data"]}) for r in rows
+        entries = [((r["step_id"], r["item"]), r["call_index"], {"output": r["data"]}) for r in rows
                    if (r["step_id"], r["item"]) in unfinished]
-        await self._open_for_display([holder for _, holder in entries])
+        await self._open_for_display([holder for _, _, holder in entries])
         progress: dict[tuple[str, int], dict[str, Any]] = {}
-        for key, holder in entries:
+        for key, index, holder in entries:
             turn = holder["output"]
-            if not isinstance(turn, dict) or turn.get("type") != "llm" or not isinstance(turn.get("usage"), dict):
+            call = _journal_call(index, turn, progress[key]["calls"] if key in progress else [])
+            if call is None or (call["type"] == "llm" and not isinstance(turn.get("usage"), dict)):
                 continue
             p = progress.setdefault(key, {"usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
-                                          "cost_usd": None, "turns": 0})
+                                          "cost_usd": None, "turns": 0, "calls": []})
+            p["calls"].append(call)
+            if call["type"] != "llm":
+                continue
             p["turns"] += 1
             for k in p["usage"]:
                 p["usage"][k] += int(turn["usage"].get(k) or 0)
@@ -647,6 +654,43 @@ class RuntimeClient:
                     event = decode_event(entry_id, fields)
                     last_id = event.stream_id
                     yield event
+
+
+_CALL_TEXT = 500
+"""Characters of an LLM turn's text or a tool result kept in `StepView.progress["calls"]`."""
+
+
+def _clip(value: Any) -> Any:
+    """A text cut to `_CALL_TEXT`; a JSON value that would print longer becomes such a text."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= _CALL_TEXT:
+        return value
+    return text[: _CALL_TEXT - 1] + "…"
+
+
+def _journal_call(index: int, entry: Any, calls: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A short copy of agent journal entry `index` for display (None if it is not an llm or tool entry).
+
+    A tool entry does not name its tool: it is call `index - j - 1` of the LLM turn at index `j` before it.
+    """
+    if not isinstance(entry, dict) or entry.get("type") not in ("llm", "tool"):
+        return None
+    if entry["type"] == "llm":
+        asked = [{"id": c.get("id"), "name": c.get("name"), "arguments": _clip(c.get("arguments"))}
+                 for c in entry.get("tool_calls") or [] if isinstance(c, dict)]
+        return {"index": index, "type": "llm", "text": _clip(entry.get("text") or ""), "tool_calls": asked,
+                "usage": entry.get("usage"), "model": entry.get("model"),
+                "finish_reason": entry.get("finish_reason"), "cost_usd": entry.get("cost_usd")}
+    turn = next((c for c in reversed(calls) if c["type"] == "llm"), None)
+    n = index - turn["index"] - 1 if turn is not None else -1
+    asked = turn["tool_calls"][n] if turn is not None and 0 <= n < len(turn["tool_calls"]) else {}
+    text = entry.get("text") or ""
+    if not text and entry.get("structuredContent") is not None:
+        text = json.dumps(entry["structuredContent"], ensure_ascii=False, default=str)
+    elif not text and entry.get("content"):
+        text = json.dumps(entry["content"], ensure_ascii=False, default=str)
+    return {"index": index, "type": "tool", "name": asked.get("name"), "arguments": asked.get("arguments"),
+            "text": _clip(text), "isError": bool(entry.get("isError")), "approval": entry.get("approval")}
 
 
 def _check_traceparent(value: str | None) -> str | None:

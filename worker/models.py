@@ -92,7 +92,10 @@ class StepView:
     idempotency_key: str | None
     progress: JSON = None
     """An agent step that has not finished: `{"usage": {...}, "cost_usd": ..., "turns": n}` summed from
-    the LLM turns committed to its journal so far (None for other steps)."""
+    the LLM turns committed to its journal so far, and `"calls"`: those turns and the tool calls made so far,
+    in call-index order, texts cut to 500 characters: `{"index", "type": "llm", "text", "tool_calls":
+    [{"id", "name", "arguments"}], "usage", "model", "finish_reason", "cost_usd"}` and `{"index",
+    "type": "tool", "name", "arguments", "text", "isError", "approval"}` (None for other steps)."""
 
     @property
     def usage(self) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""Run detail: the step tree with an inspector, a waterfall of attempts, and the event log."""
+"""Run detail: the step tree (attempts, foreach items, agent turns, child runs) with an inspector, a waterfall
+of attempts, and the event log."""
 
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ from console.formatting import (
     status_style,
 )
 from console.messages import RunChanged
+from console.run_tree import AgentCall, ChildRun, agent_calls, call_label, child_label, child_runs
 from console.screens.base import ConsoleScreen, guarded
 from console.screens.confirm import ConfirmDialog
-from console.widgets.inspector import attempt_seconds, inspect_run, inspect_step
+from console.widgets.inspector import attempt_seconds, inspect_call, inspect_child, inspect_run, inspect_step
 from console.widgets.nav_table import NavTable, NavTree
 from console.widgets.span_waterfall import LEGEND, SpanRow, SpanWaterfall
 from console.widgets.waterfall import Span, Waterfall
@@ -40,6 +42,7 @@ LOG_LINES = 200
 """The newest log lines of a step the inspector shows."""
 
 # Tree node data: ("run",) | ("step", step_id, item) | ("attempt", step_id, item, attempt)
+#   | ("turn", step_id, item, call_index) (an agent's LLM turn or tool call) | ("child", run_id)
 NodeKey = tuple[object, ...]
 
 
@@ -64,6 +67,8 @@ class RunDetailScreen(ConsoleScreen):
         self.detail: RunDetail | None = None
         self._tree_nodes: dict[NodeKey, TreeNode[NodeKey]] = {}
         self._selected: NodeKey = ("run",)
+        self._calls: dict[NodeKey, tuple[StepView, AgentCall]] = {}
+        self._children: dict[NodeKey, ChildRun] = {}
         self.spans: list[SpanView] = []
         self._logs: dict[str, list[StepLogLine]] = {}
         """Log lines by step id, loaded when a step is selected; dropped on every reload."""
@@ -153,25 +158,46 @@ class RunDetailScreen(ConsoleScreen):
         label.append(f" {format_duration(attempt_seconds(a, self.console_app.now()))}", style="dim")
         return label
 
-    def _add_attempts(self, node: TreeNode[NodeKey], view: StepView) -> None:
+    def _add_nested(self, node: TreeNode[NodeKey], view: StepView, calls: list[AgentCall],
+                    children: list[ChildRun]) -> None:
+        """A step's (or item's) attempts, then its agent turns (tool calls beneath them), then its child runs."""
         for i, a in enumerate(view.attempts):
             key: NodeKey = ("attempt", view.step_id, view.item, a.attempt)
             self._tree_nodes[key] = node.add_leaf(self._attempt_label(view, i), data=key)
+        turn = node
+        for call in calls:
+            key = ("turn", view.step_id, view.item, call.index)
+            self._calls[key] = (view, call)
+            if call.kind == "llm":
+                turn = node.add(call_label(call), data=key, expand=True, allow_expand=bool(call.tool_calls))
+                self._tree_nodes[key] = turn
+            else:
+                self._tree_nodes[key] = turn.add_leaf(call_label(call), data=key)
+        for child in children:
+            key = ("child", child.run_id)
+            self._children[key] = child
+            self._tree_nodes[key] = node.add_leaf(child_label(child), data=key)
 
     def _render_tree(self, d: RunDetail) -> None:
         tree = self.query_one("#step-tree", NavTree)
+        expanded = {k: n.is_expanded for k, n in self._tree_nodes.items() if n.allow_expand and k != ("run",)}
         tree.clear()
         root = tree.root
         root.set_label(Text.assemble((status_glyph(d.summary.status) + " ", status_style(d.summary.status)),
                                      f"run {short_id(d.summary.run_id)}"))
         root.data = ("run",)
         self._tree_nodes = {("run",): root}
+        self._calls, self._children = {}, {}
+        kids: dict[tuple[str | None, int | None], list[ChildRun]] = {}
+        for child in child_runs(d):
+            kids.setdefault((child.step_id, child.item), []).append(child)
         for step_id, views in self._steps_by_id(d).items():
             head = next((v for v in views if v.item is None), views[0])
             items = [v for v in views if v.item is not None]
             key: NodeKey = ("step", step_id, None)
             label = self._step_label(head, foreach=len(items))
-            if not items and not head.attempts:
+            calls, children = ([], []) if items else (agent_calls(head), kids.pop((step_id, None), []))
+            if not items and not head.attempts and not calls and not children:
                 self._tree_nodes[key] = root.add_leaf(label, data=key)
                 continue
             node = root.add(label, data=key, expand=True)
@@ -181,11 +207,23 @@ class RunDetailScreen(ConsoleScreen):
                 inode = node.add(self._step_label(item), data=ikey,
                                  expand=len(item.attempts) > 1 or item.status != "completed")
                 self._tree_nodes[ikey] = inode
-                self._add_attempts(inode, item)
+                self._add_nested(inode, item, agent_calls(item), kids.pop((step_id, item.item), []))
             if not items:
-                self._add_attempts(node, head)
+                self._add_nested(node, head, calls, children)
+        for child in (c for rest in kids.values() for c in rest):  # children no step claims
+            ckey: NodeKey = ("child", child.run_id)
+            self._children[ckey] = child
+            self._tree_nodes[ckey] = root.add_leaf(child_label(child), data=ckey)
+        for k, was_open in expanded.items():  # what the user opened or closed stays so across reloads
+            again = self._tree_nodes.get(k)
+            if again is not None and again.allow_expand:
+                (again.expand if was_open else again.collapse)()
         root.expand()
         target = self._tree_nodes.get(self._selected, root)
+        parent: TreeNode[NodeKey] | None = target.parent
+        while parent is not None:  # the selected node stays in view, even beneath a collapsed item
+            parent.expand()
+            parent = parent.parent
         tree.call_after_refresh(tree.move_cursor, target, animate=False)
 
     def _render_waterfall(self, d: RunDetail) -> None:
@@ -233,7 +271,13 @@ class RunDetailScreen(ConsoleScreen):
         if d is None:
             return
         key = self._selected
-        if key[0] == "run":
+        if key[0] == "turn" and key in self._calls:
+            body.update(inspect_call(*self._calls[key]))
+            return
+        if key[0] == "child" and key in self._children:
+            body.update(inspect_child(self._children[key]))
+            return
+        if key[0] not in ("step", "attempt"):
             body.update(inspect_run(d, now))
             return
         step_id, item = key[1], key[2]
@@ -275,6 +319,13 @@ class RunDetailScreen(ConsoleScreen):
             self._selected = event.node.data
             self._render_inspector()
 
+    @on(Tree.NodeSelected, "#step-tree")
+    def _node_selected(self, event: Tree.NodeSelected[NodeKey]) -> None:
+        """`enter` on a child run opens its detail (`esc` comes back)."""
+        key = event.node.data
+        if key is not None and key[0] == "child":
+            self.console_app.open_run(str(key[1]))
+
     # -- actions ---------------------------------------------------------------------------
     def action_tab(self, tab: str) -> None:
         self.query_one("#detail-tabs", TabbedContent).active = tab
@@ -283,11 +334,11 @@ class RunDetailScreen(ConsoleScreen):
         self.query_one(target).focus()
 
     def action_replay(self) -> None:
-        """Replay the run; from the selected step when the cursor is on a step (or one of its attempts)."""
+        """Replay the run; from the selected step when the cursor is on a step (or its attempts or turns)."""
         if self.detail is None:
             return
         key = self._selected
-        from_step = str(key[1]) if key[0] in ("step", "attempt") else None
+        from_step = str(key[1]) if key[0] in ("step", "attempt", "turn") else None
         s = self.detail.summary
         self.replay_run(s.run_id, s.workflow, from_step)
 

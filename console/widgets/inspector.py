@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from rich.text import Text
 
@@ -20,10 +21,15 @@ from console.formatting import (
     item_suffix,
     run_elapsed,
     short_id,
+    status_glyph,
     status_label,
     status_style,
 )
-from worker.models import AttemptView, RunDetail, StepView
+from console.run_tree import AgentCall, ChildRun, tool_state
+from worker.models import AttemptView, RunDetail, StepView, usage_in
+
+CALL_TEXT = 4000
+"""Characters of an LLM turn's text or a tool's result the inspector shows."""
 
 
 def _section(out: Text, title: str) -> None:
@@ -93,10 +99,8 @@ def inspect_step(view: StepView, items: Sequence[StepView], now: datetime, attem
     _field(out, "idem. key", view.idempotency_key or DASH)
     usage = view.usage
     if usage is not None:
-        cost = DASH if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
         so_far = f" so far ({view.progress.get('turns', 0)} turns)" if view.output is None and view.progress else ""
-        _field(out, "tokens", f"{usage['total_tokens']:,} (in {usage['input_tokens']:,}, out "
-                              f"{usage['output_tokens']:,}) · cost {cost}{so_far}")
+        _field(out, "tokens", _tokens(usage) + so_far)
     if items:
         done = sum(1 for i in items if i.status == "completed")
         _field(out, "foreach", f"{len(items)} items, {done} completed")
@@ -118,4 +122,78 @@ def inspect_step(view: StepView, items: Sequence[StepView], now: datetime, attem
         out.append(format_json(view.inputs) + "\n")
     _section(out, "output")
     out.append(format_json(view.output) + "\n")
+    return out
+
+
+def _tokens(usage: dict[str, Any]) -> str:
+    cost = DASH if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
+    return (f"{usage['total_tokens']:,} (in {usage['input_tokens']:,}, out {usage['output_tokens']:,}) "
+            f"· cost {cost}")
+
+
+def _clipped(text: str) -> str:
+    if len(text) <= CALL_TEXT:
+        return text
+    return text[:CALL_TEXT] + f"\n… ({len(text) - CALL_TEXT} more characters)"
+
+
+def inspect_call(view: StepView, call: AgentCall) -> Text:
+    """One LLM turn (text, the tools it asked for, tokens) or tool call (arguments, result, approval)."""
+    out = Text()
+    where = f"{view.step_id}{item_suffix(view.item)} · call {call.index}"
+    if call.kind == "llm":
+        out.append(f"turn {call.turn}", style="bold")
+        out.append(f"  llm · {where}\n", style="dim")
+        _field(out, "model", call.model or DASH)
+        _field(out, "finish", call.finish_reason or DASH)
+        usage = usage_in({"usage": call.usage, "cost_usd": call.cost_usd})
+        _field(out, "tokens", DASH if usage is None else _tokens(usage))
+        _section(out, "text")
+        out.append(_clipped(call.text) + "\n" if call.text else "no text\n", style="" if call.text else "dim")
+        if call.tool_calls:
+            _section(out, f"tool calls ({len(call.tool_calls)})")
+            for asked in call.tool_calls:
+                out.append(f"{asked.get('name') or '?'}\n", style="bold")
+                out.append(format_json(asked.get("arguments")) + "\n")
+        return out
+    if not call.made:
+        status, words = tool_state(call)
+    else:  # the approval, if any, gets its own line
+        status, words = ("failed", "error") if call.is_error else ("completed", "ok")
+    out.append(f"tool {call.name}", style="bold")
+    out.append(f"  turn {call.turn} · {where}\n", style="dim")
+    _field(out, "status", f"{status_glyph(status)} {words}", status_style(status))
+    if call.approval:
+        a, decided = call.approval, str(call.approval.get("status") or "")
+        _field(out, "approval", f"{status_glyph(decided)} {decided or DASH} by {a.get('by') or DASH}",
+               status_style(decided))
+        if a.get("reason"):
+            _field(out, "reason", str(a["reason"]))
+    _section(out, "arguments")
+    out.append(format_json(call.arguments) + "\n")
+    if call.made:
+        _section(out, "error" if call.is_error else "result")
+        out.append(_clipped(call.text) + "\n" if call.text else "no text\n",
+                   style=("red" if call.is_error else "") if call.text else "dim")
+    return out
+
+
+def inspect_child(child: ChildRun) -> Text:
+    """A child run started by a workflow step: what it is, and how to open it."""
+    out = Text()
+    out.append("child run", style="bold")
+    out.append(f"  {child.workflow or ''}\n", style="dim")
+    _field(out, "run", child.run_id)
+    _field(out, "workflow", child.workflow or DASH)
+    if child.step_id is not None:
+        _field(out, "step", f"{child.step_id}{item_suffix(child.item)}")
+    if child.status:
+        _field(out, "status", status_label(child.status), status_style(child.status))
+    else:
+        _field(out, "status", "not finished when last seen", "dim")
+    if child.error:
+        _section(out, "error")
+        out.append(child.error + "\n", style="red")
+    out.append("\nenter", style="bold")
+    out.append(" opens its run detail; esc comes back here\n", style="dim")
     return out

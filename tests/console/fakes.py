@@ -164,6 +164,88 @@ def simple_detail(summary: RunSummary) -> RunDetail:
     return RunDetail(summary, {"ticket_id": "T-1042"}, None, (first, second), events)
 
 
+AGENT_HASH = {"refund-agent": "3f79bb7b435b05321651daefd374cdc681dc06fa",
+              "refund-check": "6b86b273ff34fce19d6b804eff5a3f5747ada4ea"}
+
+
+def unlisted_runs() -> list[RunSummary]:
+    """Runs that `get_run` finds but `list_runs` does not show, so the runs screen stays as it is: an agent
+    run parked on a tool approval (rid 20), and the child run its workflow step started (rid 21)."""
+    return [
+        RunSummary(rid(20), "refund-agent", AGENT_HASH["refund-agent"], RunStatus.WAITING, ago(minutes=6),
+                   ago(minutes=1), None, "resolve", "human", None, None),
+        RunSummary(rid(21), "refund-check", AGENT_HASH["refund-check"], RunStatus.COMPLETED, ago(minutes=5, seconds=50),
+                   ago(minutes=5, seconds=25), ago(minutes=5, seconds=25), None, None, rid(20), None),
+    ]
+
+
+def agent_detail(summary: RunSummary) -> RunDetail:
+    """Run 20: a finished agent step (one tool call rejected), a workflow step with a child run, and an
+    agent step parked on a tool approval (its turns so far from the journal: `progress["calls"]`)."""
+    t0 = summary.created_at
+
+    def s(sec: float) -> datetime:
+        return t0 + timedelta(seconds=sec)
+
+    def usage(i: int, o: int) -> dict[str, int]:
+        return {"input_tokens": i, "output_tokens": o, "total_tokens": i + o}
+
+    lookup = {"id": "call_0", "name": "lookup", "arguments": {"ticket": "T-1042"}}
+    refund = {"id": "call_1", "name": "refund", "arguments": {"ticket": "T-1042", "amount": 250.0}}
+    rejected = {"status": "rejected", "by": "alice", "reason": "over the 100 EUR limit"}
+    answer = "I could not refund T-1042: alice rejected it (over the 100 EUR limit). Escalating to a manager."
+    transcript = [
+        {"role": "system", "content": "You resolve refund tickets."},
+        {"role": "user", "content": "Refund ticket T-1042"},
+        {"role": "assistant", "content": "Looking the ticket up, then refunding it.", "tool_calls": [refund, lookup],
+         "usage": usage(100, 10), "model": "gpt-4o-mini", "finish_reason": "tool_calls"},
+        {"role": "tool", "tool_call_id": "call_1", "name": "refund", "arguments": refund["arguments"],
+         "content": "The call to refund was not made: alice rejected it: over the 100 EUR limit.",
+         "structuredContent": None, "isError": True, "approval": rejected},
+        {"role": "tool", "tool_call_id": "call_0", "name": "lookup", "arguments": lookup["arguments"],
+         "content": '{"ticket": "T-1042", "customer": "ACME", "paid": 250.0}', "structuredContent": None,
+         "isError": False, "approval": None},
+        {"role": "assistant", "content": answer, "tool_calls": [], "usage": usage(150, 30), "model": "gpt-4o-mini",
+         "finish_reason": "stop"},
+    ]
+    triage_out = {"answer": answer, "json": None, "stop_reason": "final_answer", "turns": 2, "tool_calls": 2,
+                  "usage": usage(250, 40), "cost_usd": 0.00065, "model": "gpt-4o-mini", "transcript": transcript}
+    order = {"id": "call_0", "name": "lookup", "arguments": {"order": "O-77"}}
+    pay = {"id": "call_1", "name": "refund", "arguments": {"ticket": "T-1042", "amount": 120.0}}
+    progress = {"usage": usage(120, 12), "cost_usd": 0.00036, "turns": 1, "calls": [
+        {"index": 0, "type": "llm", "text": "Checking the order first.", "tool_calls": [order, pay],
+         "usage": usage(120, 12), "model": "gpt-4o-mini", "finish_reason": "tool_calls", "cost_usd": 0.00036},
+        {"index": 1, "type": "tool", "name": "lookup", "arguments": order["arguments"],
+         "text": '{"order": "O-77", "status": "shipped", "amount": 120.0}', "isError": False, "approval": None},
+    ]}
+    child = rid(21)
+    steps = (
+        StepView("triage", "agent", None, StepStatus.COMPLETED, (_a(1, s(1), s(9), "completed"),),
+                 {"model": "gpt-4o-mini", "prompt": "Refund ticket T-1042"}, triage_out, None,
+                 f"{summary.run_id}:triage:0"),
+        StepView("check", "workflow", None, StepStatus.COMPLETED, (_a(1, s(10), s(35), "completed"),),
+                 {"workflow": "refund-check", "inputs": {"ticket": "T-1042"}}, {"ok": True}, None, None),
+        StepView("resolve", "agent", None, StepStatus.WAITING, (_a(1, s(36), None, "waiting"),),
+                 {"model": "gpt-4o-mini", "prompt": "Refund order O-77"}, None, None,
+                 f"{summary.run_id}:resolve:0", progress=progress),
+    )
+    rows: list[tuple[float, str, str | None, dict[str, Any]]] = [
+        (0, "run.created", None, {"inputs": {"ticket": "T-1042"}}),
+        (1, "step.started", "triage", {}), (9, "step.completed", "triage", {"output": {"answer": answer}}),
+        (10, "step.started", "check", {}),
+        (10.2, "step.waiting", "check", {"reason": "child", "child_run_id": child, "workflow": "refund-check"}),
+        (34.8, "child.finished", "check", {"child_run_id": child, "status": "completed", "output": {"ok": True},
+                                          "error": None}),
+        (35, "step.completed", "check", {"output": {"ok": True}}),
+        (36, "step.started", "resolve", {}),
+        (41, "step.waiting", "resolve", {"reason": "approval", "key": "tool-2",
+                                         "prompt": "Agent step 'resolve' wants to call helpdesk/refund"}),
+    ]
+    events = tuple(EventView(i + 1, s(sec), kind, step, None, None if step is None else 1, data)
+                   for i, (sec, kind, step, data) in enumerate(rows))
+    return RunDetail(summary, {"ticket": "T-1042"}, None, steps, events, (child,))
+
+
 def fan_out_spans(summary: RunSummary) -> list[SpanView]:
     """Run 3's stored spans: queue delays, a failed and a crashed attempt, retries, an HTTP client span."""
     t0 = summary.created_at
@@ -443,6 +525,10 @@ class FakeRuntimeClient:
         self.replays: list[RunId] = []
         self.searches: list[str] = []
         self.orders: list[str] = []
+        self.unlisted = unlisted_runs()
+        """Runs `get_run` finds that `list_runs` does not show."""
+        self.details: dict[str, RunDetail] = {rid(20): agent_detail(self.unlisted[0])}
+        """Fixed details by run id (a test may replace one, then push a live event for it)."""
 
     # -- knobs for tests ---------------------------------------------------------------------
     def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:
@@ -459,7 +545,7 @@ class FakeRuntimeClient:
                                    "(policy file)")
 
     def _find_run(self, run_id: str) -> RunSummary:
-        matches = [r for r in self.runs if r.run_id.startswith(run_id)]
+        matches = [r for r in [*self.runs, *self.unlisted] if r.run_id.startswith(run_id)]
         if len(matches) != 1:
             raise NotFound(f"no run {run_id!r}")
         return matches[0]
@@ -502,6 +588,8 @@ class FakeRuntimeClient:
     async def get_run(self, run_id: str) -> RunDetail:
         self._check()
         summary = self._find_run(run_id)
+        if summary.run_id in self.details:
+            return self.details[summary.run_id]
         return fan_out_detail(summary) if summary.run_id == rid(3) else simple_detail(summary)
 
     async def cancel(self, run_id: str, *, reason: str | None = None) -> RunSummary:

@@ -87,6 +87,32 @@ def test_run_detail_failed_run(snap_compare: Any, size: tuple[int, int]) -> None
     check(snap_compare, size, keys("G", "k", "k", "k", "k", "enter", "j", "j", "j"))
 
 
+def open_agent_run(*presses: str) -> Before:
+    """Open run 20 (agent turns, a child run; not in the runs list), then press the keys."""
+    then = keys(*presses)
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        assert isinstance(pilot.app, AgentConsole)
+        pilot.app.open_run(rid(20))
+        await then(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_agent_turn(snap_compare: Any, size: tuple[int, int]) -> None:
+    # turns and tool calls nested under both agent steps, the child run under the workflow step;
+    # cursor on the first LLM turn: its text, the tools it asked for, tokens, model
+    check(snap_compare, size, open_agent_run("j", "j", "j"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_rejected_tool_call(snap_compare: Any, size: tuple[int, int]) -> None:
+    # cursor on the refund the human rejected: arguments, the approval (who, reason), the error fed back
+    check(snap_compare, size, open_agent_run("j", "j", "j", "j"))
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_approvals(snap_compare: Any, size: tuple[int, int]) -> None:
     check(snap_compare, size, keys("2"))
@@ -179,6 +205,7 @@ def test_offline_banner(snap_compare: Any, size: tuple[int, int]) -> None:
 def test_fake_ids_are_distinct() -> None:
     """The snapshots rely on every run having a different short id."""
     assert len({rid(n)[:8] for n in range(1, 13)}) == 12
+    assert len({rid(n)[:8] for n in (*range(1, 13), 20, 21)}) == 14  # with the runs not in the list
 
 
 # -- replay, span waterfall ----------------------------------------------------------------------

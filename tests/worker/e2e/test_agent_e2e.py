@@ -146,6 +146,36 @@ async def test_approve_tools_approved(settings: Settings, peer: LlmPeer, tmp_pat
     assert tool_msg["approval"]["status"] == "approved" and tool_msg["approval"]["by"] == "alice"
 
 
+async def test_parked_agent_shows_its_calls_so_far(settings: Settings, peer: LlmPeer, tmp_path: Path) -> None:
+    """`get_run` of an agent parked on a tool approval: the journal's turn and calls, tool names paired."""
+    log = tmp_path / "calls.jsonl"
+
+    def echo_then_refund(req: LlmRequest) -> dict[str, Any] | Reply:
+        if not req.tool_results():
+            return openai_tool_calls([("echo", {"text": "checked T-1"}), ("refund", {"ticket": "T-1", "amount": 40})],
+                                     usage=(100, 10))
+        return openai_text("Done.", usage=(150, 20))
+
+    peer.responder = echo_then_refund
+    _agent_workflow(settings, log, extra="approve_tools: [refund]")
+    async with running_worker(settings), client_for(settings) as client:
+        run_id = await client.start_run("support", {"llm": peer.openai_url})
+        task = await pending_task(client, run_id, timeout=30)
+        parked = (await client.get_run(run_id)).steps[0]
+        await client.decide(task.task_id, approve=False, by="bob", reason="not today")
+        summary = await client.wait_for_run(run_id, timeout=30)
+    assert parked.output is None and parked.status.value == "waiting"
+    calls = parked.progress["calls"]
+    assert [(c["index"], c["type"]) for c in calls] == [(0, "llm"), (1, "tool")]
+    assert [t["name"] for t in calls[0]["tool_calls"]] == ["echo", "refund"]
+    assert calls[0]["usage"]["total_tokens"] == 110 and calls[0]["finish_reason"] == "tool_calls"
+    assert calls[1]["name"] == "echo" and calls[1]["arguments"] == {"text": "checked T-1"}
+    assert calls[1]["text"] == "checked T-1" and calls[1]["isError"] is False
+    assert parked.progress["turns"] == 1 and parked.progress["usage"]["total_tokens"] == 110
+    assert summary.status.value == "completed", summary.error
+    assert [c["tool"] for c in read_calls(log)] == ["echo"]
+
+
 async def test_approve_tools_rejected_is_fed_back(settings: Settings, peer: LlmPeer, tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
     peer.responder = _refund_then_answer
