@@ -13,10 +13,10 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
 
 from console.messages import RefreshAll
 from console.throttle import Coalescer
+from console.widgets.footer import KeyFooter
 from console.widgets.navbar import ConnectionBanner, NavBar
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class ConsoleScreen(Screen[None]):
         yield NavBar(self.nav_mode())
         yield ConnectionBanner()
         yield from self.compose_body()
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def compose_body(self) -> Iterable[Widget]:
         return ()
