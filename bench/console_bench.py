@@ -26,7 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
+from stack import (  # noqa: E402
+    NAP_TASKS,
+    bench_servers,
+    nap_workflow,
+    slope_per_min,
+    start_worker,
+    stop_worker,
+    wait_workflows,
+)
 from textual.widgets import DataTable  # noqa: E402
 
 from console.app import AgentConsole  # noqa: E402
@@ -36,19 +44,6 @@ from console.widgets.span_waterfall import SpanWaterfall  # noqa: E402
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
 from worker.store.spans import insert_spans  # noqa: E402
-
-TASKS = '''
-import asyncio
-
-async def nap(seconds=0.2):
-    await asyncio.sleep(seconds)
-    return None
-'''
-
-LIVE = """
-name: live
-steps:
-""" + "".join(f"  - {{id: s{i}, uses: python, with: {{function: \"bench_console:nap\"}}}}\n" for i in range(1, 11))
 
 SIZE = (160, 48)
 
@@ -269,12 +264,7 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
             if arrived is not None and when >= arrived:
                 in_console.append((when - arrived) * 1000)
     warm = [m for m in mem if m[0] >= 20] or mem
-    slope = 0.0
-    if len(warm) >= 2:
-        xs, ys = [m[0] / 60 for m in warm], [m[1] for m in warm]
-        mx, my = statistics.mean(xs), statistics.mean(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(
-            sum((x - mx) ** 2 for x in xs), 1e-9)
+    slope = slope_per_min(warm) if len(warm) >= 2 else 0.0
     return {"runs_started": len(started), "samples": len(latencies), "latency_ms_p50": pct(latencies, 50),
             "latency_ms_p99": pct(latencies, 99), "latency_ms_max": max(latencies, default=float("nan")),
             "console_ms_p50": pct(in_console, 50), "console_ms_p99": pct(in_console, 99),
@@ -288,8 +278,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with bench_servers("console-bench", databases=("big", "live")) as srv:
         wf_dir, rd = srv.workflows, srv.redis
-        (wf_dir / "bench_console.py").write_text(TASKS)
-        (wf_dir / "live.yaml").write_text(LIVE)
+        (wf_dir / "bench_console.py").write_text(NAP_TASKS)
+        (wf_dir / "live.yaml").write_text(nap_workflow("live", "bench_console"))
         big_url, live_url = srv.db_url("big"), srv.db_url("live")
         big = await RuntimeClient.connect(Settings(database_url=big_url, redis_url=rd.url(), workflows_dir=wf_dir,
                                                    redis_prefix=f"big-{uuid.uuid4().hex[:6]}"))

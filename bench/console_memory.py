@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import pty
-import statistics
 import struct
 import subprocess
 import sys
@@ -36,23 +35,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
+from stack import (  # noqa: E402
+    NAP_TASKS,
+    bench_servers,
+    nap_workflow,
+    slope_per_min,
+    start_worker,
+    stop_worker,
+    wait_workflows,
+)
 
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
-
-TASKS = '''
-import asyncio
-
-async def nap(seconds=0.2):
-    await asyncio.sleep(seconds)
-    return None
-'''
-
-LIVE = """
-name: live
-steps:
-""" + "".join(f"  - {{id: s{i}, uses: python, with: {{function: \"bench_memory:nap\"}}}}\n" for i in range(1, 11))
 
 # (seconds into a cycle, keys): open the newest run, its waterfall, back; events; runs again
 CYCLE: list[tuple[float, bytes]] = [(0, b"g"), (1, b"\r"), (11, b"w"), (21, b"\x1b"), (26, b"5"), (36, b"1")]
@@ -93,14 +87,6 @@ class Terminal:
                 self.proc.kill()
                 self.proc.wait(10)
         os.close(self.master)
-
-
-def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
-    if len(samples) < 2:
-        return float("nan")
-    xs, ys = [s[0] / 60 for s in samples], [s[1] for s in samples]
-    mx, my = statistics.mean(xs), statistics.mean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(sum((x - mx) ** 2 for x in xs), 1e-9)
 
 
 async def measure(client: RuntimeClient, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
@@ -147,16 +133,16 @@ async def measure(client: RuntimeClient, env: dict[str, str], args: argparse.Nam
         "terminal_output_mb": term.bytes_out / 2**20,
         "rss_mb_first": samples[0][1], "rss_mb_after_warmup": warm[0][1] if warm else float("nan"),
         "rss_mb_last": samples[-1][1], "rss_mb_max": max(s[1] for s in samples),
-        "slope_mb_per_min_after_warmup": slope_mb_per_min(warm),
-        "slope_mb_per_min_second_half": slope_mb_per_min(half),
+        "slope_mb_per_min_after_warmup": slope_per_min(warm),
+        "slope_mb_per_min_second_half": slope_per_min(half),
         "samples": [(round(t), round(m, 2)) for t, m in samples],
     }
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     async with bench_servers("console-memory", databases=("live",)) as srv:
-        (srv.workflows / "bench_memory.py").write_text(TASKS)
-        (srv.workflows / "live.yaml").write_text(LIVE)
+        (srv.workflows / "bench_memory.py").write_text(NAP_TASKS)
+        (srv.workflows / "live.yaml").write_text(nap_workflow("live", "bench_memory"))
         url = srv.db_url("live")
         env = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
                "AGENTRT_WORKFLOWS_DIR": str(srv.workflows), "AGENTRT_CONCURRENCY": "200",

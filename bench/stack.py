@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,3 +81,29 @@ async def wait_workflows(client: RuntimeClient, names: set[str], seconds: float 
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"the worker did not load {sorted(names)} within {seconds:.0f}s")
+
+
+NAP_TASKS = """
+import asyncio
+
+async def nap(seconds=0.2):
+    await asyncio.sleep(seconds)
+    return None
+"""
+"""A python module for the workflows directory: an async step that sleeps 200 ms."""
+
+
+def nap_workflow(name: str, module: str, steps: int = 10) -> str:
+    """A workflow of `steps` sequential `module:nap` python steps (the console benchmarks' live load)."""
+    body = "".join(f"  - {{id: s{i}, uses: python, with: {{function: \"{module}:nap\"}}}}\n"
+                   for i in range(1, steps + 1))
+    return f"\nname: {name}\nsteps:\n{body}"
+
+
+def slope_per_min(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) samples, per minute (nan with fewer than two)."""
+    if len(samples) < 2:
+        return float("nan")
+    xs, ys = [t / 60 for t, _ in samples], [v for _, v in samples]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(sum((x - mx) ** 2 for x in xs), 1e-9)

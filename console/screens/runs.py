@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import ClassVar
@@ -330,35 +330,42 @@ class RunsScreen(ConsoleScreen):
         if not runs:
             self.notify("Nothing to retry: only failed or cancelled runs can be retried.", severity="warning")
             return
-        n = len(runs)
-        lines = [f"{short_id(r.run_id)}  {truncate(r.workflow, 24):<24}  {status_label(r.status)}" for r in runs[:6]]
-        if n > 6:
-            lines.append(f"… and {n - 6} more")
+        lines = _run_lines(runs)
         if skipped:
             lines.append(f"({skipped} not failed or cancelled, skipped)")
         lines.append("Each becomes a new run that reuses the completed steps and runs again from the failed one.")
-        ok = await self.app.push_screen_wait(
-            ConfirmDialog(f"Retry {n} run{'s' if n != 1 else ''}?", "\n".join(lines), confirm_label=f"Yes, retry {n}",
-                          cancel_label="Keep", danger=True))
-        if not ok:
+        n = len(runs)
+        done, failed = await self._confirm_and_apply(
+            runs, ConfirmDialog(f"Retry {n} run{'s' if n != 1 else ''}?", "\n".join(lines),
+                                confirm_label=f"Yes, retry {n}", cancel_label="Keep", danger=True),
+            lambda run_id: self.console_app.client.replay(run_id))
+        if done is None:
             return
+        if failed:
+            self.notify("\n".join(failed[:5]), title=f"Retried {done} of {n}", severity="error", timeout=10)
+        else:
+            self.notify(f"{done} new run{'s' if done != 1 else ''} started.", title="Retried")
+
+    async def _confirm_and_apply(self, runs: list[RunSummary], dialog: ConfirmDialog,
+                                 apply: Callable[[str], Awaitable[object]]) -> tuple[int | None, list[str]]:
+        """Ask `dialog`; if confirmed, `apply` each run (stopping at an unreachable database), clear the marks and
+        reload. (None, []) when declined, else (how many succeeded, one line per failure)."""
+        if not await self.app.push_screen_wait(dialog):
+            return None, []
         done, failed = 0, []
         for run in runs:
             try:
-                await self.console_app.client.replay(run.run_id)
+                await apply(run.run_id)
                 done += 1
-            except WorkerError as exc:  # PermissionDenied, NotFound, a definition that is gone
+            except WorkerError as exc:  # Conflict (finished meanwhile), NotFound, PermissionDenied
                 failed.append(f"{short_id(run.run_id)}: {exc}")
             except Exception as exc:  # noqa: BLE001 - unreachable database: banner, stop here
                 self.console_app.report_error(exc)
                 failed.append(f"{short_id(run.run_id)}: {describe_error(exc)}")
                 break
         self.marked.clear()
-        if failed:
-            self.notify("\n".join(failed[:5]), title=f"Retried {done} of {n}", severity="error", timeout=10)
-        else:
-            self.notify(f"{done} new run{'s' if done != 1 else ''} started.", title="Retried")
         self.request_reload()
+        return done, failed
 
     @work(group="action", exclusive=True, exit_on_error=False)
     async def action_cancel(self) -> None:
@@ -375,30 +382,25 @@ class RunsScreen(ConsoleScreen):
                         severity="warning")
             return
         n = len(runs)
-        lines = [f"{short_id(r.run_id)}  {truncate(r.workflow, 24):<24}  {status_label(r.status)}" for r in runs[:6]]
-        if n > 6:
-            lines.append(f"… and {n - 6} more")
+        lines = _run_lines(runs)
         if skipped:
             lines.append(f"({skipped} already finished, skipped)")
         title = f"Cancel {n} run{'s' if n != 1 else ''}?"
-        ok = await self.app.push_screen_wait(
-            ConfirmDialog(title, "\n".join(lines), confirm_label=f"Yes, cancel {n}", cancel_label="Keep", danger=True))
-        if not ok:
+        done, failed = await self._confirm_and_apply(
+            runs, ConfirmDialog(title, "\n".join(lines), confirm_label=f"Yes, cancel {n}", cancel_label="Keep",
+                                danger=True),
+            lambda run_id: self.console_app.client.cancel(run_id))
+        if done is None:
             return
-        done, failed = 0, []
-        for run in runs:
-            try:
-                await self.console_app.client.cancel(run.run_id)
-                done += 1
-            except WorkerError as exc:  # Conflict (finished meanwhile), NotFound
-                failed.append(f"{short_id(run.run_id)}: {exc}")
-            except Exception as exc:  # noqa: BLE001 - unreachable database: banner, stop here
-                self.console_app.report_error(exc)
-                failed.append(f"{short_id(run.run_id)}: {describe_error(exc)}")
-                break
-        self.marked.clear()
         if failed:
             self.notify("\n".join(failed[:5]), title=f"Cancelled {done} of {n}", severity="error", timeout=10)
         else:
             self.notify(f"Cancel requested for {done} run{'s' if done != 1 else ''}.", title="Cancelled")
-        self.request_reload()
+
+
+def _run_lines(runs: list[RunSummary]) -> list[str]:
+    """The first runs of a bulk action, one line each, for its confirmation."""
+    lines = [f"{short_id(r.run_id)}  {truncate(r.workflow, 24):<24}  {status_label(r.status)}" for r in runs[:6]]
+    if len(runs) > 6:
+        lines.append(f"… and {len(runs) - 6} more")
+    return lines
