@@ -144,18 +144,15 @@ def worker_policy(token_role: str = STEP_TOKEN_ROLE, transit_key: str = "agentrt
 
 
 def load_workflows(directory: Path) -> tuple[list[Definition], list[DefinitionError]]:
-    """Every valid workflow file in `directory` (*.yaml, *.yml) and the errors of the invalid ones."""
-    from worker.definitions.loader import load_file
+    """Every valid workflow file in `directory` and the errors of the invalid ones, as the worker scans them
+    (hidden files, editor temporaries and the shared tools.yaml are not workflows)."""
+    from worker.definitions.registry import scan_directory
 
-    defns: list[Definition] = []
-    errors: list[DefinitionError] = []
-    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
-    for path in files:
-        try:
-            defns.append(load_file(path, directory))
-        except DefinitionError as exc:
-            errors.append(exc)
-    return defns, errors
+    if not directory.is_dir():
+        return [], []
+    scanned = scan_directory(directory).values()
+    defns = [r for r in scanned if isinstance(r, Definition)]
+    return defns, [r for r in scanned if isinstance(r, DefinitionError)]
 
 
 def policies_for(defns: Iterable[Definition]) -> list[Policy]:
