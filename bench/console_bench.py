@@ -37,9 +37,10 @@ from stack import (  # noqa: E402
 )
 from textual.widgets import DataTable  # noqa: E402
 
-from console.app import AgentConsole  # noqa: E402
+from console.app import AgentConsole, tune_gc  # noqa: E402
 from console.screens.run_detail import RunDetailScreen  # noqa: E402
 from console.screens.runs import RunsScreen  # noqa: E402
+from console.widgets.nav_table import NavTable  # noqa: E402
 from console.widgets.span_waterfall import SpanWaterfall  # noqa: E402
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
@@ -176,7 +177,7 @@ async def waterfall(client: RuntimeClient, spans: int) -> dict[str, float]:
 # -- (b) live latency and (d) memory ------------------------------------------------------------------
 async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, Any]:
     seen: dict[str, tuple[str, str | None]] = {}
-    observed: list[tuple[float, str, str, str | None]] = []  # (wall time on screen, run, status, step)
+    observed: list[tuple[float, str, str, str | None, str]] = []  # (on screen, run, status, step, how)
     original = RunsScreen.render_runs
 
     def hooked(screen: RunsScreen) -> None:
@@ -186,7 +187,7 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
             state = (r.status.value, r.current_step)
             if seen.get(r.run_id) != state:
                 seen[r.run_id] = state
-                observed.append((now, r.run_id, *state))
+                observed.append((now, r.run_id, *state, "reload"))
 
     original_patch = RunsScreen._patch_row
 
@@ -194,14 +195,15 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
         original_patch(screen, message)
         now = time.time()
         run = next((r for r in screen.runs if r.run_id == message.run_id), None)
-        if run is not None and message.run_id in screen._shown_cells:
+        if run is not None and screen.query_one("#runs-table", NavTable).shows(message.run_id):
             state = (run.status.value, run.current_step)
             if seen.get(run.run_id) != state:
                 seen[run.run_id] = state
-                observed.append((now, run.run_id, *state))
+                observed.append((now, run.run_id, *state, "patch"))
 
     arrivals: dict[tuple[str, str, str | None], float] = {}  # first arrival of (run, status, step) in the feed
     commits: dict[tuple[str, str, str | None], float] = {}  # the worker's commit time of that change
+    xadds: dict[tuple[str, str, str | None], float] = {}  # when Redis appended the event to the stream
     original_live = AgentConsole._live_event
 
     def hooked_live(app: AgentConsole, event: Any) -> None:
@@ -211,6 +213,8 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
             arrivals.setdefault(change, time.time())
             if isinstance(data.get("committed_at"), int | float):
                 commits.setdefault(change, float(data["committed_at"]))
+            if event.stream_id:  # "<ms>-<n>": when Redis appended it
+                xadds.setdefault(change, int(event.stream_id.split("-")[0]) / 1000)
         original_live(app, event)
 
     AgentConsole._live_event = hooked_live  # type: ignore[method-assign, assignment]
@@ -242,13 +246,16 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
     in_console: list[float] = []  # feed arrival -> on screen: the console's own share
     from_commit: list[float] = []  # the worker's commit -> on screen (the definition)
     mine = set(started)
-    by_run: dict[str, list[tuple[float, str, str | None]]] = {}
-    for when, run_id, status, step in observed:
+    by_run: dict[str, list[tuple[float, str, str | None, str]]] = {}
+    for when, run_id, status, step, how in observed:
         if run_id in mine:
-            by_run.setdefault(run_id, []).append((when, status, step))
+            by_run.setdefault(run_id, []).append((when, status, step, how))
+    to_redis: list[float] = []  # worker commit -> appended to the Redis stream
+    redis_to_console: list[float] = []  # appended -> read by the console
+    by_how: dict[str, list[float]] = {}  # commit -> on screen, by the path that showed it
     for run_id, changes in list(by_run.items())[:400]:
         detail = await client.get_run(run_id)
-        for when, status, step in changes:
+        for when, status, step, how in changes:
             if status == "completed":
                 ev = next((e for e in detail.events if e.type == "run.completed"), None)
             elif step is not None:
@@ -260,7 +267,13 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
             committed = commits.get((run_id, status, step))
             if committed is not None and when >= committed:
                 from_commit.append((when - committed) * 1000)
+                by_how.setdefault(how, []).append((when - committed) * 1000)
+            xadd = xadds.get((run_id, status, step))
+            if committed is not None and xadd is not None:
+                to_redis.append((xadd - committed) * 1000)
             arrived = arrivals.get((run_id, status, step))
+            if arrived is not None and xadd is not None:
+                redis_to_console.append((arrived - xadd) * 1000)
             if arrived is not None and when >= arrived:
                 in_console.append((when - arrived) * 1000)
     warm = [m for m in mem if m[0] >= 20] or mem
@@ -270,11 +283,17 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
             "console_ms_p50": pct(in_console, 50), "console_ms_p99": pct(in_console, 99),
             "commit_ms_p50": pct(from_commit, 50), "commit_ms_p99": pct(from_commit, 99),
             "commit_samples": len(from_commit),
+            "commit_to_redis_ms_p50": pct(to_redis, 50), "commit_to_redis_ms_p99": pct(to_redis, 99),
+            "redis_to_console_ms_p50": pct(redis_to_console, 50),
+            "redis_to_console_ms_p99": pct(redis_to_console, 99),
+            "commit_ms_by_path": {how: {"samples": len(v), "p50": pct(v, 50), "p99": pct(v, 99)}
+                                  for how, v in sorted(by_how.items())},
             "console_samples": len(in_console),
             "memory_mb": [round(m[1], 2) for m in mem], "memory_slope_mb_per_min": slope, "seconds": seconds}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    tune_gc()  # as `agentrt console` does
     results: dict[str, Any] = {}
     async with bench_servers("console-bench", databases=("big", "live")) as srv:
         wf_dir, rd = srv.workflows, srv.redis
@@ -330,6 +349,10 @@ def main() -> None:
         ("    samples", lv["commit_samples"]),
         ("    from the event's creation (before its commit), p50 (ms)", lv["latency_ms_p50"]),
         ("    from the event's creation, p99 (ms)", lv["latency_ms_p99"]),
+        ("    of which worker commit -> in the Redis stream, p50 (ms)", lv["commit_to_redis_ms_p50"]),
+        ("    of which worker commit -> in the Redis stream, p99 (ms)", lv["commit_to_redis_ms_p99"]),
+        ("    of which Redis stream -> read by the console, p50 (ms)", lv["redis_to_console_ms_p50"]),
+        ("    of which Redis stream -> read by the console, p99 (ms)", lv["redis_to_console_ms_p99"]),
         ("    of which feed arrival -> on screen (the console's share), p50 (ms)", lv["console_ms_p50"]),
         ("    of which feed arrival -> on screen, p99 (ms)", lv["console_ms_p99"]),
         (f"(c) open a run with {wf['spans']} spans to waterfall painted, median (ms)", wf["open_ms_median"]),
@@ -341,6 +364,9 @@ def main() -> None:
          lv["memory_slope_mb_per_min"]),
     ]:
         print(f"{label:78} {value:>10.2f}")
+    for how, fig in lv["commit_ms_by_path"].items():
+        print(f"    commit -> on screen via {how}: {fig['samples']} samples, "
+              f"p50 {fig['p50']:.1f} ms, p99 {fig['p99']:.1f} ms")
     print(f"    memory samples every 10s (MB): {lv['memory_mb']}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def _run(settings: Settings, readonly: bool) -> int:
-    from console.app import AgentConsole  # the UI is imported only once arguments are valid
+    from console.app import AgentConsole, tune_gc  # the UI is imported only once arguments are valid
 
     where = redact_url(settings.database_url)
     try:
@@ -39,6 +39,7 @@ async def _run(settings: Settings, readonly: bool) -> int:
     except Exception as exc:  # noqa: BLE001 - reported like a failure to connect
         await _close_quietly(client)
         return _unavailable(where, exc)
+    tune_gc()
     try:
         await AgentConsole(client, readonly=readonly).run_async()
     finally:

@@ -623,6 +623,23 @@ async def test_live_event_reloads_the_runs_table() -> None:
         assert app.events_seen == 1  # telemetry is not listed on the events screen
 
 
+async def test_a_burst_of_events_for_a_run_leaves_its_row_on_the_latest_step() -> None:
+    client = FakeRuntimeClient(events=[])
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = runs_table(app)
+        run = next(r for r in client.runs if r.status is RunStatus.RUNNING)
+        steps = ["lookup", "score", "notify-owner"]
+        for i, step in enumerate(steps):
+            client.push_event(LiveEvent("step", "step.started", run.run_id,
+                                        {"status": "running", "current_step": step}, f"4-{i}"))
+        client.runs[client.runs.index(run)] = replace(run, current_step=steps[-1])
+        await settle(pilot)
+        row = " ".join(str(cell) for cell in table.get_row(run.run_id))
+        assert "notify-owner" in row and "lookup" not in row and "score" not in row
+
+
 async def test_event_flood_is_collapsed() -> None:
     client = FakeRuntimeClient(events=[])
     app = make_app(client)
