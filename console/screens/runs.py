@@ -37,8 +37,8 @@ from worker.models import RunStatus, RunSummary
 
 RUNS_LIMIT = 500
 PATCH_INTERVAL = 0.1
-"""Seconds between two batches of live changes to the table. DataTable repaints every visible row on any
-change, so applying each event as it comes keeps a busy console drawing all the time and delays the feed."""
+"""Seconds between two batches of live changes to the table. Each batch redraws the rows it changed; applied
+one event at a time, a busy feed would keep the console drawing all the time and delay the events behind."""
 WIDE = 110  # from this width on, the table also shows the definition version
 MARK = "●"
 RUN_ORDER_NAMES = tuple(RUN_ORDERS)
@@ -151,8 +151,7 @@ class RunsScreen(ConsoleScreen):
         if run == old:
             return
         self.runs[index] = run
-        step_width = max(12, self.size.width - (84 if self._wide else 66))
-        table.update_row(run.run_id, self._cells(run, self.console_app.now(), step_width))
+        table.update_row(run.run_id, self._cells(run, self.console_app.now(), self._step_width()))
 
     @property
     def visible_runs(self) -> list[RunSummary]:
@@ -176,6 +175,10 @@ class RunsScreen(ConsoleScreen):
         labels = ["", "STATUS", "RUN", "WORKFLOW", *(["VERSION"] if self._wide else []), "STARTED", "DUR", "STEP"]
         table.add_column(_line([Text(label) for label in labels], self._field_widths()), key="run")
 
+    def _step_width(self) -> int:
+        """Characters left for the step (or error) on a row at this width."""
+        return max(12, self.size.width - (84 if self._wide else 66))
+
     def _field_widths(self) -> list[int]:
         """The width of each field of a row but the last (the step, as long as it is)."""
         return [1, 11, 8, 24 if self._wide else 16, *([8] if self._wide else []), 7, 6]
@@ -187,7 +190,7 @@ class RunsScreen(ConsoleScreen):
         now = self.console_app.now()
         if self._wide is None or (self.size.width >= WIDE) != self._wide:
             self._columns(table)
-        step_width = max(12, self.size.width - (84 if self._wide else 66))
+        step_width = self._step_width()
         rows = [(run.run_id, self._cells(run, now, step_width)) for run in self.visible_runs]
         self._row_cells = {key: self._row_cells[key] for key, _ in rows}
         table.show_rows(rows)
@@ -268,8 +271,7 @@ class RunsScreen(ConsoleScreen):
             self.marked.add(key)
         run = next((r for r in self.runs if r.run_id == key), None)
         if run is not None:
-            step_width = max(12, self.size.width - (84 if self._wide else 66))
-            table.update_row(key, self._cells(run, self.console_app.now(), step_width))
+            table.update_row(key, self._cells(run, self.console_app.now(), self._step_width()))
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1)
         self._render_header()
