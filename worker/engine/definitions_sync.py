@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import asyncpg
@@ -11,7 +12,7 @@ import asyncpg
 from worker.bus.publisher import Publisher
 from worker.definitions.loader import load_file, load_tools_file
 from worker.definitions.model import Definition
-from worker.definitions.registry import RESERVED_NAMES, Registry, RegistryChange, scan_directory
+from worker.definitions.registry import RESERVED_NAMES, Registry, RegistryChange, is_workflow_file, scan_directory
 from worker.definitions.watcher import watch_directory
 from worker.errors import DefinitionError
 from worker.store.definitions import (
@@ -24,6 +25,9 @@ from worker.store.definitions import (
 
 logger = logging.getLogger(__name__)
 
+RESCAN_INTERVAL = 2.0
+"""Seconds between two checks of the files' (mtime, size), for changes the watcher did not report."""
+
 
 class DefinitionsSync:
     def __init__(self, pool: asyncpg.Pool, root: Path, publisher: Publisher | None,
@@ -34,12 +38,16 @@ class DefinitionsSync:
         self.cache = cache
         self.registry = Registry()
         self._pending: set[Path] = set()  # changes not yet recorded (Postgres was unavailable): retried
+        self._reloading = asyncio.Lock()  # the watcher, the retry loop and the rescan reload one file at a time
+        self._stamps: dict[Path, tuple[int, int]] = {}
+        """(mtime, size) of each file as last read: the rescan reloads a file whose stamp moved."""
 
     async def initial_scan(self) -> list[RegistryChange]:
         if not await asyncio.to_thread(self.root.is_dir):
             logger.warning("workflows directory %s does not exist; no workflows loaded", self.root)
             return []
         changes = []
+        self._stamps = await asyncio.to_thread(_stamps, self.root)  # before reading: a later save moves it
         # parsing is CPU work (up to seconds for a hostile 1 MiB file): keep it off the event loop
         scanned = await asyncio.to_thread(scan_directory, self.root)
         for path, result in sorted(scanned.items()):
@@ -66,6 +74,10 @@ class DefinitionsSync:
             change = await self._reload_once(path)
             if await asyncio.to_thread(_stamp, path) == before:
                 break
+        if before is None:
+            self._stamps.pop(path, None)
+        else:
+            self._stamps[path] = before
         return change
 
     async def _reload_once(self, path: Path) -> RegistryChange:
@@ -123,17 +135,46 @@ class DefinitionsSync:
 
     async def watch_loop(self) -> None:
         retry = asyncio.create_task(self._retry_loop(), name="definitions-retry")
+        rescan = asyncio.create_task(self._rescan_loop(), name="definitions-rescan")
         try:
             async for changes in watch_directory(self.root):
                 for _kind, path in sorted(changes, key=lambda c: str(c[1])):
                     await self._reload_or_defer(path)
         finally:
             retry.cancel()
+            rescan.cancel()
+
+    async def _rescan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESCAN_INTERVAL)
+            await self.rescan()
+
+    async def rescan(self) -> set[Path]:
+        """Reload the files whose (mtime, size) moved since they were read (added and deleted ones too);
+        return them. Runs every RESCAN_INTERVAL beside the watcher.
+
+        The watcher cannot see what happened before it started (a file saved while the worker was
+        starting, between the initial scan and the watch), and on some mounts (network file systems,
+        Docker Desktop bind mounts) it sees nothing at all; a stat of each file catches both.
+        """
+        try:
+            now = await asyncio.to_thread(_stamps, self.root)
+        except OSError:
+            return set()  # the directory is gone or unreadable: the watcher reports what it can
+        settled = time.time_ns() - int(RESCAN_INTERVAL / 2 * 1e9)  # newer saves are the watcher's, if it works
+        moved = {path for path in set(now) | set(self._stamps)
+                 if now.get(path) != self._stamps.get(path) and path not in self._pending
+                 and (path not in now or now[path][0] <= settled)}
+        for path in sorted(moved):
+            logger.info("%s changed without a file event; reloading it", path.name)
+            await self._reload_or_defer(path)
+        return moved
 
     async def _reload_or_defer(self, path: Path) -> None:
         """Reload one file; if that cannot be recorded now (Postgres down...), retry it later."""
         try:
-            await self.reload(path)
+            async with self._reloading:
+                await self.reload(path)
         except Exception as exc:  # noqa: BLE001 - the other files and later saves must still go through
             if path not in self._pending:
                 logger.warning("could not record the change to %s (%s: %s); retrying every second", path,
@@ -147,6 +188,17 @@ class DefinitionsSync:
             await asyncio.sleep(1.0)
             for path in sorted(self._pending):
                 await self._reload_or_defer(path)
+
+
+def _stamps(root: Path) -> dict[Path, tuple[int, int]]:
+    """The stamp of every workflow file (and the tools file) directly inside `root`."""
+    stamps = {}
+    for path in root.iterdir():
+        if is_workflow_file(path) or path.name in RESERVED_NAMES:
+            stamp = _stamp(path)
+            if stamp is not None and path.is_file():
+                stamps[path] = stamp
+    return stamps
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
