@@ -104,7 +104,9 @@ async def test_authorization_matrix(settings: Settings, tmp_path: Path, user: st
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     settings = replace(settings, policy_file=policy)
-    write_workflow(settings, "w.yaml", gate(workflow))
+    # a long step after the gate: an approved run is still running when the user then tries to cancel it
+    write_workflow(settings, "w.yaml", gate(workflow).replace(
+        "  - {id: done", "  - {id: hold, uses: sleep, with: {duration: 60s}}\n  - {id: done"))
     async with running_worker(settings), client_for(replace(settings, policy_file=None)) as admin:
         run_id = await admin.start_run(workflow)
         task = await pending_task(admin, run_id)
