@@ -189,17 +189,19 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
                 seen[r.run_id] = state
                 observed.append((now, r.run_id, *state, "reload"))
 
-    original_patch = RunsScreen._patch_row
+    original_patch = RunsScreen._apply_patches
 
-    def hooked_patch(screen: RunsScreen, message: Any) -> None:
-        original_patch(screen, message)
+    def hooked_patch(screen: RunsScreen) -> None:
+        queued = list(screen._patches)
+        original_patch(screen)
         now = time.time()
-        run = next((r for r in screen.runs if r.run_id == message.run_id), None)
-        if run is not None and screen.query_one("#runs-table", NavTable).shows(message.run_id):
-            state = (run.status.value, run.current_step)
-            if seen.get(run.run_id) != state:
-                seen[run.run_id] = state
-                observed.append((now, run.run_id, *state, "patch"))
+        table = screen.query_one("#runs-table", NavTable)
+        for run in screen.runs:
+            if run.run_id in queued and table.shows(run.run_id):
+                state = (run.status.value, run.current_step)
+                if seen.get(run.run_id) != state:
+                    seen[run.run_id] = state
+                    observed.append((now, run.run_id, *state, "patch"))
 
     arrivals: dict[tuple[str, str, str | None], float] = {}  # first arrival of (run, status, step) in the feed
     commits: dict[tuple[str, str, str | None], float] = {}  # the worker's commit time of that change
@@ -219,7 +221,7 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
 
     AgentConsole._live_event = hooked_live  # type: ignore[method-assign, assignment]
     RunsScreen.render_runs = hooked  # type: ignore[method-assign, assignment]
-    RunsScreen._patch_row = hooked_patch  # type: ignore[method-assign, assignment]
+    RunsScreen._apply_patches = hooked_patch  # type: ignore[method-assign, assignment]
     mem: list[tuple[float, float]] = []
     started: list[str] = []
     try:
@@ -240,7 +242,7 @@ async def live(client: RuntimeClient, runs: int, seconds: float) -> dict[str, An
     finally:
         RunsScreen.render_runs = original  # type: ignore[method-assign, assignment]
         AgentConsole._live_event = original_live  # type: ignore[method-assign, assignment]
-        RunsScreen._patch_row = original_patch  # type: ignore[method-assign, assignment]
+        RunsScreen._apply_patches = original_patch  # type: ignore[method-assign, assignment]
     # commit times of the events behind each change the screen showed
     latencies: list[float] = []
     in_console: list[float] = []  # feed arrival -> on screen: the console's own share

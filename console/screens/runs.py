@@ -129,29 +129,28 @@ class RunsScreen(ConsoleScreen):
         self.request_reload()
 
     def _apply_patches(self) -> None:
+        """Put the queued events' status and step on the rows of their runs (runs not listed wait for the reload)."""
         self._patch_timer = None
         self._last_patched = time.monotonic()
         patches, self._patches = self._patches, {}
-        for message, _queued in patches.values():
-            self._patch_row(message)
-
-    def _patch_row(self, message: RunChanged) -> None:
+        if not self._visible():
+            return
         table = self.query_one("#runs-table", NavTable)
-        if message.status is None or not table.shows(message.run_id) or not self._visible():
-            return
-        try:
-            status = RunStatus(message.status)
-        except ValueError:
-            return
-        index = next((i for i, r in enumerate(self.runs) if r.run_id == message.run_id), None)
-        if index is None:
-            return
-        old = self.runs[index]
-        run = replace(old, status=status, current_step=message.current_step, waiting_on=message.waiting_on)
-        if run == old:
-            return
-        self.runs[index] = run
-        table.update_row(run.run_id, self._cells(run, self.console_app.now(), self._step_width()))
+        where: dict[str, int] = {run.run_id: i for i, run in enumerate(self.runs)}
+        now, step_width = self.console_app.now(), self._step_width()
+        for message, _queued in patches.values():
+            index = where.get(message.run_id)
+            if message.status is None or index is None or not table.shows(message.run_id):
+                continue
+            try:
+                status = RunStatus(message.status)
+            except ValueError:
+                continue
+            old = self.runs[index]
+            run = replace(old, status=status, current_step=message.current_step, waiting_on=message.waiting_on)
+            if run != old:
+                self.runs[index] = run
+                table.update_row(run.run_id, self._cells(run, now, step_width))
 
     @property
     def visible_runs(self) -> list[RunSummary]:

@@ -11,8 +11,18 @@ from console.widgets.nav_table import NavTable
 
 
 class TableApp(App[None]):
+    """A NavTable with one column per key (titled in capitals)."""
+
+    def __init__(self, *columns: str) -> None:
+        super().__init__()
+        self.columns = columns
+
     def compose(self) -> ComposeResult:
         yield NavTable(id="t")
+
+    def on_mount(self) -> None:
+        for key in self.columns:
+            self.query_one(NavTable).add_column(key.upper(), key=key)
 
 
 def cells(key: str, step: str = "fetch") -> list[Any]:
@@ -24,11 +34,9 @@ def shown(table: NavTable) -> list[tuple[str | None, list[str]]]:
 
 
 async def test_new_row_on_top_old_row_gone_and_a_changed_cell_keep_the_other_rows_and_the_cursor() -> None:
-    app = TableApp()
+    app = TableApp("a", "b", "c")
     async with app.run_test() as pilot:
         table = app.query_one(NavTable)
-        for key in ("a", "b", "c"):
-            table.add_column(key.upper(), key=key)
         keys = [f"r{i}" for i in range(10, 0, -1)]  # newest first
         table.show_rows([(k, cells(k)) for k in keys])
         table.move_cursor(row=3)
@@ -49,11 +57,9 @@ async def test_new_row_on_top_old_row_gone_and_a_changed_cell_keep_the_other_row
 
 
 async def test_reordering_and_a_mostly_new_list_and_cells_updated_directly() -> None:
-    app = TableApp()
+    app = TableApp("a", "b", "c")
     async with app.run_test() as pilot:
         table = app.query_one(NavTable)
-        for key in ("a", "b", "c"):
-            table.add_column(key.upper(), key=key)
         table.show_rows([(k, cells(k)) for k in ("x", "y", "z")])
         table.update_cell("y", "c", "marked")  # outside show_rows: the table still knows what it shows
         table.show_rows([(k, cells(k, "marked" if k == "y" else "fetch")) for k in ("z", "y", "x")])
@@ -70,11 +76,9 @@ async def test_reordering_and_a_mostly_new_list_and_cells_updated_directly() -> 
 
 
 async def test_a_row_that_did_not_change_is_not_drawn_again_and_a_changed_one_is() -> None:
-    app = TableApp()
+    app = TableApp("a", "b")
     async with app.run_test(size=(60, 10)) as pilot:
         table = app.query_one(NavTable)
-        table.add_column("A", key="a")
-        table.add_column("B", key="b")
         table.show_rows([(k, [Text(k), Text("fetch")]) for k in ("r1", "r2", "r3")])
         await pilot.pause()
         first, second, third = (table.render_line(y) for y in (1, 2, 3))  # line 0: the header
@@ -97,10 +101,9 @@ async def test_a_row_that_did_not_change_is_not_drawn_again_and_a_changed_one_is
 
 
 async def test_strings_are_shown_as_typed_not_as_markup() -> None:
-    app = TableApp()
+    app = TableApp("step")
     async with app.run_test(size=(60, 10)) as pilot:
         table = app.query_one(NavTable)
-        table.add_column("STEP", key="step")
         table.add_row("[bold]deploy[/bold]", key="a")
         table.show_rows([("b", ["charge [red]card[/]"])])
         await pilot.pause()
