@@ -266,8 +266,11 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.boundary import load_checks
     from worker.definitions.loader import load_file, load_tools_file
     from worker.definitions.registry import RESERVED_NAMES
+
+    checks = load_checks(settings)  # what this deployment allows workflow files to reach
 
     results: list[dict[str, Any]] = []
     for path in args.paths:
@@ -279,7 +282,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
                     results.append({"path": str(f), "ok": True, "name": f"shared tools: {len(tools.servers)} "
                                     f"server(s), {len(tools.pricing)} price(s)", "version": "-"})
                     continue
-                defn = load_file(f)
+                defn = load_file(f, checks=checks)
                 results.append({"path": str(f), "ok": True, "name": defn.name, "version": defn.def_hash[:12]})
             except DefinitionError as exc:
                 results.append({"path": str(f), "ok": False, "error": exc.reason, "line": exc.line,

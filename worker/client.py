@@ -162,12 +162,13 @@ class RuntimeClient:
 
     async def register_local(self, name: str) -> bool:
         """Load workflow `name` from the local workflows directory into Postgres (no worker needed)."""
+        from worker.boundary import load_checks
         from worker.engine.definitions_sync import DefinitionsSync  # local: only for this fallback
 
         root = self.settings.workflows_dir.resolve()
         if not root.is_dir():
             return False
-        sync = DefinitionsSync(self.pool, root, None)
+        sync = DefinitionsSync(self.pool, root, None, checks=load_checks(self.settings))
         changes = await sync.initial_scan()
         return any(c.name == name and c.kind != "invalid" for c in changes)
 
@@ -706,8 +707,12 @@ def _check_traceparent(value: str | None) -> str | None:
     return ctx.header()
 
 
-def load_workflow_file(path: Path) -> Definition:
-    """Validate one file (used by `agentrt validate`): raises DefinitionError."""
+def load_workflow_file(path: Path, settings: Settings | None = None) -> Definition:
+    """Validate one file (used by `agentrt validate`): raises DefinitionError.
+
+    With `settings`, the deployment's trust checks run too (what the operator allows the file to reach).
+    """
+    from worker.boundary import load_checks
     from worker.definitions.loader import load_file
 
-    return load_file(path)
+    return load_file(path, checks=load_checks(settings) if settings is not None else ())

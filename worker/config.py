@@ -32,6 +32,56 @@ def _int_env(name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from exc
 
 
+def _list_env(env: os._Environ[str] | dict[str, str], name: str) -> tuple[str, ...] | None:
+    """A comma-separated list; None when the variable is unset (an empty value is an empty list)."""
+    raw = env.get(name)
+    if raw is None:
+        return None
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool_env(env: os._Environ[str] | dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _trust_settings(env: os._Environ[str] | dict[str, str]) -> dict[str, object]:
+    """The trust-boundary settings from the environment (only variables that are set override defaults)."""
+    out: dict[str, object] = {}
+    modules = _list_env(env, "AGENTRT_TASK_MODULES")
+    if modules is not None:
+        out["task_modules"] = modules
+    isolation = env.get("AGENTRT_PYTHON_ISOLATION", "").strip().lower()
+    if isolation:
+        if isolation not in ("process", "inline"):
+            raise ConfigError(f"AGENTRT_PYTHON_ISOLATION={isolation!r}: use 'process' (default) or 'inline'")
+        out["python_isolation"] = isolation
+    for name, key in (("AGENTRT_SANDBOX_MIN", "sandbox_min"), ("AGENTRT_SANDBOX_MAX", "sandbox_max"),
+                      ("AGENTRT_SANDBOX_MEMORY_MB", "sandbox_memory_mb"),
+                      ("AGENTRT_SANDBOX_CPU_SECONDS", "sandbox_cpu_seconds")):
+        if env.get(name):
+            out[key] = _int_env(name, 0)
+    if env.get("AGENTRT_SANDBOX_USER"):
+        out["sandbox_user"] = env["AGENTRT_SANDBOX_USER"].strip()
+    for name, key in (("AGENTRT_SANDBOX_ENV_ALLOW", "sandbox_env_allow"),
+                      ("AGENTRT_STEP_ENV_ALLOW", "step_env_allow"),
+                      ("AGENTRT_STEP_ENV_HOSTS", "step_env_hosts"),
+                      ("AGENTRT_EGRESS_ALLOWED_HOSTS", "egress_allowed_hosts")):
+        values = _list_env(env, name)
+        if values is not None:
+            out[key] = tuple(v.lower() for v in values) if key.endswith("hosts") else values
+    out["workflow_stdio_tools"] = _bool_env(env, "AGENTRT_WORKFLOW_STDIO_TOOLS", False)
+    if env.get("AGENTRT_EXPRESSION_BUDGET_MS"):
+        out["expression_budget_ms"] = _float_env("AGENTRT_EXPRESSION_BUDGET_MS", 50.0)
+    return out
+
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/agentrt"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -67,6 +117,20 @@ class Settings:
     encrypt_payloads: bool = False  # every workflow's payloads as Vault transit ciphertext
     transit_key: str = "agentrt-payloads"
     transit_mount: str = "transit"
+    # ---- the trust boundary (README, "Trust model"): what a workflow file may reach ----
+    task_modules: tuple[str, ...] | None = None  # modules/prefixes `python` steps may call; None: the workflows dir's
+    python_isolation: str = "process"  # "process" (sandbox pool, the default) | "inline" (trusted single tenant)
+    sandbox_min: int = 2  # sandbox processes kept warm
+    sandbox_max: int = 32  # most sandbox processes at once (= most python steps running at once)
+    sandbox_memory_mb: int = 1024  # RLIMIT_AS per sandbox process; 0: no limit
+    sandbox_cpu_seconds: int = 0  # RLIMIT_CPU per sandbox process over its life; 0: no limit
+    sandbox_user: str | None = None  # run sandboxes as this user (name or uid); needs root
+    sandbox_env_allow: tuple[str, ...] = ()  # environment variables a sandbox inherits, by name
+    step_env_allow: tuple[str, ...] = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AGENTRT_DEMO_MODEL_URL")
+    step_env_hosts: tuple[str, ...] = ()  # hosts (besides the provider's own) an environment key may be sent to
+    egress_allowed_hosts: tuple[str, ...] = ()  # if set, every outbound call a workflow causes must go to one of these
+    workflow_stdio_tools: bool = False  # may workflow files declare stdio MCP servers (commands)? operator opt-in
+    expression_budget_ms: float = 50.0  # CPU time one expression evaluation may take
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -106,6 +170,7 @@ class Settings:
             transit_key=env.get("AGENTRT_TRANSIT_KEY") or "agentrt-payloads",
             transit_mount=env.get("AGENTRT_TRANSIT_MOUNT") or "transit",
         )
+        settings = replace(settings, **_trust_settings(env))
         if env.get("AGENTRT_WORKER_ID"):
             settings = replace(settings, worker_id=env["AGENTRT_WORKER_ID"])
         if settings.heartbeat_interval * 2 > settings.lease_ttl:

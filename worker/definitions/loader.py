@@ -27,6 +27,7 @@ from yaml.resolver import Resolver
 
 from worker.definitions.model import Definition, Loc, Problem, find_problems, problems_from_validation
 from worker.definitions.schema import ToolsFileSpec, WorkflowSpec
+from worker.definitions.trust import TrustCheck, trust_problems
 from worker.errors import DefinitionError
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -230,8 +231,12 @@ def _first_problem(path: str, text: str, root: Node, problems: Sequence[Problem]
     return _error_at(path, text, problem.reason, mark)
 
 
-def load_text(text: str, path: str | Path = "<string>") -> Definition:
-    """Parse and validate one workflow document; raise DefinitionError on any problem."""
+def load_text(text: str, path: str | Path = "<string>", checks: Sequence[TrustCheck] = ()) -> Definition:
+    """Parse and validate one workflow document; raise DefinitionError on any problem.
+
+    `checks` are the deployment's trust checks (`worker.boundary.load_checks`): what the operator allows
+    a workflow file to reach. They run after the file's own rules and are located the same way.
+    """
     where = str(path)
     if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)", 1)
@@ -254,14 +259,14 @@ def load_text(text: str, path: str | Path = "<string>") -> Definition:
         if not problems:  # pragma: no cover - pydantic always reports at least one error
             raise DefinitionError(where, str(exc)) from None
         raise _first_problem(where, text, root, problems) from None
-    problems = find_problems(spec)
+    problems = find_problems(spec) or trust_problems(spec, checks)
     if problems:
         raise _first_problem(where, text, root, problems)
     pseudo_path = where.startswith("<") and where.endswith(">")  # "<string>", "<bytes>"
     return Definition.build(spec, None if pseudo_path else where)
 
 
-def load_bytes(data: bytes, path: str | Path = "<bytes>") -> Definition:
+def load_bytes(data: bytes, path: str | Path = "<bytes>", checks: Sequence[TrustCheck] = ()) -> Definition:
     """Decode UTF-8 (reporting the line of an invalid byte) and load the document."""
     where = str(path)
     if len(data) > MAX_FILE_BYTES:
@@ -276,7 +281,7 @@ def load_bytes(data: bytes, path: str | Path = "<bytes>") -> Definition:
         reason = f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         raise DefinitionError(where, reason, data.count(b"\n", 0, exc.start) + 1, column,
                               line.decode("utf-8", "replace").rstrip("\r")) from None
-    return load_text(text, where)
+    return load_text(text, where, checks)
 
 
 def _check_inside(path: Path, root: Path) -> Path:
@@ -323,7 +328,7 @@ def _read_regular_file(real: Path, where: str) -> bytes:
         os.close(fd)
 
 
-def load_file(path: Path, root: Path | None = None) -> Definition:
+def load_file(path: Path, root: Path | None = None, checks: Sequence[TrustCheck] = ()) -> Definition:
     """Load a workflow file; with `root`, refuse paths that resolve outside it.
 
     Only regular files are read (a FIFO or device is refused without blocking).
@@ -331,7 +336,7 @@ def load_file(path: Path, root: Path | None = None) -> Definition:
     path = Path(path)
     where = str(path)
     real = _check_inside(path, root) if root is not None else path
-    return load_bytes(_read_regular_file(real, where), where)
+    return load_bytes(_read_regular_file(real, where), where, checks)
 
 
 def load_tools_text(text: str, path: str | Path = "<tools>") -> ToolsFileSpec:

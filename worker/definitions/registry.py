@@ -7,13 +7,14 @@ not workflows; they are skipped here. Hidden files and editor temporaries (`.#x.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from worker.definitions.loader import load_file, load_tools_file
 from worker.definitions.model import Definition
+from worker.definitions.trust import TrustCheck
 from worker.errors import DefinitionError
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml")
@@ -33,7 +34,7 @@ def is_workflow_file(path: Path) -> bool:
     )
 
 
-def scan_directory(root: Path) -> dict[Path, Definition | DefinitionError]:
+def scan_directory(root: Path, checks: Sequence[TrustCheck] = ()) -> dict[Path, Definition | DefinitionError]:
     """Load every workflow file directly inside `root` (not recursive), sorted by file name.
 
     A file that fails to load maps to its DefinitionError; nothing here raises for a bad file
@@ -51,7 +52,7 @@ def scan_directory(root: Path) -> dict[Path, Definition | DefinitionError]:
         if not is_workflow_file(path) or path.is_dir():
             continue
         try:
-            results[path] = load_file(path, root=root)
+            results[path] = load_file(path, root=root, checks=checks)
         except DefinitionError as error:
             results[path] = error
     return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +14,7 @@ from worker.bus.publisher import Publisher
 from worker.definitions.loader import load_file, load_tools_file
 from worker.definitions.model import Definition
 from worker.definitions.registry import RESERVED_NAMES, Registry, RegistryChange, is_workflow_file, scan_directory
+from worker.definitions.trust import TrustCheck
 from worker.definitions.watcher import watch_directory
 from worker.errors import DefinitionError
 from worker.store.definitions import (
@@ -31,8 +33,9 @@ RESCAN_INTERVAL = 2.0
 
 class DefinitionsSync:
     def __init__(self, pool: asyncpg.Pool, root: Path, publisher: Publisher | None,
-                 cache: DefinitionCache | None = None) -> None:
+                 cache: DefinitionCache | None = None, checks: Sequence[TrustCheck] = ()) -> None:
         self.pool = pool
+        self.checks = tuple(checks)  # what the operator allows workflow files to reach (worker.boundary)
         self.root = root
         self.publisher = publisher
         self.cache = cache
@@ -49,7 +52,7 @@ class DefinitionsSync:
         changes = []
         self._stamps = await asyncio.to_thread(_stamps, self.root)  # before reading: a later save moves it
         # parsing is CPU work (up to seconds for a hostile 1 MiB file): keep it off the event loop
-        scanned = await asyncio.to_thread(scan_directory, self.root)
+        scanned = await asyncio.to_thread(scan_directory, self.root, self.checks)
         for path, result in sorted(scanned.items()):
             try:
                 changes.append(await self._apply(path, result))
@@ -89,7 +92,7 @@ class DefinitionsSync:
             self._announce(change)
             return change
         try:
-            result: Definition | DefinitionError = await asyncio.to_thread(load_file, path, self.root)
+            result: Definition | DefinitionError = await asyncio.to_thread(load_file, path, self.root, self.checks)
         except DefinitionError as exc:
             result = exc
         return await self._apply(path, result)

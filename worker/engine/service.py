@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from worker import faults
+from worker.boundary import load_checks
 from worker.bus.publisher import Publisher
 from worker.bus.streams import WORK_GROUP, Keys
 from worker.config import Settings
@@ -86,7 +87,7 @@ class WorkerService:
         workflows = s.workflows_dir.resolve()
         if str(workflows) not in sys.path:
             sys.path.insert(0, str(workflows))  # `python` steps may call modules kept beside the workflows
-        self.sync = DefinitionsSync(self.pool, workflows, self.publisher, self.definitions)
+        self.sync = DefinitionsSync(self.pool, workflows, self.publisher, self.definitions, load_checks(s))
         await self.sync.initial_scan()
         await self.pool.execute(
             """INSERT INTO workers (worker_id, hostname, pid, concurrency, lease_ttl) VALUES ($1, $2, $3, $4, $5)
