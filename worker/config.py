@@ -8,6 +8,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from worker.errors import ConfigError
 
@@ -51,9 +52,9 @@ def _bool_env(env: os._Environ[str] | dict[str, str], name: str, default: bool) 
     raise ConfigError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
 
 
-def _trust_settings(env: os._Environ[str] | dict[str, str]) -> dict[str, object]:
+def _trust_settings(env: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
     """The trust-boundary settings from the environment (only variables that are set override defaults)."""
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     modules = _list_env(env, "AGENTRT_TASK_MODULES")
     if modules is not None:
         out["task_modules"] = modules
