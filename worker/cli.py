@@ -244,6 +244,9 @@ def with_client(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Hand
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.engine.service import WorkerService
+    from worker.secrets.identity import make_undumpable
+
+    make_undumpable()  # its memory (the Vault token) is not readable by other processes of the same user
 
     async def go() -> int:
         stop = asyncio.Event()

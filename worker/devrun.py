@@ -58,9 +58,11 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
             server.start()
             started.append(server)
         bao.bootstrap()
-        from worker.secrets.dev import seed_dev_vault
+        from worker.secrets.dev import DEV_WORKER_ROLE, dev_worker_login, seed_dev_vault
 
         seed_dev_vault(bao.addr, bao.root_token, workflows)  # fake values for the demos' credentials
+        # the worker logs in like a production one: AppRole, the agentrt-worker policy, never the root token
+        worker_login = dev_worker_login(bao.addr, bao.root_token)
         _create_database(pg.url("postgres"), "agentrt")
         if not os.environ.get("OPENAI_API_KEY"):
             from worker.devmodel import start_demo_model
@@ -79,9 +81,10 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
         applied = asyncio.run(migrate(env["AGENTRT_DATABASE_URL"]))
         env_file = data_dir / "env"
         env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
-        child_env = {**os.environ, **env}
+        child_env = {**os.environ, **env}  # the console and the CLI: the developer's own (root) token
+        worker_env = {k: v for k, v in child_env.items() if k not in ("VAULT_TOKEN", "BAO_TOKEN")} | worker_login
         log = open(data_dir / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
-        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], env=child_env, stdout=log,
+        worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], env=worker_env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
         o.err.print(
             f"ready in {time.monotonic() - t0:.1f}s ({len(applied)} migration(s) applied)\n"
@@ -89,6 +92,7 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
             f"  redis     {env['AGENTRT_REDIS_URL']}   (AOF in {data_dir / 'redis'})\n"
             f"  openbao   {bao.addr}   (dev mode, root token {bao.root_token})\n"
             f"  worker    pid {worker.pid}, workflows {workflows}, log {data_dir / 'worker.log'}\n"
+            f"            (Vault: AppRole {DEV_WORKER_ROLE!r}, policy agentrt-worker; sandboxed python steps)\n"
             + (f"  model     {demo_model.base_url}   (OFFLINE DEMO MODEL: scripted replies; set OPENAI_API_KEY "
                "for a real one)\n" if demo_model is not None else "")
             + f"  in another terminal: [bold]source {env_file}[/] then e.g. `agentrt run hello --wait`"

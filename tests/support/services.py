@@ -215,6 +215,9 @@ def worker_environment(settings: Settings) -> dict[str, str]:
         AGENTRT_LOG_LEVEL="DEBUG",
         PYTHONUNBUFFERED="1",
     )
+    if settings.task_modules is not None:
+        env["AGENTRT_TASK_MODULES"] = ",".join(settings.task_modules)
+    env["AGENTRT_PYTHON_ISOLATION"] = settings.python_isolation
     return env
 
 

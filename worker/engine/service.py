@@ -31,6 +31,7 @@ from worker.config import Settings
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
 from worker.secrets import SecretProvider, build_secret_provider
+from worker.secrets.identity import forget_identity
 from worker.secrets.transit import PayloadCipher, build_cipher
 from worker.steps.base import StepExecutor
 from worker.steps.registry import build_executors, close_executors
@@ -82,6 +83,7 @@ class WorkerService:
         self.definitions = DefinitionCache(self.pool)
         self.executors = build_executors(s)
         self.secrets: SecretProvider = build_secret_provider(s)
+        forget_identity()  # the credential lives in Settings now; no child may inherit it from the environment
         self.telemetry: Telemetry = build_telemetry(s)
         self.cipher: PayloadCipher | None = build_cipher(s)  # encrypted payloads (Vault transit)
         workflows = s.workflows_dir.resolve()

@@ -9,7 +9,7 @@ from typing import Any
 
 from worker.definitions.expressions import root_reads
 from worker.devstack.openbao import bootstrap_vault
-from worker.secrets.policies import apply_policies, load_workflows, policies_for
+from worker.secrets.policies import WORKER_POLICY, apply_policies, load_workflows, policies_for
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,29 @@ def seed_dev_vault(addr: str, token: str, workflows_dir: Path) -> None:
         _seed(hvac.Client(url=addr, token=token, timeout=10), workflows_dir)
     except (hvac.exceptions.VaultError, requests.RequestException) as exc:
         raise RuntimeError(f"could not seed Vault at {addr}: {type(exc).__name__}: {exc}") from exc
+
+
+DEV_WORKER_ROLE = "agentrt-worker"
+"""The AppRole role the dev stack's worker logs in with (as deploy/vault_init.py sets up in production)."""
+
+
+def dev_worker_login(addr: str, token: str) -> dict[str, str]:
+    """An AppRole login for the dev worker, carrying only the `agentrt-worker` policy (never the root token).
+
+    Returns the environment a worker needs (AGENTRT_VAULT_ROLE_ID / AGENTRT_VAULT_SECRET_ID). The policy
+    and the step token role are written by `seed_dev_vault` (apply_policies).
+    """
+    import hvac
+
+    client = hvac.Client(url=addr, token=token, timeout=10)
+    client.auth.approle.create_or_update_approle(
+        DEV_WORKER_ROLE, token_policies=[WORKER_POLICY], token_ttl="1h", token_max_ttl="24h",
+        token_type="service", secret_id_num_uses=0,
+        # the worker's token needs nothing of Vault's `default` policy: its own policy grants lookup/renew-self
+        token_no_default_policy=True)
+    role_id = client.auth.approle.read_role_id(DEV_WORKER_ROLE)["data"]["role_id"]
+    secret_id = client.auth.approle.generate_secret_id(DEV_WORKER_ROLE)["data"]["secret_id"]
+    return {"AGENTRT_VAULT_ROLE_ID": str(role_id), "AGENTRT_VAULT_SECRET_ID": str(secret_id)}
 
 
 def _seed(client: Any, workflows_dir: Path) -> None:

@@ -172,4 +172,8 @@ def apply_policies(client: hvac.Client, policies: Sequence[Policy], *, token_rol
         "orphan": False,
         "renewable": False,
         "token_explicit_max_ttl": step_token_max_ttl,
+        # a step token carries its workflow's read policy and nothing else (not Vault's `default` policy,
+        # which would let it look itself up, use cubbyhole and response wrapping)
+        "token_no_default_policy": True,
+        "token_type": "service",
     })
