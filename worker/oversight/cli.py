@@ -8,18 +8,10 @@ import sys
 import time
 from typing import Any
 
-import orjson
-
 from worker import output as o
-from worker.cli import with_client
+from worker.cli.support import json_arg as _json_arg
+from worker.cli.support import with_client
 from worker.errors import WorkerError
-
-
-def _json_arg(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
 
 
 def register(sub: Any) -> dict[str, Any]:

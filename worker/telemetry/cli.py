@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def register(subparsers: Any) -> dict[str, Handler]:
-    from worker.cli import with_client
+    from worker.cli.support import with_client
 
     lg = subparsers.add_parser("logs", help="print the log lines a run's steps wrote (captured per step)")
     lg.add_argument("run_id", help="run id or a unique prefix of it")
