@@ -125,7 +125,9 @@ def configure(addr: str, root: str, approle_dir: Path) -> str:
                        "were applied", done.returncode)
     bao.call("POST", f"auth/approle/role/{ROLE}", {
         "token_policies": [WORKER_POLICY], "token_ttl": "1h", "token_max_ttl": "24h",
-        "secret_id_ttl": "0", "secret_id_num_uses": 0, "token_type": "service"})
+        "secret_id_ttl": "0", "secret_id_num_uses": 0, "token_type": "service",
+        # the worker policy grants what the worker needs (lookup/renew itself); nothing of `default`
+        "token_no_default_policy": True})
     role_id = bao.call("GET", f"auth/approle/role/{ROLE}/role-id")["data"]["role_id"]
     bao.call("PUT", f"sys/policies/acl/{ISSUER_POLICY}", {"policy": (
         f'path "auth/approle/role/{ROLE}/secret-id" {{ capabilities = ["update"] }}\n'

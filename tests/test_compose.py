@@ -261,7 +261,7 @@ def test_vault_init_initialises_unseals_configures_and_issues_wrapped_secret_ids
     assert again.status_code >= 400  # single use: a stolen copy is detected
     login = httpx.post(f"{addr}/v1/auth/approle/login", json={"role_id": role_id, "secret_id": secret_id},
                        timeout=5).json()["auth"]
-    assert "agentrt-worker" in login["token_policies"] and "root" not in login["token_policies"]
+    assert login["token_policies"] == ["agentrt-worker"]  # not root, not even Vault's `default` policy
 
     # a restart of the server comes back sealed; vault-init unseals it and is idempotent
     (root / "approle" / "secret_id.wrapped").unlink()  # claimed by a worker
