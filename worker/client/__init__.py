@@ -1,0 +1,44 @@
+"""RuntimeClient: the API that the CLI and the console use to read state and send commands.
+
+Reads come from Postgres, live events from the Redis events stream. Commands (start, approve,
+reject, resolve, cancel) write to Postgres in one transaction, then nudge the workers via Redis;
+if Redis is down the reconciler delivers them anyway.
+
+What lives where (`RuntimeClient` combines the parts; import it, `RUN_ORDERS` and `load_workflow_file`
+from here):
+
+- `base`: `ClientBase`: connecting and closing, the acting identity and authorization (`_actor`,
+  `_authorize`), nudges, `resolve_run_id`, `register_local`, opening sealed payloads for display,
+  the active definition of a workflow, `health`, `watch_events`.
+- `runs`: `RunsApi`: start (one or many), list (`RUN_ORDERS`), count, get (with agent progress), cancel,
+  wait for and replay runs, `matching_runs`.
+- `tasks`: `TasksApi`: human tasks: list, get, decide (approve/reject), resolve.
+- `observe`: `ObserveApi`: spans, step logs, audit, workflows (list, versions, diff, events), workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from worker.client.observe import ObserveApi
+from worker.client.runs import RUN_ORDERS, RunsApi
+from worker.client.tasks import TasksApi
+from worker.config import Settings
+from worker.definitions.model import Definition
+
+__all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
+
+
+class RuntimeClient(RunsApi, TasksApi, ObserveApi):
+    """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
+
+
+def load_workflow_file(path: Path, settings: Settings | None = None) -> Definition:
+    """Validate one file (used by `agentrt validate`): raises DefinitionError.
+
+    With `settings`, the deployment's trust checks run too (what the operator allows the file to reach).
+    """
+    from worker.boundary import load_checks
+    from worker.definitions.loader import load_file
+
+    return load_file(path, checks=load_checks(settings) if settings is not None else ())
