@@ -174,6 +174,7 @@ def settings(
         redeliver_after=3.0,
         http_allowed_hosts=("127.0.0.1", "localhost"),
         log_level="DEBUG",
+        task_modules=("tests.support", "@workflows"),  # the test task modules, and those beside the workflows
     )
 
 
