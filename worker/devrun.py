@@ -78,6 +78,9 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
         }
         if demo_model is not None:
             env["AGENTRT_DEMO_MODEL_URL"] = demo_model.base_url
+            # the demos name `api_key_env: OPENAI_API_KEY`: such a key may go to the demo model (ours)
+            listed = os.environ.get("AGENTRT_STEP_ENV_HOSTS", "")
+            env["AGENTRT_STEP_ENV_HOSTS"] = ",".join(h for h in (listed, demo_model.base_url) if h)
         applied = asyncio.run(migrate(env["AGENTRT_DATABASE_URL"]))
         env_file = data_dir / "env"
         env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))

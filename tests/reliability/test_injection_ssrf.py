@@ -23,8 +23,8 @@ from tests.support.http_sink import HttpSink
 from tests.support.runtime import client_for, write_workflow
 from tests.support.services import WorkerProcs
 from worker.config import Settings
+from worker.egress.netguard import check_url
 from worker.errors import StepFailed
-from worker.steps.netguard import check_url
 
 PAYLOADS = {
     "gha": "${{ inputs.secret }}",

@@ -218,6 +218,8 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     if settings.task_modules is not None:
         env["AGENTRT_TASK_MODULES"] = ",".join(settings.task_modules)
     env["AGENTRT_PYTHON_ISOLATION"] = settings.python_isolation
+    if settings.workflow_stdio_tools:
+        env["AGENTRT_WORKFLOW_STDIO_TOOLS"] = "1"
     return env
 
 

@@ -12,7 +12,7 @@ from worker.config import Settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-CHECKS = ("config", "postgres", "redis", "vault", "otlp")
+CHECKS = ("config", "egress", "postgres", "redis", "vault", "otlp")
 _STYLE = {"ok": "[green]ok[/]  ", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]"}
 
 

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from worker.bus.streams import WORK_GROUP, Keys
 from worker.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+from worker.errors import ConfigError
 from worker.store.migrate import migration_files, redact_dsn
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -84,6 +85,43 @@ def check_config(settings: Settings, env: Mapping[str, str]) -> Check:
         c.summary = "configuration parsed, with warnings"
     elif c.status == "fail":
         c.summary = "configuration is incomplete"
+    return c
+
+
+# -- egress policy -------------------------------------------------------------------------------
+def check_egress(settings: Settings) -> Check:
+    """What workflow files may reach: addresses, hosts, environment variables, stdio tool servers."""
+    from worker.egress.policy import EgressPolicy
+    from worker.steps.providers import get_provider
+
+    try:
+        policy = EgressPolicy.from_settings(settings)
+    except ConfigError as exc:
+        return Check("egress", "fail", "the egress policy is invalid", [f"{exc}."])
+    private = ", ".join(policy.http_allowed_hosts) or "none"
+    hosts = ", ".join(policy.allowed_hosts.entries)
+    own = [h for name in ("openai", "anthropic") for h in get_provider(name).key_hosts]
+    key_hosts = [*(f"https://{h}" for h in own), *policy.env_hosts.entries]
+    c = Check("egress", "ok", f"address guard on; {'only ' + hosts if hosts else 'any public host'}; workflow "
+                              f"stdio tools {'allowed' if policy.workflow_stdio_tools else 'refused'}")
+    c.details.append(f"Address guard on: loopback, private, link-local and metadata addresses are refused, except "
+                     f"those in AGENTRT_HTTP_ALLOWED_HOSTS ({private}).")
+    c.details.append(f"Workflows may reach only AGENTRT_EGRESS_ALLOWED_HOSTS: {hosts} (tools.yaml servers are "
+                     "exempt)." if hosts else "Workflows may reach any public host (AGENTRT_EGRESS_ALLOWED_HOSTS "
+                     "is unset).")
+    c.details.append(f"Environment variables a workflow may name (AGENTRT_STEP_ENV_ALLOW): "
+                     f"{', '.join(policy.env_allow) or 'none'}; a key read from one is sent only to "
+                     f"{', '.join(key_hosts)} (the providers' own hosts and AGENTRT_STEP_ENV_HOSTS).")
+    if policy.workflow_stdio_tools:
+        c.worst("warn", "AGENTRT_WORKFLOW_STDIO_TOOLS is on: workflow files may start commands (stdio tool "
+                        "servers) as the worker's user; whoever edits the workflows directory can run code here.")
+    else:
+        c.details.append("Workflow files may not declare stdio tool servers (AGENTRT_WORKFLOW_STDIO_TOOLS is off); "
+                         "the operator's tools.yaml servers run, with a scrubbed environment.")
+    c.facts = {"address_guard": True, "http_allowed_hosts": list(policy.http_allowed_hosts),
+               "egress_allowed_hosts": list(policy.allowed_hosts.entries) or None,
+               "step_env_allow": list(policy.env_allow), "step_env_key_hosts": key_hosts,
+               "workflow_stdio_tools": policy.workflow_stdio_tools}
     return c
 
 
@@ -328,9 +366,9 @@ async def check_otlp(env: Mapping[str, str]) -> Check:
 async def run_checks(settings: Settings, env: Mapping[str, str] | None = None, *,
                      only: Iterable[str] | None = None) -> list[Check]:
     """The checks named in `only` (default: all), concurrently, in a fixed order:
-    config, postgres, redis, vault, otlp."""
+    config, egress, postgres, redis, vault, otlp."""
     env = os.environ if env is None else env
-    wanted = set(only) if only else {"config", "postgres", "redis", "vault", "otlp"}
+    wanted = set(only) if only else {"config", "egress", "postgres", "redis", "vault", "otlp"}
 
     async def guarded(name: str, make: Callable[[], Awaitable[Check]]) -> Check:
         try:
@@ -348,4 +386,6 @@ async def run_checks(settings: Settings, env: Mapping[str, str] | None = None, *
     }
     names = [n for n in makers if n in wanted]
     results = await asyncio.gather(*(guarded(n, makers[n]) for n in names))
-    return ([check_config(settings, env)] if "config" in wanted else []) + list(results)
+    local = [check_config(settings, env)] if "config" in wanted else []
+    local += [check_egress(settings)] if "egress" in wanted else []
+    return local + list(results)

@@ -1,4 +1,9 @@
-"""The `http` step: one HTTP call with a stable Idempotency-Key, SSRF checks on every hop, a size cap."""
+"""The `http` step: one HTTP call with a stable Idempotency-Key, the egress policy on every hop, a size cap.
+
+Redirects are followed by hand (each hop is checked); when one leaves the origin, the credentials meant for
+the first host are dropped: Authorization, Cookie, the usual API-key headers, and any header whose value
+holds one of the step's secrets.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import codecs
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from importlib import metadata
@@ -18,9 +24,9 @@ from pydantic import BaseModel, ValidationError
 
 from worker.config import Settings
 from worker.definitions.schema import HttpArgs
+from worker.egress.policy import EgressPolicy
 from worker.errors import StepFailed
 from worker.steps.base import StepContext
-from worker.steps.netguard import check_url
 from worker.telemetry.child import achild_span, span_traceparent
 
 logger = logging.getLogger(__name__)
@@ -33,7 +39,8 @@ EXCERPT_CHARS = 200  # of it quoted in the failure reason
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_STATUSES = frozenset({408, 429})
 # Dropped when a redirect leaves the origin, so credentials meant for one host never reach another.
-_ORIGIN_BOUND_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_ORIGIN_BOUND_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
+                                   "x-auth-token", "x-goog-api-key"})
 
 
 def _version() -> str:
@@ -93,7 +100,7 @@ class HttpExecutor:
     kind: ClassVar[str] = "http"
 
     def __init__(self, settings: Settings) -> None:
-        self._allowed_hosts = settings.http_allowed_hosts
+        self.policy = EgressPolicy.from_settings(settings)
         # trust_env=False: no proxy variables or ~/.netrc credentials leak into user-chosen URLs.
         self._client = httpx.AsyncClient(
             follow_redirects=False,
@@ -132,7 +139,7 @@ class HttpExecutor:
         try:
             url = httpx.URL(spec.url)
         except httpx.InvalidURL as exc:
-            await check_url(spec.url, self._allowed_hosts)  # names an internal target, else "invalid URL"
+            await self.policy.check(spec.url)  # names an internal target, else "invalid URL"
             raise StepFailed(f"invalid URL: {exc}", retryable=False) from exc
         params: dict[str, Any] | None = {k: _param(v) for k, v in spec.params.items()} or None
         redirects = 0
@@ -180,7 +187,7 @@ class HttpExecutor:
                     k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")
                 }
             if _origin(url) != _origin(request.url):
-                headers = {k: v for k, v in headers.items() if k.lower() not in _ORIGIN_BOUND_HEADERS}
+                headers = _origin_free(headers, ctx.secrets)
 
     async def _send(
         self,
@@ -238,7 +245,7 @@ class HttpExecutor:
         started = time.monotonic()
         try:
             async with asyncio.timeout(seconds):
-                await check_url(str(url), self._allowed_hosts)
+                await self.policy.check(str(url))
                 response = await self._client.send(request, stream=True)
                 try:
                     follow = (
@@ -354,6 +361,13 @@ def _log_failure(ctx: StepContext, request: httpx.Request, started: float, failu
         (time.monotonic() - started) * 1000,
         failure.reason,
     )
+
+
+def _origin_free(headers: dict[str, str], secrets: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The headers without those bound to the first origin: credentials by name, and any carrying a secret."""
+    values = [str(v) for found in secrets.values() for v in found.values() if len(str(v)) >= 4]
+    return {k: v for k, v in headers.items()
+            if k.lower() not in _ORIGIN_BOUND_HEADERS and not any(secret in v for secret in values)}
 
 
 def _has_header(headers: dict[str, str], name: str) -> bool:

@@ -1,14 +1,15 @@
 """The `llm` step: one chat completion (OpenAI-compatible APIs or Anthropic), over httpx.
 
 `LlmClient` is shared with the `agent` step: it resolves the base URL and the API key, checks the
-URL against the SSRF policy of http steps, sends one request with the step's idempotency key and
-classifies failures (429/5xx/timeouts are retryable, honouring Retry-After).
+URL against the egress policy (`worker.egress`), sends one request with the step's idempotency key and
+classifies failures (429/5xx/timeouts are retryable, honouring Retry-After). Environment variables are
+read only through the policy (names the operator allows), and a key read from the environment is sent
+only to its provider's own host or to hosts the operator lists; redirects are never followed.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, ClassVar
 
@@ -17,11 +18,11 @@ import jsonschema
 
 from worker.config import Settings
 from worker.definitions.schema import LlmArgs
+from worker.egress.policy import EgressPolicy
 from worker.errors import StepFailed
 from worker.steps.base import StepContext
 from worker.steps.http import USER_AGENT, parse_retry_after, validate_args
-from worker.steps.netguard import check_url
-from worker.steps.providers import ChatRequest, MalformedResponse, Message, get_provider
+from worker.steps.providers import ChatRequest, MalformedResponse, Message, Provider, get_provider
 from worker.steps.tool import SharedTools
 
 DEFAULT_TIMEOUT = 120.0
@@ -33,7 +34,7 @@ class LlmClient:
     """One pooled httpx client for every LLM call of a worker."""
 
     def __init__(self, settings: Settings) -> None:
-        self._allowed_hosts = settings.http_allowed_hosts
+        self.policy = EgressPolicy.from_settings(settings)
         # trust_env=False: proxy variables and ~/.netrc never apply to user-chosen URLs.
         self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False,
                                          headers={"User-Agent": USER_AGENT}, timeout=DEFAULT_TIMEOUT)
@@ -44,20 +45,34 @@ class LlmClient:
     async def complete(self, spec: LlmArgs, request: ChatRequest, ctx: StepContext) -> dict[str, Any]:
         """Send one request; the normalized completion, with `usage`, `model` and `cost_usd`."""
         provider = get_provider(spec.provider)
-        base = _base_url(spec, provider.default_base_url)
+        base = base_url(spec, provider.default_base_url, self.policy)
         wire = provider.build(request)
         url = base.rstrip("/") + wire.path
         headers = {**wire.headers, **spec.headers}
-        key = api_key(spec, ctx)
+        key = api_key(spec, ctx, self.policy)
+        if key and not spec.credential and spec.api_key_env:
+            self.policy.check_key_destination(url, spec.api_key_env, provider.name, provider.key_hosts)
         if key:
             headers.update(provider.auth_headers(key, spec.api_key_header))
         if ctx.traceparent:
             headers.setdefault("traceparent", ctx.traceparent)
+        await self.policy.check(url)
+        try:
+            return await self._send(spec, request, ctx, provider, url, wire.body, headers, sent_key=key is not None)
+        except StepFailed as failure:
+            # A peer that echoes an environment key in its error must not put it in the event log (a Vault
+            # credential's value is redacted by the engine, which knows it).
+            if key and spec.api_key_env and not spec.credential and len(key) >= 4 and key in failure.reason:
+                raise StepFailed(failure.reason.replace(key, f"[redacted:{spec.api_key_env}]"),
+                                 retryable=failure.retryable, retry_after=failure.retry_after) from None
+            raise
+
+    async def _send(self, spec: LlmArgs, request: ChatRequest, ctx: StepContext, provider: Provider, url: str,
+                    body: dict[str, Any], headers: dict[str, str], *, sent_key: bool) -> dict[str, Any]:
         timeout = spec.timeout or ctx.timeout or DEFAULT_TIMEOUT
-        await check_url(url, self._allowed_hosts)
         started = time.monotonic()
         try:
-            response = await self._client.post(url, json=wire.body, headers=headers, params=spec.query or None,
+            response = await self._client.post(url, json=body, headers=headers, params=spec.query or None,
                                                timeout=httpx.Timeout(timeout))
         except httpx.TimeoutException as exc:
             raise StepFailed(f"{provider.name}: timed out after {timeout:g}s (POST {_safe(url)})",
@@ -70,14 +85,14 @@ class LlmClient:
         if len(response.content) > MAX_RESPONSE_BYTES:
             raise StepFailed(f"{provider.name}: response larger than {MAX_RESPONSE_BYTES} bytes", retryable=False)
         if response.status_code >= 300:
-            raise _status_failure(provider.name, url, response, spec)
+            raise _status_failure(provider.name, url, response, spec, sent_key=sent_key)
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError as exc:
             raise StepFailed(f"{provider.name}: malformed JSON in the response: "
                              f"{response.text[:EXCERPT_CHARS]!r}", retryable=True) from exc
         try:
-            result = provider.parse(body)
+            result = provider.parse(answer)
         except MalformedResponse as exc:
             raise StepFailed(f"{provider.name}: {exc}", retryable=True) from exc
         result["model"] = result.get("model") or request.model
@@ -86,8 +101,9 @@ class LlmClient:
         return result
 
 
-def api_key(spec: LlmArgs, ctx: StepContext) -> str | None:
-    """The key from the named credential (Vault), else the named environment variable, else None."""
+def api_key(spec: LlmArgs, ctx: StepContext, policy: EgressPolicy) -> str | None:
+    """The key from the named credential (Vault), else the named environment variable (if the policy lets
+    workflows read it), else None."""
     if spec.credential:
         values = ctx.secrets.get(spec.credential)
         if not values:
@@ -100,13 +116,19 @@ def api_key(spec: LlmArgs, ctx: StepContext) -> str | None:
             return str(next(iter(values.values())))
         raise StepFailed(f"credential {spec.credential!r} has no api_key", retryable=False)
     if spec.api_key_env:
-        return os.environ.get(spec.api_key_env) or None
+        return policy.read_env(spec.api_key_env, "api_key_env")
     return None
 
 
-def _base_url(spec: LlmArgs, default: str) -> str:
-    if spec.base_url_env and os.environ.get(spec.base_url_env):
-        return os.environ[spec.base_url_env]
+def base_url(spec: LlmArgs, default: str, policy: EgressPolicy) -> str:
+    """`base_url_env`'s value when it is set (it must hold an http(s) URL), else `base_url`, else the default."""
+    if spec.base_url_env:
+        value = policy.read_env(spec.base_url_env, "base_url_env")
+        if value:
+            if not value.lower().startswith(("http://", "https://")):
+                # the value is not quoted: a variable that holds something else may hold a secret
+                raise StepFailed(f"base_url_env: {spec.base_url_env} does not hold an http(s) URL", retryable=False)
+            return value
     return spec.base_url or default
 
 
@@ -123,13 +145,14 @@ def _safe(url: str) -> str:
     return str(httpx.URL(url).copy_with(query=None, fragment=None, username=None, password=None))
 
 
-def _status_failure(provider: str, url: str, response: httpx.Response, spec: LlmArgs) -> StepFailed:
+def _status_failure(provider: str, url: str, response: httpx.Response, spec: LlmArgs, *,
+                    sent_key: bool) -> StepFailed:
     status = response.status_code
     reason = f"{provider}: HTTP {status} from POST {_safe(url)}"
     excerpt = response.text[:EXCERPT_CHARS].strip()
     if excerpt:
         reason += f": {excerpt}"
-    if status in (401, 403) and not (spec.credential or (spec.api_key_env and os.environ.get(spec.api_key_env))):
+    if status in (401, 403) and not sent_key:
         where = spec.api_key_env or "api_key_env / credential"
         reason += f" (no API key was sent: set {where})"
     if status in (408, 409, 429) or status >= 500:

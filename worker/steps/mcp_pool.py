@@ -2,8 +2,11 @@
 
 A connection lives in a task of its own (the SDK's transports are anyio context managers that must
 be entered and left by the same task); calls from step tasks go through its session concurrently.
-Stdio servers are launched once and reused; a streamable-HTTP endpoint is checked against the SSRF
-policy of http steps before the first connection.
+Stdio servers are launched once and reused, with a scrubbed environment (`worker.egress.toolservers`);
+a streamable-HTTP endpoint is checked against the egress policy before the first connection, and its
+redirects are not followed. Servers a workflow file declares (`Resolved.operator` false) go through the
+egress host allow-list and may not be stdio commands unless the operator opted in; the operator's own
+(`tools.yaml`) are exempt from both.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from worker.config import Settings
 from worker.definitions.schema import McpServerSpec
+from worker.egress.policy import EgressPolicy
+from worker.egress.toolservers import stdio_environment
 from worker.errors import StepFailed
-from worker.steps.netguard import check_url
 from worker.steps.providers import ToolSpec
 
 logger = logging.getLogger(__name__)
@@ -52,9 +56,12 @@ class Resolved:
     headers: dict[str, str]
     cwd: str
     key: str
+    operator: bool = False
+    """Declared in the operator's tools.yaml (code), not in a workflow file (data)."""
 
 
-def resolve(spec: McpServerSpec, secrets: Mapping[str, Mapping[str, Any]], workflows_dir: Path) -> Resolved:
+def resolve(spec: McpServerSpec, secrets: Mapping[str, Mapping[str, Any]], workflows_dir: Path, *,
+            operator: bool = False) -> Resolved:
     """Fill `${credential.KEY}` placeholders from the server's credential."""
     values: Mapping[str, Any] = {}
     name = spec.name or (spec.command or spec.url or "server")
@@ -76,15 +83,17 @@ def resolve(spec: McpServerSpec, secrets: Mapping[str, Mapping[str, Any]], workf
     env = {k: fill(v) for k, v in spec.env.items()}
     headers = {k: fill(v) for k, v in spec.headers.items()}
     cwd = str((workflows_dir / spec.cwd) if spec.cwd else workflows_dir)
-    material = json.dumps([spec.command, spec.args, env, cwd, spec.url, headers], sort_keys=True)
-    return Resolved(name, spec, env, headers, cwd, hashlib.sha256(material.encode()).hexdigest())
+    material = json.dumps([spec.command, spec.args, env, cwd, spec.url, headers, operator], sort_keys=True)
+    return Resolved(name, spec, env, headers, cwd, hashlib.sha256(material.encode()).hexdigest(), operator)
 
 
 @contextlib.asynccontextmanager
 async def _http_transport(url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
     """Streamable HTTP with the declared headers; the HTTP client is closed with the connection."""
-    # trust_env=False: proxy variables and ~/.netrc never apply to user-chosen URLs
-    http = httpx2.AsyncClient(headers=headers, trust_env=False, timeout=httpx2.Timeout(30.0, read=300.0))
+    # trust_env=False: proxy variables and ~/.netrc never apply to user-chosen URLs; no redirects: the
+    # headers (credentials) are for this endpoint only, and a redirect target was not checked
+    http = httpx2.AsyncClient(headers=headers, trust_env=False, follow_redirects=False,
+                              timeout=httpx2.Timeout(30.0, read=300.0))
     async with http, streamable_http_client(url, http_client=http) as streams:
         yield streams
 
@@ -140,7 +149,7 @@ class _Connection:
             return _watched(_http_transport(spec.url, self.server.headers), self._ended)
         command = sys.executable if spec.command == "python" else spec.command
         assert command is not None
-        params = StdioServerParameters(command=command, args=list(spec.args), env=self.server.env or None,
+        params = StdioServerParameters(command=command, args=list(spec.args), env=stdio_environment(self.server.env),
                                        cwd=self.server.cwd)
         return _watched(stdio_client(params), self._ended)
 
@@ -187,6 +196,7 @@ class McpPool:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.policy = EgressPolicy.from_settings(settings)
         self._connections: dict[str, _Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -204,7 +214,9 @@ class McpPool:
                 conn = None
             if conn is None:
                 if server.spec.url is not None:
-                    await check_url(server.spec.url, self._settings.http_allowed_hosts)
+                    await self.policy.check(server.spec.url, operator=server.operator)
+                elif not server.operator and (refused := self.policy.stdio_refusal(server.name)) is not None:
+                    raise refused
                 conn = _Connection(server, self._settings)
                 self._connections[server.key] = conn
             try:

@@ -54,6 +54,7 @@ class SharedTools:
         return self._spec
 
     def server(self, ref: str | McpServerSpec) -> McpServerSpec:
+        """A name is looked up in tools.yaml (the operator's); a declaration (the workflow's) is itself."""
         if isinstance(ref, McpServerSpec):
             return ref
         found = self.spec().servers.get(ref)
@@ -84,7 +85,10 @@ class ToolExecutor:
             await self._pool.aclose()
 
     def resolve(self, ref: str | McpServerSpec, ctx: StepContext) -> Resolved:
-        return resolve(self.shared.server(ref), ctx.secrets, self._settings.workflows_dir)
+        # A name found only in tools.yaml is the operator's; a declaration came from the workflow file (its
+        # `tools:`, copied into the step at load time, or inline) or from an expression: the workflow's.
+        return resolve(self.shared.server(ref), ctx.secrets, self._settings.workflows_dir,
+                       operator=isinstance(ref, str))
 
     async def execute(self, args: dict[str, Any], ctx: StepContext) -> Any:
         spec = validate_args(ToolArgs, args, "tool")

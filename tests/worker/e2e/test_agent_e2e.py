@@ -8,6 +8,7 @@ import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ from tests.worker.e2e.test_cli import agentrt
 from worker.config import Settings
 
 REPO_WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The workflows here declare their stdio MCP server under `tools:`: the operator's opt-in allows it."""
+    return replace(settings, workflow_stdio_tools=True)
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ def peer() -> Iterator[LlmPeer]:
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[AgentExecutor]:
-    ex = AgentExecutor(Settings(http_allowed_hosts=("127.0.0.1",), workflows_dir=tmp_path))
+    # stdio servers declared inline (the operator's opt-in)
+    ex = AgentExecutor(Settings(http_allowed_hosts=("127.0.0.1",), workflows_dir=tmp_path, workflow_stdio_tools=True))
     yield ex
     await ex.aclose()
 

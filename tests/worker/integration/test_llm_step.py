@@ -23,7 +23,10 @@ def peer() -> Iterator[LlmPeer]:
 
 @pytest.fixture
 async def llm(tmp_path: Any) -> Any:
-    ex = LlmExecutor(Settings(http_allowed_hosts=("127.0.0.1",), workflows_dir=tmp_path))
+    # the operator lets workflows read these variables and send such keys to the local peer
+    ex = LlmExecutor(Settings(http_allowed_hosts=("127.0.0.1",), workflows_dir=tmp_path,
+                              step_env_allow=("TEST_OPENAI_KEY", "NO_SUCH_VAR_X", "TEST_MODEL_URL"),
+                              step_env_hosts=("127.0.0.1",)))
     yield ex
     await ex.aclose()
 

@@ -68,7 +68,7 @@ async def test_healthy_stack_passes_and_reports_facts(settings: Settings, own_se
         code, report = await asyncio.to_thread(_doctor_cli, settings, {
             **env, "VAULT_ADDR": vault_server.addr, "VAULT_TOKEN": settings.vault_token or ""})
     assert {n: c.status for n, c in checks.items()} == {
-        "config": "ok", "postgres": "ok", "redis": "ok", "vault": "ok", "otlp": "ok"}, \
+        "config": "ok", "egress": "ok", "postgres": "ok", "redis": "ok", "vault": "ok", "otlp": "ok"}, \
         {n: c.details for n, c in checks.items()}
     pg = checks["postgres"]
     assert pg.facts["migrations_pending"] == [] and pg.facts["migrations_applied"]
@@ -77,7 +77,7 @@ async def test_healthy_stack_passes_and_reports_facts(settings: Settings, own_se
     assert "policies default" in checks["vault"].details[0]
     assert checks["vault"].facts["sealed"] is False
     assert code == 0 and report["ok"] is True
-    assert [c["name"] for c in report["checks"]] == ["config", "postgres", "redis", "vault", "otlp"]
+    assert [c["name"] for c in report["checks"]] == ["config", "egress", "postgres", "redis", "vault", "otlp"]
 
 
 async def test_postgres_down_fails_with_exit_1(settings: Settings, own_services: OwnServices) -> None:
@@ -162,3 +162,28 @@ async def test_vault_and_otlp_not_configured_are_skipped_but_otlp_down_only_warn
     assert disabled.status == "skip"
     half = _by_name(await run_checks(replace(settings, vault_role_id="r"), {}))["config"]
     assert half.status == "fail" and any("needs both" in d for d in half.details)
+
+
+async def test_egress_policy_is_reported(settings: Settings) -> None:
+    default = _by_name(await run_checks(replace(settings, http_allowed_hosts=()), {}, only=["egress"]))["egress"]
+    assert default.status == "ok" and "any public host" in default.summary
+    assert default.facts["egress_allowed_hosts"] is None and default.facts["workflow_stdio_tools"] is False
+    assert default.facts["step_env_allow"] == ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AGENTRT_DEMO_MODEL_URL"]
+    assert default.facts["step_env_key_hosts"] == ["https://api.openai.com", "https://api.anthropic.com"]
+    assert any("AGENTRT_HTTP_ALLOWED_HOSTS (none)" in d for d in default.details)
+
+    narrowed = replace(settings, egress_allowed_hosts=("*.example.com", "10.0.0.0/8"),
+                       step_env_hosts=("http://127.0.0.1:9/v1",), workflow_stdio_tools=True)
+    env = {"AGENTRT_DATABASE_URL": settings.database_url, "AGENTRT_REDIS_URL": settings.redis_url}
+    _, report = await asyncio.to_thread(_doctor_cli, narrowed, {
+        **env, "AGENTRT_EGRESS_ALLOWED_HOSTS": "*.example.com,10.0.0.0/8",
+        "AGENTRT_STEP_ENV_HOSTS": "http://127.0.0.1:9/v1", "AGENTRT_WORKFLOW_STDIO_TOOLS": "1"})
+    egress = {c["name"]: c for c in report["checks"]}["egress"]
+    assert egress["status"] == "warn" and "only *.example.com, 10.0.0.0/8" in egress["summary"]
+    assert egress["facts"]["step_env_key_hosts"][-1] == "http://127.0.0.1:9/v1"
+    assert any("AGENTRT_WORKFLOW_STDIO_TOOLS is on" in d for d in egress["details"])
+
+    code, report = await asyncio.to_thread(_doctor_cli, settings, {**env, "AGENTRT_STEP_ENV_ALLOW": "VAULT_TOKEN"})
+    egress = {c["name"]: c for c in report["checks"]}["egress"]
+    assert code == 1 and egress["status"] == "fail"
+    assert "AGENTRT_STEP_ENV_ALLOW names VAULT_TOKEN" in egress["details"][0]

@@ -17,7 +17,8 @@ from worker.steps.tool import ToolExecutor
 
 @pytest.fixture
 def settings_(tmp_path: Path) -> Settings:
-    return Settings(http_allowed_hosts=("127.0.0.1",), workflows_dir=tmp_path)
+    # the tests declare stdio servers inline, as a workflow would: the operator's opt-in allows them
+    return Settings(http_allowed_hosts=("127.0.0.1",), workflows_dir=tmp_path, workflow_stdio_tools=True)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
+from worker.egress.netguard import check_url, classify_ip, parse_ip_literal
 from worker.errors import StepFailed
-from worker.steps.netguard import check_url, classify_ip, parse_ip_literal
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,8 @@ class Provider(Protocol):
     name: str
     default_base_url: str
     default_key_header: str
+    key_hosts: tuple[str, ...]
+    """The provider's own API hosts: a key from the worker's environment may always go there (over https)."""
 
     def build(self, request: ChatRequest) -> WireRequest: ...
 
@@ -71,5 +73,5 @@ def get_provider(name: str) -> Provider:
     if name == "anthropic":
         return AnthropicProvider()
     if name == "ollama":
-        return OpenAIProvider(name="ollama", default_base_url="http://127.0.0.1:11434/v1")
+        return OpenAIProvider(name="ollama", default_base_url="http://127.0.0.1:11434/v1", key_hosts=())
     return OpenAIProvider()

@@ -15,6 +15,7 @@ class AnthropicProvider:
     name = "anthropic"
     default_base_url = "https://api.anthropic.com"
     default_key_header = "x-api-key"
+    key_hosts: tuple[str, ...] = ("api.anthropic.com",)
 
     def auth_headers(self, key: str, header: str | None) -> dict[str, str]:
         return {header or "x-api-key": key}

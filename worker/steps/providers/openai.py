@@ -11,9 +11,11 @@ from worker.steps.providers import ChatRequest, MalformedResponse, Message, Wire
 class OpenAIProvider:
     default_key_header = "Authorization"
 
-    def __init__(self, name: str = "openai", default_base_url: str = "https://api.openai.com/v1") -> None:
+    def __init__(self, name: str = "openai", default_base_url: str = "https://api.openai.com/v1",
+                 key_hosts: tuple[str, ...] = ("api.openai.com",)) -> None:
         self.name = name
         self.default_base_url = default_base_url
+        self.key_hosts = key_hosts
 
     def auth_headers(self, key: str, header: str | None) -> dict[str, str]:
         if header and header.lower() != "authorization":
