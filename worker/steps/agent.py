@@ -20,7 +20,7 @@ from worker.config import Settings
 from worker.definitions.schema import AgentArgs
 from worker.errors import StepFailed, StepParked
 from worker.steps.base import Journal, StepContext
-from worker.steps.http import validate_args
+from worker.steps.http_wire import validate_args
 from worker.steps.llm import LlmClient, conversation, parse_structured, stop_list
 from worker.steps.mcp_pool import McpPool, Resolved
 from worker.steps.providers import ChatRequest, Message, ToolSpec

@@ -21,7 +21,7 @@ from worker.definitions.schema import LlmArgs
 from worker.egress.policy import EgressPolicy
 from worker.errors import StepFailed
 from worker.steps.base import StepContext
-from worker.steps.http import USER_AGENT, parse_retry_after, validate_args
+from worker.steps.http_wire import USER_AGENT, parse_retry_after, validate_args
 from worker.steps.providers import ChatRequest, MalformedResponse, Message, Provider, get_provider
 from worker.steps.tool import SharedTools
 

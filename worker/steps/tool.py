@@ -18,7 +18,7 @@ from worker.definitions.loader import load_tools_file
 from worker.definitions.schema import McpServerSpec, ModelPrice, ToolArgs, ToolsFileSpec
 from worker.errors import DefinitionError, StepFailed
 from worker.steps.base import StepContext
-from worker.steps.http import validate_args
+from worker.steps.http_wire import validate_args
 from worker.steps.mcp_pool import McpPool, Resolved, resolve
 
 logger = logging.getLogger(__name__)
