@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 
 from worker.config import Settings
+from worker.sandbox.modules import TaskModules
 from worker.steps.agent import AgentExecutor
 from worker.steps.base import StepExecutor
 from worker.steps.http import HttpExecutor
@@ -25,11 +26,20 @@ def build_executors(settings: Settings) -> dict[str, StepExecutor]:
     llm, pool = LlmClient(settings), McpPool(settings)
     tool = ToolExecutor(settings, pool, owns_pool=True)
     executors: list[StepExecutor] = [
-        HttpExecutor(settings), PythonExecutor(settings.python_threads), SetExecutor(),
+        HttpExecutor(settings), PythonExecutor(settings, TaskModules.from_settings(settings)),
+        SetExecutor(),
         LlmExecutor(settings, llm, owns_client=True, shared=tool.shared), tool,
         AgentExecutor(settings, llm, pool, tool.shared),
     ]
     return {executor.kind: executor for executor in executors}
+
+
+async def start_executors(executors: Mapping[str, StepExecutor]) -> None:
+    """Start what executors keep warm (the sandbox pool); a failure is a configuration error of the worker."""
+    for executor in executors.values():
+        start = getattr(executor, "start", None)
+        if start is not None:
+            await start()
 
 
 async def close_executors(executors: Mapping[str, StepExecutor]) -> None:

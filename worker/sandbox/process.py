@@ -1,0 +1,306 @@
+"""One sandbox process, seen from the worker: spawn, one call at a time, death, kill, reap.
+
+The process's stdout pipe carries protocol frames (read with `loop.connect_read_pipe`, decoded in
+`data_received`), its stdin pipe carries calls, its stderr pipe carries whatever the process wrote at
+the descriptor level (C code, subprocesses, a crash's traceback): log lines. Its exit is seen through
+a pidfd, so it is reaped as soon as it dies, and a call it was running fails with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import importlib.machinery
+import logging
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from worker.errors import StepFailed
+from worker.sandbox.protocol import FrameDecoder, ProtocolError, encode
+
+logger = logging.getLogger(__name__)
+
+WORKER_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the `worker` package
+
+
+def runtime_path() -> tuple[str, ...]:
+    """What a sandbox needs on its path to run `worker.sandbox.child`: nothing when the runtime is
+    installed (site-packages, or an editable install's finder), else the checkout's root."""
+    package = str(Path(__file__).resolve().parents[1])
+    for finder in sys.meta_path:
+        if finder is importlib.machinery.PathFinder:
+            continue
+        try:
+            spec = finder.find_spec("worker", None)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a foreign finder: not ours
+            spec = None
+        if spec is not None and spec.origin and str(Path(spec.origin).resolve().parent) == package:
+            return ()
+    site_dirs = [os.path.realpath(d) for d in site.getsitepackages()]
+    if any(package.startswith(d + os.sep) for d in site_dirs):
+        return ()
+    return (WORKER_ROOT,)
+
+
+class SandboxStartError(Exception):
+    """A sandbox process could not start or refused to run (its limits could not be applied)."""
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        hint = {"SIGKILL": ": killed (out of memory, or by an operator)",
+                "SIGXCPU": ": CPU time limit, AGENTRT_SANDBOX_CPU_SECONDS",
+                "SIGSEGV": ": crashed"}.get(name, "")
+        return f"signal {number}, {name}{hint}"
+    return f"exit code {returncode}"
+
+
+class _Call:
+    __slots__ = ("context", "future")
+
+    def __init__(self, future: asyncio.Future[dict[str, Any]], context: contextvars.Context) -> None:
+        self.future = future
+        self.context = context
+
+
+def _emit(level: int, name: str, message: str, created: float | None, pid: int) -> None:
+    """Re-emit a sandbox log record here (inside the step's context: captured and redacted as inline)."""
+    log = logging.getLogger(name)
+    if not log.isEnabledFor(level):
+        return
+    record = log.makeRecord(name, level, "(sandbox)", 0, "%s", (message,), None)
+    if isinstance(created, float):
+        record.created = created
+    record.sandbox_pid = pid
+    log.handle(record)
+
+
+class Sandbox(asyncio.Protocol):
+    """A running sandbox process. `call` sends one request and waits for its answer."""
+
+    def __init__(self, on_exit: Callable[[Sandbox], None]) -> None:
+        self._on_exit = on_exit
+        self._decoder = FrameDecoder()
+        self._call: _Call | None = None
+        self._writer: asyncio.WriteTransport | None = None
+        self._readers: list[asyncio.BaseTransport] = []
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._pidfd = -1
+        self._home = ""
+        self._eof = False
+        self._kill_reason: str | None = None
+        self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pid = 0
+        self.steps = 0
+        self.cpu = 0.0
+        self.last_used = time.monotonic()
+        self.returncode: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def spawn(self, config: dict[str, Any], env: dict[str, str], home: str,
+                    start_within: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        self._home = home
+        # in a thread: vfork suspends the caller until the child execs, which can take a while on a busy host
+        self._popen = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, "-m", "worker.sandbox.child"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True, start_new_session=True, env=env, cwd=home)
+        self.pid = self._popen.pid
+        assert self._popen.stdin and self._popen.stdout and self._popen.stderr
+        self._pidfd = os.pidfd_open(self.pid)
+        loop.add_reader(self._pidfd, self._exited)
+        self._writer, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, self._popen.stdin)
+        reader, _ = await loop.connect_read_pipe(lambda: self, self._popen.stdout)
+        err, _ = await loop.connect_read_pipe(lambda: _StderrLines(self), self._popen.stderr)
+        self._readers = [reader, err]
+        self._writer.write(encode({"t": "config", **config}))
+        try:
+            async with asyncio.timeout(start_within):
+                return await self.ready
+        except BaseException:
+            self.kill("did not start")
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return self._kill_reason is None and self.returncode is None and not self._eof
+
+    @property
+    def kill_reason(self) -> str | None:
+        return self._kill_reason
+
+    @property
+    def busy(self) -> bool:
+        return self._call is not None
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL the sandbox's process group (it and anything it started); reaped when the pidfd fires."""
+        if self._kill_reason is None:
+            self._kill_reason = reason
+        if self._popen is not None and self.returncode is None:  # not reaped: the pid is still ours
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    def retire(self) -> None:
+        """Ask an idle sandbox to exit (it reads EOF on its stdin); killed if it does not within 2 s."""
+        self._kill_reason = self._kill_reason or "retired"
+        if self._writer is not None:
+            self._writer.close()
+        asyncio.get_running_loop().call_later(2.0, self.kill, "retired")
+
+    # -- one call ----------------------------------------------------------------------------
+    async def call(self, frame: bytes) -> dict[str, Any]:
+        """Send one call frame; the answer (`result` or `error` message). Log frames are re-emitted meanwhile."""
+        assert self._writer is not None and self._call is None
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._call = _Call(future, contextvars.copy_context())
+        self._writer.write(frame)
+        try:
+            return await future
+        finally:
+            self._call = None
+            self.last_used = time.monotonic()
+
+    # -- asyncio.Protocol (the stdout pipe) --------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._violation(str(exc))
+            return
+        for message in messages:
+            self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        call = self._call
+        if kind == "log":
+            args = (int(message.get("level") or logging.INFO), str(message.get("name") or "task"),
+                    str(message.get("msg")), message.get("created"), self.pid)
+            if call is not None:
+                call.context.run(_emit, *args)
+            else:
+                _emit(*args)
+        elif kind in ("result", "error"):
+            if call is None or call.future.done():
+                self._violation(f"a {kind} frame while no call was running")
+                return
+            cpu = message.get("cpu")
+            if isinstance(cpu, float):
+                self.cpu = cpu
+            call.future.set_result(message)
+        elif kind == "ready":
+            if not self.ready.done():
+                self.ready.set_result(message)
+        elif kind == "fatal":
+            if not self.ready.done():
+                self.ready.set_exception(SandboxStartError(str(message.get("message"))))
+        else:
+            self._violation(f"unknown frame {str(kind)[:40]!r}")
+
+    def _violation(self, what: str) -> None:
+        logger.warning("sandbox %d broke the protocol (%s): killed", self.pid, what)
+        self.kill(f"broke the protocol ({what})")
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self.returncode is None:  # usually it is exiting; if it only closed its pipe, it cannot answer any more
+            asyncio.get_running_loop().call_later(1.0, self._closed_pipe)
+        return False
+
+    def _closed_pipe(self) -> None:
+        if self.returncode is None:
+            self.kill("closed its protocol pipe")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+
+    # -- exit ----------------------------------------------------------------------------------
+    def _exited(self) -> None:
+        assert self._popen is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self.returncode = self._popen.wait()  # the pidfd is readable: it has exited, this does not block
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # whatever it forked (same process group) goes with it
+        # frames it wrote just before dying may still be in the pipe: read them first
+        loop.call_soon(self._finish)
+
+    def _finish(self) -> None:
+        # also when something it forked (and then left the process group) still holds the pipes open
+        for transport in (*self._readers, *([self._writer] if self._writer is not None else [])):
+            transport.close()
+        call = self._call
+        if call is not None and not call.future.done():
+            if self._kill_reason is not None:
+                reason = f"the sandbox process running this step was killed ({self._kill_reason})"
+            else:
+                reason = f"the sandbox process running this step died ({_describe_exit(self.returncode or 0)})"
+            call.future.set_exception(StepFailed(f"{reason}; a fresh one was started", retryable=True))
+        if not self.ready.done():
+            self.ready.set_exception(SandboxStartError(
+                f"the sandbox process exited while starting ({_describe_exit(self.returncode or 0)})"))
+            self.ready.exception()  # retrieved: a start that nobody awaits any more must not warn
+        shutil.rmtree(self._home, ignore_errors=True)
+        if not self.finished.done():
+            self.finished.set_result(None)
+        self._on_exit(self)
+
+
+class _StderrLines(asyncio.Protocol):
+    """The sandbox's fds 1 and 2: each line is a log record of the step it runs (or of the worker)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+        self._pending = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        if len(self._pending) > 8000:
+            lines.append(self._pending)
+            self._pending = b""
+        for line in lines:
+            self._line(line)
+
+    def eof_received(self) -> bool:
+        if self._pending:
+            self._line(self._pending)
+            self._pending = b""
+        return False
+
+    def _line(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()
+        if not text:
+            return
+        call = self._sandbox._call
+        args = (logging.WARNING, "task.stderr", text, None, self._sandbox.pid)
+        if call is not None:
+            call.context.run(_emit, *args)
+        else:
+            _emit(*args)
+
+
+def call_frame(message: dict[str, Any]) -> bytes:
+    """The call frame; StepFailed if the arguments are not JSON."""
+    try:
+        return encode(message)
+    except orjson.JSONEncodeError as exc:
+        raise StepFailed(f"{message.get('function')}: the arguments are not JSON: {exc}", retryable=False) from exc
