@@ -22,6 +22,7 @@ from worker.definitions.expressions import (
     OPEN,
     RootRead,
     check_template,
+    has_heavy_expressions,
     root_reads,
     single_expression,
 )
@@ -437,6 +438,8 @@ class Definition:
     """Step ids in file order."""
     source_path: str | None = None
     """The file it was loaded from, if any."""
+    heavy_expressions: bool = field(default=False, compare=False)
+    """Some expression can do work that grows with its input (the engine evaluates it off its event loop)."""
     _by_id: Mapping[str, StepSpec] = field(default_factory=dict, repr=False, compare=False)
     _dependents: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -453,6 +456,8 @@ class Definition:
             needs=needs,
             order=order,
             source_path=source_path,
+            heavy_expressions=has_heavy_expressions(
+                [spec.output, *(value for i, step in enumerate(spec.steps) for _, _, value in _step_fields(i, step))]),
             _by_id={step.id: step for step in spec.steps},
             _dependents=dependents,
         )

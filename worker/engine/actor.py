@@ -23,6 +23,7 @@ from worker.engine import events as ev
 from worker.engine.commands import (
     Complete,
     CompleteRun,
+    Decision,
     Expand,
     Fail,
     FailRun,
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 _TASK_NS = uuid.UUID("5b0c3c38-7d4e-4a53-9d2b-0b8a4f0f6a11")
 _CHILD_NS = uuid.UUID("0e7f9c1a-3b8d-4f5e-8a21-6c4d2e9b7f30")
+_SLOW_DECIDE_S = 0.005
+"""An inline decide slower than this moves the run's later decisions off the event loop."""
 
 
 def task_id_for(run_id: str, step_id: str, item: int | None, kind: str, attempt: int) -> str:
@@ -124,6 +127,7 @@ class RunActor:
         self._to_launch: list[tuple[Start, Instance]] = []
         self._parent: str | None = None
         self._encrypt = False
+        self._slow_decide = False
         self.acquired_at = time.monotonic()
 
     # -- called by the service -------------------------------------------------------------
@@ -270,7 +274,7 @@ class RunActor:
                     raise _HandBack
                 await self._wait(None)
                 continue
-            wake_at, timeouts = self._advance()
+            wake_at, timeouts = await self._advance()
             await self._commit()
             if self.state.terminal:
                 self.log.info("run %s %s", self.run_id, self.state.status.value)
@@ -324,12 +328,28 @@ class RunActor:
                 self._emit(ev.STEP_WAITING, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
                            reason="uncertain", task_id=task_id)
 
-    def _advance(self) -> tuple[float | None, list[TimeoutTask]]:
+    async def _decide(self, now: float) -> Decision:
+        """`decide`, off the event loop when the workflow's expressions can do real work.
+
+        Light definitions are decided inline (no thread hop on the hot path); one that turns out slow
+        anyway (large data through light expressions) is decided in the service's expression threads
+        from then on. While decide runs in a thread this actor awaits it, so nothing mutates its state.
+        """
+        assert self.defn is not None
+        if self.defn.heavy_expressions or self._slow_decide:
+            return await self.service.off_loop(decide, self.defn, self.state, now)
+        started = time.perf_counter()
+        decision = decide(self.defn, self.state, now)
+        if time.perf_counter() - started > _SLOW_DECIDE_S:
+            self._slow_decide = True
+        return decision
+
+    async def _advance(self) -> tuple[float | None, list[TimeoutTask]]:
         """Apply decisions until only starts (or nothing) remain."""
         assert self.defn is not None
         while True:
             now = time.time()
-            decision = decide(self.defn, self.state, now)
+            decision = await self._decide(now)
             progressed = False
             timeouts: list[TimeoutTask] = []
             for cmd in decision.commands:

@@ -245,6 +245,8 @@ def _foreach_commands(defn: Definition, step: StepSpec, state: RunState, ctx: di
                 return [Fail(step.id, None, f"foreach: {exc}")]
             item_ctx = {**ctx, "_items": items}
         cmd = _instance_commands(defn, step, inst, item_ctx or ctx, now, wake)
+        if isinstance(cmd, Fail):
+            return [cmd]  # one failed item fails the step: render no more items, start none of them
         if cmd is not None:
             out.append(cmd)
     if done:

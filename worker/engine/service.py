@@ -16,8 +16,9 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -28,13 +29,14 @@ from worker.boundary import load_checks
 from worker.bus.publisher import Publisher
 from worker.bus.streams import WORK_GROUP, Keys
 from worker.config import Settings
+from worker.definitions.expressions import set_budget as set_expression_budget
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
 from worker.secrets import SecretProvider, build_secret_provider
 from worker.secrets.identity import forget_identity
 from worker.secrets.transit import PayloadCipher, build_cipher
 from worker.steps.base import StepExecutor
-from worker.steps.registry import build_executors, close_executors
+from worker.steps.registry import build_executors, close_executors, start_executors
 from worker.store import runs as store
 from worker.store.definitions import DefinitionCache
 from worker.store.migrate import migrate_conn
@@ -43,6 +45,7 @@ from worker.store.writer import EventWriter
 from worker.telemetry import Telemetry, build_telemetry
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class WorkerService:
@@ -66,10 +69,14 @@ class WorkerService:
         self.executors: dict[str, StepExecutor] = {}
         self.sync: DefinitionsSync | None = None
         self.started = asyncio.Event()
+        # `decide` for runs whose expressions can do real work (sorted, join, ...): off the event loop, in
+        # one thread, so at most one evaluation competes with the loop for the GIL
+        self._expression_threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentrt-expressions")
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        set_expression_budget(cpu_ms=s.expression_budget_ms)
         self.pool = await _retry_forever("postgres", lambda: create_pool(
             s.database_url, min_size=2, max_size=s.db_pool_size), self._stopping)
         async with self.pool.acquire() as conn:
@@ -82,6 +89,7 @@ class WorkerService:
         self.publisher.start()
         self.definitions = DefinitionCache(self.pool)
         self.executors = build_executors(s)
+        await start_executors(self.executors)  # the warm sandbox processes (a setup error fails the start)
         self.secrets: SecretProvider = build_secret_provider(s)
         forget_identity()  # the credential lives in Settings now; no child may inherit it from the environment
         self.telemetry: Telemetry = build_telemetry(s)
@@ -142,6 +150,7 @@ class WorkerService:
         await self.writer.stop()
         await self.publisher.stop()
         await close_executors(self.executors)
+        self._expression_threads.shutdown(wait=False, cancel_futures=True)
         await self.secrets.aclose()
         await self.telemetry.aclose()
         with contextlib.suppress(Exception):
@@ -174,6 +183,10 @@ class WorkerService:
                 logger.warning("%s loop: %s: %s (retrying in %.1fs)", name, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a pure, CPU-bound call (expression evaluation) in the expression threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._expression_threads, fn, *args)
 
     # -- work ------------------------------------------------------------------------------
     async def _ensure_group(self) -> None:

@@ -66,7 +66,11 @@ class VaultSecretProvider:
         if not template_reads_secrets(step.with_):
             return inputs, secrets
         try:
-            args = fill_secrets(step.with_, inputs, {**context(), "secrets": secrets})
+            ctx = {**context(), "secrets": secrets}
+            if defn.heavy_expressions:  # expressions that can do real work run off the event loop
+                args = await asyncio.to_thread(fill_secrets, step.with_, inputs, ctx)
+            else:
+                args = fill_secrets(step.with_, inputs, ctx)
         except ExpressionError as exc:
             # the message may quote a value (e.g. int() of a secret): redact before anyone sees it
             reason = Redactor(secrets).text(str(exc))
