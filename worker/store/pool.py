@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -26,8 +27,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+"""A JSON `\\u0000` escape that is not itself the escaped text of a backslash followed by "u0000"."""
+
+
 def dumps(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    """JSON for a jsonb column. Postgres cannot store U+0000 in jsonb (or text): a NUL that a step returned
+    (a binary HTTP body, a C string) is stored as U+FFFD, so the output is kept instead of the commit
+    failing on every attempt."""
+    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -123,7 +123,8 @@ class StepLogCapture(logging.Handler):
             message = str(record.msg)
         if record.exc_info:
             message += "\n" + "".join(traceback.format_exception(*record.exc_info))
-        message = _redact(message, ctx)[:MESSAGE_CHARS]
+        # Postgres text cannot hold NUL: a step that prints binary noise keeps its log line
+        message = _redact(message, ctx)[:MESSAGE_CHARS].replace("\x00", "\ufffd")
         self.buffer.append((ctx.run_id, ctx.step_id, ctx.item, ctx.attempt, record.created, record.levelname,
                             record.name, message, ctx.trace_id, ctx.span_id))
 
