@@ -112,7 +112,9 @@ async def test_hostile_expressions_fail_on_their_budget_and_honest_runs_keep_the
         f"\nhonest one-step run p50: {p50_base * 1000:.1f} ms alone, {p50_loaded * 1000:.1f} ms with hostile "
         f"runs in flight ({len(errors)} hostile runs failed meanwhile); hostile runs failed in "
         f"{sorted_fail_s * 1000:.0f} ms (item limit) and {cpu_fail_s * 1000:.0f} ms (CPU budget)")
-    assert p50_loaded <= 3 * p50_base + 0.05, (p50_base, p50_loaded)
+    # Not a speed target (bench/expression_budget_bench.py measures that): the honest runs were not held up
+    # behind the hostile ones (before the budget, one took 41 s). Generous: the suite runs on 2 busy cores.
+    assert p50_loaded < 0.5 and max(loaded) < 3.0, (p50_base, p50_loaded, max(loaded))
     assert sorted_fail_s < 2 and cpu_fail_s < 2
     await canary.assert_absent(settings)
 

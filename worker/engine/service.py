@@ -76,6 +76,9 @@ class WorkerService:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        # the credential lives in Settings now: before any child process starts (sandboxes, tool servers),
+        # it leaves the environment, so none can inherit it
+        forget_identity()
         set_expression_budget(cpu_ms=s.expression_budget_ms)
         self.pool = await _retry_forever("postgres", lambda: create_pool(
             s.database_url, min_size=2, max_size=s.db_pool_size), self._stopping)
@@ -91,7 +94,6 @@ class WorkerService:
         self.executors = build_executors(s)
         await start_executors(self.executors)  # the warm sandbox processes (a setup error fails the start)
         self.secrets: SecretProvider = build_secret_provider(s)
-        forget_identity()  # the credential lives in Settings now; no child may inherit it from the environment
         self.telemetry: Telemetry = build_telemetry(s)
         self.cipher: PayloadCipher | None = build_cipher(s)  # encrypted payloads (Vault transit)
         workflows = s.workflows_dir.resolve()
