@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 IDLE_SECONDS = 60.0  # a process above sandbox_min that has been idle this long exits
 RECYCLE_STEPS = 1000  # a process is replaced after this many steps (leaks in task code stay bounded)
 START_TIMEOUT = 30.0  # seconds a new process may take to be ready
+GROW_AFTER = 0.005  # seconds a step waits for a busy pool before one more process is started
+MAX_SPAWNING = 2  # processes started at once while growing (each costs ~100 ms of a core)
 
 
 class SandboxPool:
@@ -60,6 +62,8 @@ class SandboxPool:
         self._all: set[Sandbox] = set()
         self._spawning: set[Sandbox] = set()  # started, not ready yet
         self._waiters: deque[asyncio.Future[Sandbox]] = deque()
+        self._grow_timer: asyncio.TimerHandle | None = None
+        self._pending_spawns = 0  # background spawns not yet finished (inside or before _spawn)
         self._closed = False
         self._started: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -95,6 +99,8 @@ class SandboxPool:
     async def aclose(self) -> None:
         """Kill every process and reap it (no zombie, nothing left behind)."""
         self._closed = True
+        if self._grow_timer is not None:
+            self._grow_timer.cancel()
         for task in (self._housekeeping, *self._background):
             if task is not None:
                 task.cancel()
@@ -140,13 +146,12 @@ class SandboxPool:
                 sandbox = self._idle.pop()
                 if sandbox.alive:
                     return sandbox
-            if len(self._all) + len(self._spawning) < self.settings.sandbox_max:
-                try:
-                    return await self._spawn()
-                except SandboxStartError as exc:
-                    raise StepFailed(f"no sandbox process could be started: {exc}", retryable=True) from exc
+            # Every process is busy: wait for the first one free, and grow the pool only if the wait lasts.
+            # A short step frees its process in well under a millisecond, far sooner than a new process is
+            # ready (~100 ms of CPU): growing at once would turn a burst of short steps into a burst of spawns.
             waiter: asyncio.Future[Sandbox] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
+            self._arm_growth()
             try:
                 sandbox = await waiter
             except asyncio.CancelledError:
@@ -155,6 +160,22 @@ class SandboxPool:
                 raise
             if sandbox.alive:
                 return sandbox
+
+    def _arm_growth(self) -> None:
+        if self._grow_timer is None and not self._closed:
+            delay = 0.0 if not self._all and not self._spawning else GROW_AFTER
+            self._grow_timer = asyncio.get_running_loop().call_later(delay, self._grow)
+
+    def _grow(self) -> None:
+        """Steps have waited GROW_AFTER for a process: start one more (a few at a time, up to sandbox_max)."""
+        self._grow_timer = None
+        self._waiters = deque(w for w in self._waiters if not w.done())
+        if not self._waiters or self._closed:
+            return
+        busy_spawning = max(len(self._spawning), self._pending_spawns)
+        if len(self._all) + busy_spawning < self.settings.sandbox_max and busy_spawning < MAX_SPAWNING:
+            self._background_spawn()
+        self._arm_growth()  # still waiting: look again
 
     def _release(self, sandbox: Sandbox) -> None:
         if not sandbox.alive or self._closed:
@@ -210,12 +231,22 @@ class SandboxPool:
             self._background_spawn()
 
     def _background_spawn(self) -> None:
+        self._pending_spawns += 1
+
         async def spawn() -> None:
             try:
                 sandbox = await self._spawn()
             except (SandboxStartError, StepFailed, OSError, TimeoutError) as exc:
-                logger.warning("could not start a replacement sandbox process: %s", exc)
+                logger.warning("could not start a sandbox process: %s", exc)
+                if not self._all and not self._spawning:  # nothing will free up: the waiting steps fail
+                    while self._waiters:
+                        waiter = self._waiters.popleft()
+                        if not waiter.done():
+                            waiter.set_exception(StepFailed(f"no sandbox process could be started: {exc}",
+                                                            retryable=True))
                 return
+            finally:
+                self._pending_spawns -= 1
             self._release(sandbox)
 
         task = asyncio.get_running_loop().create_task(spawn(), name="sandbox-spawn")

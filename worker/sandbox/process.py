@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import importlib.machinery
 import logging
 import os
@@ -19,6 +20,7 @@ import signal
 import site
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +93,21 @@ def _emit(level: int, name: str, message: str, created: float | None, pid: int) 
     log.handle(record)
 
 
+def _popen(argv: list[str], env: dict[str, str], cwd: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            close_fds=True, start_new_session=True, env=env, cwd=cwd)
+
+
+def _kill_orphan(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """A sandbox process whose start was cancelled: SIGKILL its group and reap it (no zombie, no leak)."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    popen = started.result()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    threading.Thread(target=popen.wait, name="sandbox-reaper", daemon=True).start()
+
+
 class Sandbox(asyncio.Protocol):
     """A running sandbox process. `call` sends one request and waits for its answer."""
 
@@ -119,19 +136,26 @@ class Sandbox(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._home = home
         # in a thread: vfork suspends the caller until the child execs, which can take a while on a busy host
-        self._popen = await asyncio.to_thread(
-            subprocess.Popen, [sys.executable, "-m", "worker.sandbox.child"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True, start_new_session=True, env=env, cwd=home)
-        self.pid = self._popen.pid
-        assert self._popen.stdin and self._popen.stdout and self._popen.stderr
-        self._pidfd = os.pidfd_open(self.pid)
-        loop.add_reader(self._pidfd, self._exited)
-        self._writer, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, self._popen.stdin)
-        reader, _ = await loop.connect_read_pipe(lambda: self, self._popen.stdout)
-        err, _ = await loop.connect_read_pipe(lambda: _StderrLines(self), self._popen.stderr)
-        self._readers = [reader, err]
-        self._writer.write(encode({"t": "config", **config}))
+        starting: asyncio.Future[subprocess.Popen[bytes]] = loop.run_in_executor(None, functools.partial(
+            _popen, [sys.executable, "-m", "worker.sandbox.child"], env, home))
         try:
+            popen = self._popen = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # cancelled (the worker stops) while the thread starts the process: kill and reap it once it exists
+            starting.add_done_callback(_kill_orphan)
+            if not self.finished.done():
+                self.finished.set_result(None)
+            raise
+        self.pid = popen.pid
+        assert popen.stdin and popen.stdout and popen.stderr
+        self._pidfd = os.pidfd_open(self.pid)
+        loop.add_reader(self._pidfd, self._exited)  # from here on, a killed process is reaped by _exited
+        try:
+            self._writer, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, popen.stdin)
+            reader, _ = await loop.connect_read_pipe(lambda: self, popen.stdout)
+            err, _ = await loop.connect_read_pipe(lambda: _StderrLines(self), popen.stderr)
+            self._readers = [reader, err]
+            self._writer.write(encode({"t": "config", **config}))
             async with asyncio.timeout(start_within):
                 return await self.ready
         except BaseException:
