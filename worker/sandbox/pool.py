@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 IDLE_SECONDS = 60.0  # a process above sandbox_min that has been idle this long exits
 RECYCLE_STEPS = 1000  # a process is replaced after this many steps (leaks in task code stay bounded)
 START_TIMEOUT = 30.0  # seconds a new process may take to be ready
-GROW_AFTER = 0.005  # seconds a step waits for a busy pool before one more process is started
-MAX_SPAWNING = 2  # processes started at once while growing (each costs ~100 ms of a core)
 
 
 class SandboxPool:
@@ -62,7 +60,6 @@ class SandboxPool:
         self._all: set[Sandbox] = set()
         self._spawning: set[Sandbox] = set()  # started, not ready yet
         self._waiters: deque[asyncio.Future[Sandbox]] = deque()
-        self._grow_timer: asyncio.TimerHandle | None = None
         self._pending_spawns = 0  # background spawns not yet finished (inside or before _spawn)
         self._closed = False
         self._started: asyncio.Task[None] | None = None
@@ -99,8 +96,6 @@ class SandboxPool:
     async def aclose(self) -> None:
         """Kill every process and reap it (no zombie, nothing left behind)."""
         self._closed = True
-        if self._grow_timer is not None:
-            self._grow_timer.cancel()
         for task in (self._housekeeping, *self._background):
             if task is not None:
                 task.cancel()
@@ -146,12 +141,13 @@ class SandboxPool:
                 sandbox = self._idle.pop()
                 if sandbox.alive:
                     return sandbox
-            # Every process is busy: wait for the first one free, and grow the pool only if the wait lasts.
-            # A short step frees its process in well under a millisecond, far sooner than a new process is
-            # ready (~100 ms of CPU): growing at once would turn a burst of short steps into a burst of spawns.
+            # Every process is busy: start one more (up to sandbox_max) and take whichever is free first, the
+            # new one or one that finishes its step (a short step frees its process long before a new one is
+            # ready, ~100 ms).
+            if len(self._all) + max(len(self._spawning), self._pending_spawns) < self.settings.sandbox_max:
+                self._background_spawn()
             waiter: asyncio.Future[Sandbox] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
-            self._arm_growth()
             try:
                 sandbox = await waiter
             except asyncio.CancelledError:
@@ -160,22 +156,6 @@ class SandboxPool:
                 raise
             if sandbox.alive:
                 return sandbox
-
-    def _arm_growth(self) -> None:
-        if self._grow_timer is None and not self._closed:
-            delay = 0.0 if not self._all and not self._spawning else GROW_AFTER
-            self._grow_timer = asyncio.get_running_loop().call_later(delay, self._grow)
-
-    def _grow(self) -> None:
-        """Steps have waited GROW_AFTER for a process: start one more (a few at a time, up to sandbox_max)."""
-        self._grow_timer = None
-        self._waiters = deque(w for w in self._waiters if not w.done())
-        if not self._waiters or self._closed:
-            return
-        busy_spawning = max(len(self._spawning), self._pending_spawns)
-        if len(self._all) + busy_spawning < self.settings.sandbox_max and busy_spawning < MAX_SPAWNING:
-            self._background_spawn()
-        self._arm_growth()  # still waiting: look again
 
     def _release(self, sandbox: Sandbox) -> None:
         if not sandbox.alive or self._closed:
