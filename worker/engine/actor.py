@@ -11,15 +11,14 @@ import dataclasses
 import logging
 import random
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from worker import faults
 from worker.definitions.model import Definition
 from worker.definitions.schema import ARGS_MODELS, EXTERNAL_KINDS, ApprovalArgs, SleepArgs, WorkflowArgs
 from worker.engine import events as ev
+from worker.engine.attempt import Outcome, RunLease, parked_task_id, run_attempt, task_id_for
 from worker.engine.commands import (
     Complete,
     CompleteRun,
@@ -31,83 +30,32 @@ from worker.engine.commands import (
     Start,
     TimeoutTask,
 )
-from worker.engine.inputs import InputError, resolve_inputs
+from worker.engine.host import ActorHost
 from worker.engine.retry import next_retry_at
 from worker.engine.scheduler import decide, expression_context
 from worker.engine.state import Instance, InstanceKey, RunState
-from worker.errors import LeaseLost, StepFailed, StepParked
+from worker.errors import LeaseLost
 from worker.models import StepStatus
 from worker.secrets.transit import open_fields, seal_fields
-from worker.steps.base import StepContext, idempotency_key
+from worker.steps.base import idempotency_key
 from worker.store import runs as store
-from worker.store.definitions import active_version
 from worker.store.writer import Append, NewChild, NewTask, RunUpdate
-from worker.telemetry.logging import register_step_secrets
-
-if TYPE_CHECKING:
-    from worker.engine.service import WorkerService
 
 logger = logging.getLogger(__name__)
 
-_TASK_NS = uuid.UUID("5b0c3c38-7d4e-4a53-9d2b-0b8a4f0f6a11")
-_CHILD_NS = uuid.UUID("0e7f9c1a-3b8d-4f5e-8a21-6c4d2e9b7f30")
 _SLOW_DECIDE_S = 0.005
 """An inline decide slower than this moves the run's later decisions off the event loop."""
-
-
-def task_id_for(run_id: str, step_id: str, item: int | None, kind: str, attempt: int) -> str:
-    return str(uuid.uuid5(_TASK_NS, f"{run_id}/{step_id}/{item}/{kind}/{attempt}"))
-
-
-def child_run_id_for(run_id: str, step_id: str, item: int | None) -> str:
-    return str(uuid.uuid5(_CHILD_NS, f"{run_id}/{step_id}/{item}"))
-
-
-@dataclass(slots=True)
-class _Outcome:
-    key: InstanceKey
-    attempt: int
-    output: Any = None
-    failure: StepFailed | None = None
-    park: StepParked | None = None
 
 
 class _HandBack(Exception):
     """Raised inside the actor when the worker stops: drop the lease so another worker takes over."""
 
 
-class _FencedJournal:
-    """A step's journal: entries from earlier attempts, and fenced appends (see `Journal`)."""
-
-    def __init__(self, actor: RunActor, step_id: str, item: int | None, entries: dict[int, Any]) -> None:
-        self.entries = entries
-        self.secrets: Any = {}  # set once the step's credentials are fetched: entries are redacted
-        self._actor = actor
-        self._step_id = step_id
-        self._item = item
-
-    async def record(self, call_index: int, data: Any) -> None:
-        a = self._actor
-        if self.secrets:
-            data = a.service.secrets.redact(data, self.secrets)
-        stored = data
-        if a._encrypt:
-            holder = {"output": data}
-            await seal_fields(a.service.cipher, [holder])
-            stored = holder["output"]
-        ok = await store.append_journal(a.service.pool, run_id=a.run_id, worker_id=a.service.settings.worker_id,
-                                        epoch=a.lease.epoch, step_id=self._step_id, item=self._item,
-                                        call_index=call_index, data=stored)
-        if not ok:
-            a.lose()
-            raise LeaseLost(a.run_id)
-        self.entries[call_index] = data
-
 
 class RunActor:
     """Owns one run while this worker holds its lease."""
 
-    def __init__(self, service: WorkerService, lease: store.Lease) -> None:
+    def __init__(self, service: ActorHost, lease: store.Lease) -> None:
         self.service = service
         self.lease = lease
         self.run_id = lease.run_id
@@ -118,7 +66,7 @@ class RunActor:
         self._signalled = False
         self._lost = False
         self._stopping = False
-        self._running: dict[InstanceKey, asyncio.Task[_Outcome]] = {}
+        self._running: dict[InstanceKey, asyncio.Task[Outcome]] = {}
         self._pending: list[ev.Event] = []
         self._tasks: list[NewTask] = []
         self._children: list[NewChild] = []
@@ -442,95 +390,11 @@ class RunActor:
             key = (cmd.step_id, cmd.item)
             self._running[key] = asyncio.create_task(self._execute(cmd, inst), name=f"{self.run_id}:{key}")
 
-    async def _execute(self, cmd: Start, inst: Instance) -> _Outcome:
+    async def _execute(self, cmd: Start, inst: Instance) -> Outcome:
         assert self.defn is not None
-        svc = self.service
-        step = self.defn.step(cmd.step_id)
-        key = (cmd.step_id, cmd.item)
-        if step.uses == "workflow":
-            return await self._start_child(cmd)
-        executor = svc.executors.get(step.uses)
-        if executor is None:
-            return _Outcome(key, cmd.attempt, failure=StepFailed(f"no executor for step kind {step.uses!r}",
-                                                                 retryable=False))
-        timeout = self.defn.timeout_for(step)
-        journal: _FencedJournal | None = None
-        decisions: dict[str, dict[str, Any]] = {}
-        if getattr(executor, "uses_journal", False):
-            entries = await store.load_journal(svc.pool, self.run_id, cmd.step_id, cmd.item)
-            holders = [{"output": v} for v in entries.values()]
-            await open_fields(svc.cipher, holders)
-            journal = _FencedJournal(self, cmd.step_id, cmd.item,
-                                     {k: h["output"] for k, h in zip(entries, holders, strict=True)})
-            decisions = await store.load_step_decisions(svc.pool, self.run_id, cmd.step_id, cmd.item)
-        secrets: Any = {}
-        args = cmd.inputs
         defn = self.defn
-        try:
-            args, secrets = await svc.secrets.prepare(defn, step, cmd.inputs,
-                                                      lambda: expression_context(defn, self.state))
-            if journal is not None:
-                journal.secrets = secrets
-            ctx = StepContext(
-                run_id=self.run_id,  # type: ignore[arg-type]
-                workflow=self.defn.name, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
-                idempotency_key=idempotency_key(self.run_id, cmd.step_id, cmd.item), timeout=timeout,
-                settings=svc.settings, logger=self.log, idempotent=step.idempotent, journal=journal,
-                decisions=decisions, secrets=secrets,
-                traceparent=svc.telemetry.traceparent(self.run_id, cmd.step_id, cmd.item, cmd.attempt),
-            )
-            if secrets:  # the step's own log lines (captured per step) are redacted too
-                register_step_secrets([str(v) for values in secrets.values() for v in values.values()])
-            if timeout is not None:
-                async with asyncio.timeout(timeout):
-                    output = await executor.execute(args, ctx)
-            else:
-                output = await executor.execute(args, ctx)
-        except TimeoutError:
-            return _Outcome(key, cmd.attempt, failure=StepFailed(f"timed out after {timeout:g}s", retryable=True))
-        except StepFailed as exc:
-            if secrets:
-                exc = StepFailed(str(svc.secrets.redact(exc.reason, secrets)), retryable=exc.retryable,
-                                 retry_after=exc.retry_after)
-            return _Outcome(key, cmd.attempt, failure=exc)
-        except StepParked as exc:
-            if secrets:  # what the human is shown is stored too
-                exc = StepParked(exc.key, str(svc.secrets.redact(exc.prompt, secrets)),
-                                 context=svc.secrets.redact(exc.context, secrets), timeout=exc.timeout,
-                                 on_timeout=exc.on_timeout)
-            return _Outcome(key, cmd.attempt, park=exc)
-        except (asyncio.CancelledError, LeaseLost):
-            raise
-        except Exception as exc:  # noqa: BLE001 - an executor bug is a retryable step failure, not a crash
-            reason = f"{type(exc).__name__}: {exc}"
-            if secrets:
-                reason = str(svc.secrets.redact(reason, secrets))
-            return _Outcome(key, cmd.attempt, failure=StepFailed(reason, retryable=True))
-        if secrets:
-            output = svc.secrets.redact(output, secrets)
-        return _Outcome(key, cmd.attempt, output=output)
-
-    async def _start_child(self, cmd: Start) -> _Outcome:
-        """Create the child run (idempotently, deterministic id) and park on it."""
-        key = (cmd.step_id, cmd.item)
-        args = WorkflowArgs.model_validate(cmd.inputs)
-        found = await active_version(self.service.pool, args.workflow)
-        if found is None:
-            return _Outcome(key, cmd.attempt, failure=StepFailed(
-                f"workflow {args.workflow!r} is not loaded (or was deleted)", retryable=False))
-        def_hash, spec_json = found
-        child_defn = Definition.from_json(spec_json)
-        try:
-            inputs = resolve_inputs(child_defn.spec, args.inputs)
-        except InputError as exc:
-            return _Outcome(key, cmd.attempt, failure=StepFailed(f"child inputs: {exc}", retryable=False))
-        child_id = child_run_id_for(self.run_id, cmd.step_id, cmd.item)
-        return _Outcome(key, cmd.attempt, output={
-            "_child": NewChild(child_id, args.workflow, def_hash, inputs,
-                               ev.Event(ev.RUN_CREATED, time.time(), data={"workflow": args.workflow,
-                                                                           "def_hash": def_hash, "inputs": inputs,
-                                                                           "parent_run_id": self.run_id}),
-                               cmd.step_id, cmd.item)})
+        run = RunLease(self.run_id, self.lease.epoch, self._encrypt, self.lose, self.log)
+        return await run_attempt(self.service, defn, run, cmd, lambda: expression_context(defn, self.state))
 
     async def _wait(self, wake_at: float | None) -> None:
         timeout = None if wake_at is None else max(0.0, wake_at - time.time())
@@ -551,7 +415,7 @@ class RunActor:
             self._signalled = False
             await self._absorb_signals()
 
-    def _record(self, outcome: _Outcome) -> None:
+    def _record(self, outcome: Outcome) -> None:
         assert self.defn is not None
         step_id, item = outcome.key
         common: dict[str, Any] = {"step_id": step_id, "item": item, "attempt": outcome.attempt}
@@ -579,13 +443,13 @@ class RunActor:
         self._emit(ev.STEP_FAILED, error=failure.reason, retryable=failure.retryable, retry_at=retry_at,
                    final=retry_at is None, **common)
 
-    def _park(self, outcome: _Outcome) -> None:
+    def _park(self, outcome: Outcome) -> None:
         """The executor asked a human (StepParked): raise the task and wait; the step resumes after."""
         p = outcome.park
         assert p is not None
         step_id, item = outcome.key
-        task_id = task_id_for(self.run_id, step_id, item, "approval", 0) if not p.key else str(
-            uuid.uuid5(_TASK_NS, f"{self.run_id}/{step_id}/{item}/approval/{p.key}"))
+        task_id = (task_id_for(self.run_id, step_id, item, "approval", 0) if not p.key
+                   else parked_task_id(self.run_id, step_id, item, p.key))
         deadline = time.time() + p.timeout if p.timeout else None
         self._tasks.append(NewTask(task_id, step_id, item, "approval", p.prompt, p.context, deadline, p.on_timeout,
                                    task_key=p.key))
