@@ -58,6 +58,38 @@ async def step_gaps(client: RuntimeClient, run_id: str) -> list[float]:
     return [b - a for a, b in itertools.pairwise(starts)]
 
 
+async def run_gaps(client: RuntimeClient, name: str, runs: int) -> list[float]:
+    """Per-step overheads of `runs` sequential runs of `name` (gaps between consecutive step starts)."""
+    gaps: list[float] = []
+    for _ in range(runs):
+        run_id = await client.start_run(name)
+        summary = await client.wait_for_run(run_id, timeout=60, poll=0.002)
+        assert summary.status.value == "completed", summary.error
+        gaps.extend(await step_gaps(client, run_id))
+    return gaps
+
+
+async def steps_per_s(client: RuntimeClient, name: str, runs: int, steps: int, *,
+                      require_success: bool = False) -> float:
+    """Start `runs` runs of `name` at once; steps/s from the first creation to the last finish (Postgres clocks)."""
+    ids = await client.start_runs(name, [{} for _ in range(runs)])
+    while True:
+        left = await client.pool.fetchval(
+            "SELECT count(*) FROM runs WHERE run_id = ANY($1::uuid[]) AND status NOT IN ('completed', 'failed')",
+            ids)
+        if left == 0:
+            break
+        await asyncio.sleep(0.01)
+    if require_success:
+        failed = await client.pool.fetchval(
+            "SELECT count(*) FROM runs WHERE run_id = ANY($1::uuid[]) AND status = 'failed'", ids)
+        assert failed == 0, f"{failed} runs failed"
+    elapsed = await client.pool.fetchval(
+        "SELECT extract(epoch FROM max(finished_at) - min(created_at)) FROM runs WHERE run_id = ANY($1::uuid[])",
+        ids)
+    return runs * steps / float(elapsed)
+
+
 async def sequential(client: RuntimeClient, name: str, runs: int) -> dict[str, float]:
     gaps: list[float] = []
     walls: list[float] = []

@@ -27,41 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from engine_bench import TASKS, pct, step_gaps, workflow  # noqa: E402
+from engine_bench import TASKS, pct, run_gaps, steps_per_s, workflow  # noqa: E402
 from stack import BenchServers, bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
 
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
 
 MODES = ("inline", "process")
-
-
-async def sequential(client: RuntimeClient, name: str, runs: int) -> list[float]:
-    gaps: list[float] = []
-    for _ in range(runs):
-        run_id = await client.start_run(name)
-        summary = await client.wait_for_run(run_id, timeout=60, poll=0.002)
-        assert summary.status.value == "completed", summary.error
-        gaps.extend(await step_gaps(client, run_id))
-    return gaps
-
-
-async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) -> float:
-    ids = await client.start_runs(name, [{} for _ in range(runs)])
-    while True:
-        left = await client.pool.fetchval(
-            "SELECT count(*) FROM runs WHERE run_id = ANY($1::uuid[]) AND status NOT IN ('completed', 'failed')",
-            ids)
-        if left == 0:
-            break
-        await asyncio.sleep(0.01)
-    failed = await client.pool.fetchval(
-        "SELECT count(*) FROM runs WHERE run_id = ANY($1::uuid[]) AND status = 'failed'", ids)
-    assert failed == 0, f"{failed} runs failed"
-    elapsed = await client.pool.fetchval(
-        "SELECT extract(epoch FROM max(finished_at) - min(created_at)) FROM runs WHERE run_id = ANY($1::uuid[])",
-        ids)
-    return runs * steps / float(elapsed)
 
 
 async def one_mode(srv: BenchServers, mode: str, args: argparse.Namespace) -> dict[str, float]:
@@ -79,10 +51,11 @@ async def one_mode(srv: BenchServers, mode: str, args: argparse.Namespace) -> di
                                                           workflows_dir=srv.workflows))
             try:
                 await wait_workflows(client, {"seq"}, seconds=30)
-                await sequential(client, "seq", 3)  # warm-up: imports, prepared statements, the warm sandboxes
-                await concurrent(client, "seq", 100, args.steps)  # the pool grows to what the load needs
-                gaps = await sequential(client, "seq", args.sequential_runs)
-                throughput = await concurrent(client, "seq", args.concurrent_runs, args.steps)
+                await run_gaps(client, "seq", 3)  # warm-up: imports, prepared statements, the warm sandboxes
+                # warm-up 2: the pool grows to what the load needs
+                await steps_per_s(client, "seq", 100, args.steps, require_success=True)
+                gaps = await run_gaps(client, "seq", args.sequential_runs)
+                throughput = await steps_per_s(client, "seq", args.concurrent_runs, args.steps, require_success=True)
             finally:
                 await client.close()
         finally:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from engine_bench import TASKS, pct, step_gaps, workflow  # noqa: E402
+from engine_bench import TASKS, pct, run_gaps, steps_per_s, workflow  # noqa: E402
 from stack import BenchServers, bench_servers  # noqa: E402
 
 from tests.support.otlp_receiver import OtlpReceiver  # noqa: E402
@@ -37,31 +37,6 @@ from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
 
 STOP_TIMEOUTS: list[str] = []  # workers that did not stop within 30 s of SIGTERM (killed)
-
-
-async def sequential(client: RuntimeClient, name: str, runs: int) -> list[float]:
-    gaps: list[float] = []
-    for _ in range(runs):
-        run_id = await client.start_run(name)
-        summary = await client.wait_for_run(run_id, timeout=60, poll=0.002)
-        assert summary.status.value == "completed", summary.error
-        gaps.extend(await step_gaps(client, run_id))
-    return gaps
-
-
-async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) -> float:
-    ids = await client.start_runs(name, [{} for _ in range(runs)])
-    while True:
-        left = await client.pool.fetchval(
-            "SELECT count(*) FROM runs WHERE run_id = ANY($1::uuid[]) AND status NOT IN ('completed', 'failed')",
-            ids)
-        if left == 0:
-            break
-        await asyncio.sleep(0.01)
-    elapsed = await client.pool.fetchval(
-        "SELECT extract(epoch FROM max(finished_at) - min(created_at)) FROM runs WHERE run_id = ANY($1::uuid[])",
-        ids)
-    return runs * steps / float(elapsed)
 
 
 async def one_config(env: dict[str, str], settings: Settings, args: argparse.Namespace,
@@ -78,14 +53,14 @@ async def one_config(env: dict[str, str], settings: Settings, args: argparse.Nam
                     "AND stopped_at IS NULL") >= 1:
                 break
             await asyncio.sleep(0.05)
-        await sequential(client, "seq", 3)  # warm-up
+        await run_gaps(client, "seq", 3)  # warm-up
         proc = psutil.Process(worker.pid)
         cpu0 = sum(proc.cpu_times()[:2])
-        gaps = await sequential(client, "seq", args.sequential_runs)
-        async_gaps = await sequential(client, "seq-async", args.sequential_runs)
+        gaps = await run_gaps(client, "seq", args.sequential_runs)
+        async_gaps = await run_gaps(client, "seq-async", args.sequential_runs)
         await asyncio.sleep(1.0)  # let the telemetry pipeline's batch work happen inside the window
         cpu_per_step = (sum(proc.cpu_times()[:2]) - cpu0) / (2 * args.sequential_runs * args.steps)
-        throughput = await concurrent(client, "seq-async", args.concurrent_runs, args.steps)
+        throughput = await steps_per_s(client, "seq-async", args.concurrent_runs, args.steps)
         return gaps + async_gaps, throughput, pct(gaps, 50), cpu_per_step
     finally:
         await client.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import hvac
 
 from tests.security.harness import Canary
 from tests.support.runtime import running_worker
-from tests.support.services import REPO_ROOT, WorkerProcs
+from tests.support.services import REPO_ROOT, WorkerProcs, agentrt_dev
 from worker.config import Settings
 from worker.secrets.identity import forget_identity
 
@@ -71,27 +70,12 @@ async def test_an_in_process_worker_forgets_the_token_too(canary: Canary, settin
 
 
 def test_agentrt_dev_gives_its_worker_an_approle_login_not_the_root_token(tmp_path: Path) -> None:
-    data = tmp_path / "dev"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTRT_", "VAULT_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "worker", "dev", "--no-console", "--data-dir", str(data)],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 90
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "press Ctrl-C" in line or proc.poll() is not None:
-                break
-        text = "".join(lines)
+    with agentrt_dev(tmp_path / "dev") as dev:
+        text = dev.banner
         root_token = re.search(r"root token (\S+)\)", text)
         worker_pid = re.search(r"worker\s+pid (\d+)", text)
         assert root_token and worker_pid, text
-        dev_env = dict(env)
-        for raw in (data / "env").read_text().splitlines():
-            key, _, value = raw.removeprefix("export ").partition("=")
-            dev_env[key] = value.strip("'")
+        dev_env = dev.env
         # the vault-demo workflow reads its credential through a step token minted by the worker's own login
         res = subprocess.run([sys.executable, "-m", "worker", "run", "vault-demo", "--wait", "--json",
                               "--timeout", "60"], cwd=REPO_ROOT, env=dev_env, capture_output=True, text=True,
@@ -110,11 +94,4 @@ def test_agentrt_dev_gives_its_worker_an_approle_login_not_the_root_token(tmp_pa
         worker_tokens = [p for p in policies if p.get("meta") and p["meta"].get("role_name") == "agentrt-worker"]
         assert worker_tokens, policies
         assert all(p["policies"] == ["agentrt-worker"] for p in worker_tokens), worker_tokens
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rest = proc.communicate(timeout=60)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rest = proc.communicate()[0]
-    assert proc.returncode == 0, rest
+    assert dev.proc.returncode == 0, dev.rest

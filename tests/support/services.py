@@ -7,6 +7,7 @@ server from a PyPI wheel (worker.devstack). Nothing here fakes a server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import sys
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar, overload
@@ -317,3 +318,48 @@ class WorkerProcs:
     def kill_all(self) -> None:
         for proc in self.procs:
             proc.kill()
+
+
+@dataclass
+class DevSession:
+    """A running `agentrt dev --no-console`: what it printed until ready, and the env its `env` file gives."""
+
+    proc: subprocess.Popen[str]
+    banner: str
+    env: dict[str, str]
+    rest: str = ""
+    """What it printed after Ctrl-C (filled in when the context exits)."""
+
+
+@contextlib.contextmanager
+def agentrt_dev(data: Path, ready_within: float = 90.0) -> Iterator[DevSession]:
+    """Start `agentrt dev --no-console --data-dir DATA` (no caller AGENTRT_/VAULT_ variables), wait until it is
+    ready, and stop it with Ctrl-C on exit (killed after 60 s)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTRT_", "VAULT_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "worker", "dev", "--no-console", "--data-dir", str(data)],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    session = DevSession(proc, "", env)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + ready_within
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "press Ctrl-C" in line or proc.poll() is not None:
+                break
+        session.banner = "".join(lines)
+        env_file = data / "env"
+        if env_file.exists():
+            session.env = dict(env)
+            for raw in env_file.read_text().splitlines():
+                key, _, value = raw.removeprefix("export ").partition("=")
+                session.env[key] = value.strip("'")
+        yield session
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            session.rest = proc.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            session.rest = proc.communicate()[0]

@@ -157,12 +157,12 @@ class AllowList:
 
 def _refuse(url: str, reason: str) -> StepFailed:
     return StepFailed(
-        f"refusing to fetch {_display(url)}: {reason} (list it in AGENTRT_HTTP_ALLOWED_HOSTS to allow)",
+        f"refusing to fetch {display(url)}: {reason} (list it in AGENTRT_HTTP_ALLOWED_HOSTS to allow)",
         retryable=False,
     )
 
 
-def _display(url: str) -> str:
+def display(url: str) -> str:
     """The URL without userinfo, query or fragment, which may hold secrets."""
     try:
         parts = urlsplit(url)
@@ -189,7 +189,7 @@ async def check_url(url: str, allowed_hosts: Sequence[str]) -> None:
         literal = parse_ip_literal(fallback) if fallback else None
         if literal is not None and (reason := classify_ip(literal)) and not allow.allows_ip(literal):
             raise _refuse(url, _not_public(fallback, literal, reason, resolved=False)) from exc
-        raise StepFailed(f"invalid URL {_display(url)}: {exc}", retryable=False) from exc
+        raise StepFailed(f"invalid URL {display(url)}: {exc}", retryable=False) from exc
     scheme = parsed.scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
         raise StepFailed(
@@ -197,7 +197,7 @@ async def check_url(url: str, allowed_hosts: Sequence[str]) -> None:
         )
     host = parsed.raw_host.decode("ascii").lower().strip("[]")
     if not host:
-        raise StepFailed(f"invalid URL {_display(url)}: no host", retryable=False)
+        raise StepFailed(f"invalid URL {display(url)}: no host", retryable=False)
     name = host.rstrip(".")
     if name in allow.names or parsed.host.lower().rstrip(".") in allow.names:
         return

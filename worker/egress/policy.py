@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
 from worker.config import Settings
 from worker.egress.envnames import EnvField, check_allow_list, refusal
 from worker.egress.hosts import HostList
-from worker.egress.netguard import check_url, parse_ip_literal, resolve
+from worker.egress.netguard import check_url, display, parse_ip_literal, resolve
 from worker.errors import StepFailed
 
 
@@ -117,16 +116,3 @@ class EgressPolicy:
             f"tool server {name!r}: a workflow file may not declare a stdio server (a command the worker would "
             "run); declare it in the operator's tools.yaml, use an HTTP server (url:), or ask the operator to "
             "set AGENTRT_WORKFLOW_STDIO_TOOLS=1 (refused when the step ran)", retryable=False)
-
-
-def display(url: str) -> str:
-    """The URL without userinfo, query or fragment, which may hold secrets."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
-    except ValueError:
-        return "<invalid URL>"

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.support.runtime import client_for, pending_task, running_worker, write_workflow
-from tests.support.services import REPO_ROOT, worker_environment
+from tests.support.services import REPO_ROOT, agentrt_dev, worker_environment
 from worker.config import Settings
 
 
@@ -154,38 +152,16 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_agentrt_dev_starts_everything_runs_a_demo_and_shuts_down(tmp_path: Path) -> None:
     data = tmp_path / "dev"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTRT_", "VAULT_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "worker", "dev", "--no-console", "--data-dir", str(data)],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 90
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "press Ctrl-C" in line or proc.poll() is not None:
-                break
-        text = "".join(lines)
+    with agentrt_dev(data) as dev:
+        text = dev.banner
         assert "ready in" in text and "postgres" in text and "openbao" in text, text
-        dev_env = dict(env)
-        for raw in (data / "env").read_text().splitlines():
-            key, _, value = raw.removeprefix("export ").partition("=")
-            dev_env[key] = value.strip("'")
         res = subprocess.run([sys.executable, "-m", "worker", "run", "hello", "--input", '{"who": "dev"}',
                               "--wait", "--json", "--timeout", "60"],
-                             cwd=REPO_ROOT, env=dev_env, capture_output=True, text=True, timeout=90)
+                             cwd=REPO_ROOT, env=dev.env, capture_output=True, text=True, timeout=90)
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout)["output"] == {"greeting": "HELLO, DEV!"}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rest = proc.communicate(timeout=60)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rest = proc.communicate()[0]
-    assert proc.returncode == 0, rest
-    assert "shutting down" in rest
+    assert dev.proc.returncode == 0, dev.rest
+    assert "shutting down" in dev.rest
     # nothing left listening: the servers were stopped
     leftovers = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.strip()
     assert leftovers == ""
