@@ -2,9 +2,11 @@
 
 Starts its own durable Postgres (fsync on) and Redis (bench/stack.py), then, in alternating rounds
 (the mode that goes first alternates too, to even out drift), one worker process per mode with the
-default telemetry (span store on): sequential 10-step runs (per-step overhead p50/p99: the gap
-between consecutive `step.started` events) and 500 concurrent 10-step runs (steps/s). Figures are
-medians over the rounds; the ratios compare the modes measured in the same invocation.
+default telemetry (span store on), for a sync no-op task function and an async one: sequential
+10-step runs (per-step overhead p50/p99: the gap between consecutive `step.started` events) and 500
+concurrent 10-step runs (steps/s), after a warm-up (a few runs, then 100 concurrent ones, so the
+pool has grown to what the load needs). Figures are medians over the rounds; the ratios compare the
+modes measured in the same invocation.
 
     python bench/sandbox_bench.py [--rounds 3] [--sequential-runs 40] [--concurrent-runs 500] [--steps 10]
 
@@ -34,9 +36,11 @@ from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
 
 MODES = ("inline", "process")
+KINDS = {"sync": "seq", "async": "aseq"}  # the task function's kind -> the workflow that calls it
+FIGURES = ("p50_ms", "p99_ms", "steps_per_s")
 
 
-async def one_mode(srv: BenchServers, mode: str, args: argparse.Namespace) -> dict[str, float]:
+async def one_mode(srv: BenchServers, mode: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     url = srv.db_url("bench")
     env = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
            "AGENTRT_WORKFLOWS_DIR": str(srv.workflows), "AGENTRT_CONCURRENCY": str(max(600, args.concurrent_runs)),
@@ -49,41 +53,48 @@ async def one_mode(srv: BenchServers, mode: str, args: argparse.Namespace) -> di
             worker = start_worker(env, log, prof)
             client = await RuntimeClient.connect(Settings(database_url=url, redis_url=srv.redis.url(),
                                                           workflows_dir=srv.workflows))
+            figures: dict[str, dict[str, float]] = {}
             try:
-                await wait_workflows(client, {"seq"}, seconds=30)
-                await run_gaps(client, "seq", 3)  # warm-up: imports, prepared statements, the warm sandboxes
-                # warm-up 2: the pool grows to what the load needs
-                await steps_per_s(client, "seq", 100, args.steps, require_success=True)
-                gaps = await run_gaps(client, "seq", args.sequential_runs)
-                throughput = await steps_per_s(client, "seq", args.concurrent_runs, args.steps, require_success=True)
+                await wait_workflows(client, set(KINDS.values()), seconds=30)
+                for kind, name in KINDS.items():
+                    await run_gaps(client, name, 3)  # warm-up: imports, prepared statements, the warm sandboxes
+                    # warm-up 2: the pool grows to what the load needs
+                    await steps_per_s(client, name, 100, args.steps, require_success=True)
+                    gaps = await run_gaps(client, name, args.sequential_runs)
+                    throughput = await steps_per_s(client, name, args.concurrent_runs, args.steps,
+                                                   require_success=True)
+                    figures[kind] = {"p50_ms": pct(gaps, 50) * 1000, "p99_ms": pct(gaps, 99) * 1000,
+                                     "steps_per_s": throughput, "samples": len(gaps)}
             finally:
                 await client.close()
         finally:
             stop_worker(worker)
-    return {"p50_ms": pct(gaps, 50) * 1000, "p99_ms": pct(gaps, 99) * 1000, "steps_per_s": throughput,
-            "samples": len(gaps)}
+    return figures
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    rounds: list[dict[str, dict[str, float]]] = []
+    rounds: list[dict[str, dict[str, dict[str, float]]]] = []
     async with bench_servers("sandbox-bench") as srv:
         (srv.workflows / "bench_tasks.py").write_text(TASKS)
         (srv.workflows / "seq.yaml").write_text(workflow("seq", args.steps, "noop"))
+        (srv.workflows / "aseq.yaml").write_text(workflow("aseq", args.steps, "anoop"))
         for i in range(args.rounds):
             order = MODES if i % 2 == 0 else MODES[::-1]
             figures = {mode: await one_mode(srv, mode, args) for mode in order}
             rounds.append(figures)
-            print(f"round {i + 1}: " + "; ".join(
-                f"{m} p50 {f['p50_ms']:.3f} ms p99 {f['p99_ms']:.3f} ms {f['steps_per_s']:.0f} steps/s"
-                for m, f in figures.items()), flush=True)
-    medians = {mode: {key: statistics.median(r[mode][key] for r in rounds) for key in ("p50_ms", "p99_ms",
-                                                                                         "steps_per_s")}
-               for mode in MODES}
-    inline, process = medians["inline"], medians["process"]
-    return {"rounds": rounds, "medians": medians,
-            "p50_cost_ms": process["p50_ms"] - inline["p50_ms"],
-            "p99_cost_ms": process["p99_ms"] - inline["p99_ms"],
-            "throughput_ratio": process["steps_per_s"] / inline["steps_per_s"],
+            for kind in KINDS:
+                print(f"round {i + 1}, {kind}: " + "; ".join(
+                    f"{m} p50 {f[kind]['p50_ms']:.3f} ms p99 {f[kind]['p99_ms']:.3f} ms "
+                    f"{f[kind]['steps_per_s']:.0f} steps/s" for m, f in figures.items()), flush=True)
+    medians = {mode: {kind: {key: statistics.median(r[mode][kind][key] for r in rounds) for key in FIGURES}
+                      for kind in KINDS} for mode in MODES}
+    costs = {kind: {"p50_cost_ms": medians["process"][kind]["p50_ms"] - medians["inline"][kind]["p50_ms"],
+                    "p99_cost_ms": medians["process"][kind]["p99_ms"] - medians["inline"][kind]["p99_ms"],
+                    # per round, then the median: both modes of a round ran on the same machine state
+                    "throughput_ratio": statistics.median(r["process"][kind]["steps_per_s"]
+                                                          / r["inline"][kind]["steps_per_s"] for r in rounds)}
+             for kind in KINDS}
+    return {"rounds": rounds, "medians": medians, "costs": costs,
             "args": vars(args), "cores": os.cpu_count(), "at": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -95,16 +106,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args()
     results = asyncio.run(main_async(args))
-    medians: dict[str, dict[str, float]] = results["medians"]  # type: ignore[assignment]
+    medians: dict[str, dict[str, dict[str, float]]] = results["medians"]  # type: ignore[assignment]
+    costs: dict[str, dict[str, float]] = results["costs"]  # type: ignore[assignment]
     print(f"\nSandbox overhead ({os.cpu_count()} cores; Postgres fsync on, Redis, one worker, span store on; "
           f"medians of {args.rounds} rounds)")
-    print(f"{'figure':52} {'inline':>10} {'process':>10}")
-    for label, key in [("per-step overhead p50, sync python no-op (ms)", "p50_ms"),
-                       ("per-step overhead p99 (ms)", "p99_ms"),
-                       (f"{args.concurrent_runs} concurrent {args.steps}-step runs (steps/s)", "steps_per_s")]:
-        print(f"{label:52} {medians['inline'][key]:>10.3f} {medians['process'][key]:>10.3f}")
-    print(f"isolation cost: p50 {results['p50_cost_ms']:+.3f} ms/step (target <= 0.3), throughput "
-          f"{results['throughput_ratio']:.1%} of inline (target >= 80%)")
+    print(f"{'figure':56} {'inline':>10} {'process':>10}")
+    for kind in KINDS:
+        for label, key in [(f"per-step overhead p50, {kind} python no-op (ms)", "p50_ms"),
+                           (f"per-step overhead p99, {kind} (ms)", "p99_ms"),
+                           (f"{args.concurrent_runs} concurrent {args.steps}-step runs, {kind} (steps/s)",
+                            "steps_per_s")]:
+            print(f"{label:56} {medians['inline'][kind][key]:>10.3f} {medians['process'][kind][key]:>10.3f}")
+    for kind, cost in costs.items():
+        print(f"isolation cost, {kind}: p50 {cost['p50_cost_ms']:+.3f} ms/step (target <= 0.3), throughput "
+              f"{cost['throughput_ratio']:.1%} of inline (target >= 80%)")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "sandbox.json").write_text(json.dumps(results, indent=2))

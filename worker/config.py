@@ -64,6 +64,7 @@ def _trust_settings(env: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
             raise ConfigError(f"AGENTRT_PYTHON_ISOLATION={isolation!r}: use 'process' (default) or 'inline'")
         out["python_isolation"] = isolation
     for name, key in (("AGENTRT_SANDBOX_MIN", "sandbox_min"), ("AGENTRT_SANDBOX_MAX", "sandbox_max"),
+                      ("AGENTRT_SANDBOX_ASYNC_CALLS", "sandbox_async_calls"),
                       ("AGENTRT_SANDBOX_MEMORY_MB", "sandbox_memory_mb"),
                       ("AGENTRT_SANDBOX_CPU_SECONDS", "sandbox_cpu_seconds")):
         if env.get(name):
@@ -122,7 +123,8 @@ class Settings:
     task_modules: tuple[str, ...] | None = None  # modules/prefixes `python` steps may call; None: the workflows dir's
     python_isolation: str = "process"  # "process" (sandbox pool, the default) | "inline" (trusted single tenant)
     sandbox_min: int = 2  # sandbox processes kept warm
-    sandbox_max: int = 32  # most sandbox processes at once (= most python steps running at once)
+    sandbox_max: int = 32  # most sandbox processes at once (= most sync python steps running at once)
+    sandbox_async_calls: int = 64  # most calls of async task functions one sandbox process serves at once
     sandbox_memory_mb: int = 1024  # RLIMIT_AS per sandbox process; 0: no limit
     sandbox_cpu_seconds: int = 0  # RLIMIT_CPU per sandbox process over its life; 0: no limit
     sandbox_user: str | None = None  # run sandboxes as this user (name or uid); needs root

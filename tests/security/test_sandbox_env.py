@@ -127,6 +127,7 @@ async def test_a_task_module_cannot_reach_the_workers_identity(
         runs = {name: await client.start_run(f"{name}-{tag}") for name in ("snoop", "loud", "honest")}
         summaries = {name: await client.wait_for_run(run_id, timeout=60) for name, run_id in runs.items()}
         details = {name: await client.get_run(run_id) for name, run_id in runs.items()}
+        worker_sockets = _socket_links(os.getpid())  # the worker runs in this process: Postgres, Redis, Vault...
     assert summaries["snoop"].status.value == "completed", summaries["snoop"].error
     seen = details["snoop"].steps[0].output
     # the sandbox's environment is the minimal one: nothing of the worker's identity or settings
@@ -137,9 +138,15 @@ async def test_a_task_module_cannot_reach_the_workers_identity(
     # the worker's memory and environment are out of reach (non-dumpable, and the sandbox has no CAP_SYS_PTRACE)
     assert seen["parent_environ"].startswith("PermissionError"), seen["parent_environ"][:200]
     assert seen["parent_mem"].startswith("PermissionError"), seen["parent_mem"][:200]
-    # no descriptor of the worker's (Postgres, Redis, Vault sockets, files) was inherited
-    assert not [t for t in seen["fds"].values() if t.startswith("socket:")], seen["fds"]
-    assert len(seen["fds"]) <= 6, seen["fds"]  # 0-2, the two protocol pipes, the listing's own
+    # no descriptor of the worker's (Postgres, Redis, Vault sockets, files) was inherited: the only sockets
+    # are the sandbox's own event loop's wake-up pair
+    sockets = [t for t in seen["fds"].values() if t.startswith("socket:")]
+    assert worker_sockets and not set(sockets) & worker_sockets, (seen["fds"], worker_sockets)
+    assert len(sockets) <= 2, seen["fds"]
+    # 0-2, the two protocol pipes, the loop's epoll and wake-up pair, the listing's own
+    assert len(seen["fds"]) <= 9, seen["fds"]
+    assert not [t for t in seen["fds"].values() if t.startswith("/") and t not in ("/dev/null",)
+                and not t.startswith("/proc/")], seen["fds"]
     assert summaries["loud"].status.value == "failed"
     # the honest step got the secret its workflow was granted
     assert summaries["honest"].status.value == "completed", summaries["honest"].error
@@ -167,3 +174,15 @@ async def test_the_sandbox_holds_no_capabilities_even_as_root(tmp_path: Path) ->
         await ex.aclose()
     assert status["CapEff"] == status["CapPrm"] == status["CapInh"] == status["CapBnd"] == "0000000000000000"
     assert status["NoNewPrivs"] == "1"
+
+
+def _socket_links(pid: int) -> set[str]:
+    links = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:"):
+            links.add(link)
+    return links

@@ -2,8 +2,10 @@
 
 Before anything of the task is imported it moves the protocol off fds 0/1 (task code that prints, or
 a library that writes to fd 1, cannot corrupt it), reads its configuration, and applies its limits.
-Then it answers one call at a time: resolve the function (cached), call it with a small `ctx`, send
-back the result as JSON. Log records and printed lines go back to the worker as `log` frames.
+Then it serves calls on an asyncio loop: each call frame becomes a task (resolve the function, cached;
+call it with a small `ctx`; send back the result as JSON). The worker decides how many run at once:
+one sync call at a time (it blocks the loop), several async ones. Log records and printed lines go
+back to the worker as `log` frames.
 """
 
 from __future__ import annotations
@@ -22,20 +24,30 @@ class Channel:
     """The protocol pipe pair, on private descriptors; writes are whole frames, under a lock."""
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
-        self._reader = os.fdopen(read_fd, "rb", buffering=1 << 16)
+        self.read_fd = read_fd
         self._write_fd = write_fd
         self._lock = threading.Lock()
 
+    def _read_exactly(self, size: int) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < size:
+            chunk = os.read(self.read_fd, size - len(chunks))
+            if not chunk:
+                break
+            chunks += chunk
+        return bytes(chunks)
+
     def read(self) -> dict[str, Any] | None:
+        """One frame, read without buffering (the config, before the loop takes the pipe over)."""
         import orjson
 
-        header = self._reader.read(4)
+        header = self._read_exactly(4)
         if len(header) < 4:
             return None  # the worker closed the pipe: exit
         (size,) = HEADER.unpack(header)
         if size > MAX_FRAME:
             raise SystemExit(f"frame of {size} bytes")
-        message: dict[str, Any] = orjson.loads(self._reader.read(size))
+        message: dict[str, Any] = orjson.loads(self._read_exactly(size))
         return message
 
     def send(self, message: dict[str, Any]) -> None:
@@ -84,13 +96,11 @@ def main() -> int:
         return 70
     channel.send({"t": "ready", "pid": os.getpid(), "startup_ms": (time.perf_counter() - started) * 1000,
                   **applied})
-    while True:
-        message = channel.read()
-        if message is None or message.get("t") == "exit":
-            _remove_home()  # the worker removes it too, unless it died first
-            return 0
-        if message.get("t") == "call":
-            runner.call(message)
+    import asyncio
+
+    status = asyncio.run(runner.serve())
+    _remove_home()  # the worker removes it too, unless it died first
+    return status
 
 
 def _remove_home() -> None:

@@ -1,4 +1,4 @@
-"""One sandbox process, seen from the worker: spawn, one call at a time, death, kill, reap.
+"""One sandbox process, seen from the worker: spawn, calls (one sync or several async), death, kill, reap.
 
 The process's stdout pipe carries protocol frames (read with `loop.connect_read_pipe`, decoded in
 `data_received`), its stdin pipe carries calls, its stderr pipe carries whatever the process wrote at
@@ -29,11 +29,12 @@ from typing import Any
 import orjson
 
 from worker.errors import StepFailed
-from worker.sandbox.protocol import FrameDecoder, ProtocolError, encode
+from worker.sandbox.protocol import FrameDecoder, ProtocolError, call_frame_with_id, encode
 
 logger = logging.getLogger(__name__)
 
 WORKER_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the `worker` package
+CANCEL_GRACE = 1.0  # seconds a cancelled async call may take to stop before its process is killed
 
 
 def runtime_path() -> tuple[str, ...]:
@@ -74,11 +75,12 @@ def _describe_exit(returncode: int) -> str:
 
 
 class _Call:
-    __slots__ = ("context", "future")
+    __slots__ = ("answered", "context", "future")
 
     def __init__(self, future: asyncio.Future[dict[str, Any]], context: contextvars.Context) -> None:
         self.future = future
         self.context = context
+        self.answered = False  # stays registered until its caller resumes: stderr lines read meanwhile are its
 
 
 def _emit(level: int, name: str, message: str, created: float | None, pid: int) -> None:
@@ -109,12 +111,18 @@ def _kill_orphan(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
 
 
 class Sandbox(asyncio.Protocol):
-    """A running sandbox process. `call` sends one request and waits for its answer."""
+    """A running sandbox process. `call` sends one request and waits for its answer; several may be in
+    flight (the pool sends only async functions' calls to a sandbox that is serving another)."""
 
-    def __init__(self, on_exit: Callable[[Sandbox], None]) -> None:
+    def __init__(self, on_exit: Callable[[Sandbox], None],
+                 on_room: Callable[[Sandbox], None] | None = None) -> None:
         self._on_exit = on_exit
+        self._on_room = on_room  # a cancelled call has stopped: its room is free
         self._decoder = FrameDecoder()
-        self._call: _Call | None = None
+        self._calls: dict[int, _Call] = {}
+        self._cancelling: dict[int, asyncio.TimerHandle] = {}  # cancelled calls not answered yet
+        self._next_id = 1
+        self._outbox: list[bytes] = []  # shared calls sent in this turn of the loop: one write for all
         self._writer: asyncio.WriteTransport | None = None
         self._readers: list[asyncio.BaseTransport] = []
         self._popen: subprocess.Popen[bytes] | None = None
@@ -126,6 +134,7 @@ class Sandbox(asyncio.Protocol):
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pid = 0
         self.steps = 0
+        self.reserved = 0  # async calls the pool has promised room here, not sent yet
         self.cpu = 0.0
         self.last_used = time.monotonic()
         self.returncode: int | None = None
@@ -172,7 +181,12 @@ class Sandbox(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._call is not None
+        return bool(self._calls or self._cancelling)
+
+    @property
+    def inflight(self) -> int:
+        """Calls sent and not answered (cancelled ones included until they stop)."""
+        return len(self._calls) + len(self._cancelling)
 
     def kill(self, reason: str) -> None:
         """SIGKILL the sandbox's process group (it and anything it started); reaped when the pidfd fires."""
@@ -189,18 +203,55 @@ class Sandbox(asyncio.Protocol):
             self._writer.close()
         asyncio.get_running_loop().call_later(2.0, self.kill, "retired")
 
-    # -- one call ----------------------------------------------------------------------------
-    async def call(self, frame: bytes) -> dict[str, Any]:
-        """Send one call frame; the answer (`result` or `error` message). Log frames are re-emitted meanwhile."""
-        assert self._writer is not None and self._call is None
+    # -- calls -------------------------------------------------------------------------------
+    async def call(self, payload: bytes, *, cancel_kills: bool) -> dict[str, Any]:
+        """Send one call (`payload`: its JSON object); the answer (`result` or `error` message). Log frames
+        are re-emitted meanwhile. Cancelled (the step's timeout): with `cancel_kills` the process is killed
+        (the only way to stop sync code), else the call is cancelled inside it and the process is killed only
+        if the call does not stop within CANCEL_GRACE."""
+        assert self._writer is not None
+        call_id = self._next_id
+        self._next_id += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._call = _Call(future, contextvars.copy_context())
-        self._writer.write(frame)
+        call = self._calls[call_id] = _Call(future, contextvars.copy_context())
+        if cancel_kills or (len(self._calls) == 1 and not self._outbox):  # alone here: nothing to wait for
+            self._writer.write(call_frame_with_id(payload, call_id))
+        else:
+            if not self._outbox:
+                asyncio.get_running_loop().call_soon(self._send_outbox)
+            self._outbox.append(call_frame_with_id(payload, call_id))
         try:
             return await future
+        except asyncio.CancelledError:
+            if call_id in self._calls and not call.answered:
+                if cancel_kills:
+                    self.kill("the step timed out or was cancelled")
+                else:
+                    self._cancel(call_id)
+            raise
         finally:
-            self._call = None
+            self._calls.pop(call_id, None)
             self.last_used = time.monotonic()
+
+    def _send_outbox(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(frames))
+
+    def _cancel(self, call_id: int) -> None:
+        del self._calls[call_id]
+        if not self.alive or self._writer is None:
+            return
+        self._writer.write(encode({"t": "cancel", "id": call_id}))
+        self._cancelling[call_id] = asyncio.get_running_loop().call_later(
+            CANCEL_GRACE, self.kill, "a step in it overran its timeout and did not stop when cancelled")
+
+    def _single_call(self, call_id: object) -> _Call | None:
+        """The call a log line belongs to: the one it names, else the only one running."""
+        call = self._calls.get(call_id) if isinstance(call_id, int) else None
+        if call is None and len(self._calls) == 1:
+            call = next(iter(self._calls.values()))
+        return call
 
     # -- asyncio.Protocol (the stdout pipe) --------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -214,22 +265,32 @@ class Sandbox(asyncio.Protocol):
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("t")
-        call = self._call
         if kind == "log":
             args = (int(message.get("level") or logging.INFO), str(message.get("name") or "task"),
                     str(message.get("msg")), message.get("created"), self.pid)
+            call = self._single_call(message.get("id"))
             if call is not None:
                 call.context.run(_emit, *args)
             else:
                 _emit(*args)
         elif kind in ("result", "error"):
-            if call is None or call.future.done():
-                self._violation(f"a {kind} frame while no call was running")
-                return
+            call_id = message.get("id")
             cpu = message.get("cpu")
             if isinstance(cpu, float):
                 self.cpu = cpu
-            call.future.set_result(message)
+            call = self._calls.get(call_id) if isinstance(call_id, int) else None
+            if call is None or call.answered:
+                timer = self._cancelling.pop(call_id, None) if isinstance(call_id, int) else None
+                if timer is None:
+                    self._violation(f"a {kind} frame for no call that is running")
+                    return
+                timer.cancel()  # a cancelled call has stopped
+                if self._on_room is not None:
+                    self._on_room(self)
+                return
+            call.answered = True
+            if not call.future.done():  # done: the step was cancelled just as the answer came
+                call.future.set_result(message)
         elif kind == "ready":
             if not self.ready.done():
                 self.ready.set_result(message)
@@ -272,13 +333,17 @@ class Sandbox(asyncio.Protocol):
         # also when something it forked (and then left the process group) still holds the pipes open
         for transport in (*self._readers, *([self._writer] if self._writer is not None else [])):
             transport.close()
-        call = self._call
-        if call is not None and not call.future.done():
-            if self._kill_reason is not None:
-                reason = f"the sandbox process running this step was killed ({self._kill_reason})"
-            else:
-                reason = f"the sandbox process running this step died ({_describe_exit(self.returncode or 0)})"
-            call.future.set_exception(StepFailed(f"{reason}; a fresh one was started", retryable=True))
+        if self._kill_reason is not None:
+            reason = f"the sandbox process running this step was killed ({self._kill_reason})"
+        else:
+            reason = f"the sandbox process running this step died ({_describe_exit(self.returncode or 0)})"
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            if not call.future.done():
+                call.future.set_exception(StepFailed(f"{reason}; a fresh one was started", retryable=True))
+        for timer in self._cancelling.values():
+            timer.cancel()
+        self._cancelling.clear()
         if not self.ready.done():
             self.ready.set_exception(SandboxStartError(
                 f"the sandbox process exited while starting ({_describe_exit(self.returncode or 0)})"))
@@ -314,7 +379,7 @@ class _StderrLines(asyncio.Protocol):
         text = line.decode("utf-8", "replace").rstrip()
         if not text:
             return
-        call = self._sandbox._call
+        call = self._sandbox._single_call(None)
         args = (logging.WARNING, "task.stderr", text, None, self._sandbox.pid)
         if call is not None:
             call.context.run(_emit, *args)
@@ -322,9 +387,9 @@ class _StderrLines(asyncio.Protocol):
             _emit(*args)
 
 
-def call_frame(message: dict[str, Any]) -> bytes:
-    """The call frame; StepFailed if the arguments are not JSON."""
+def call_payload(message: dict[str, Any]) -> bytes:
+    """A call's JSON object (the sandbox adds its id); StepFailed if the arguments are not JSON."""
     try:
-        return encode(message)
+        return orjson.dumps(message)
     except orjson.JSONEncodeError as exc:
         raise StepFailed(f"{message.get('function')}: the arguments are not JSON: {exc}", retryable=False) from exc

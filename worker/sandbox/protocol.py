@@ -1,8 +1,10 @@
 """The pipe protocol between the worker and a sandbox process: length-prefixed orjson frames.
 
 A frame is a 4-byte big-endian length followed by that many bytes of JSON (one object with a `t`
-field). The worker sends `config` once, then one `call` per step; the sandbox answers `ready` once,
-then, per call, any number of `log` frames and exactly one `result` or `error`.
+field). The worker sends `config` once, then one `call` per step, each with an `id` unique to that
+sandbox (several may be in flight: async functions share a sandbox), and `cancel` with a call's `id`
+when the step times out; the sandbox answers `ready` once, then, per call, any number of `log` frames
+(with the call's `id`) and exactly one `result` or `error` with the call's `id` (a cancelled call too).
 
 Only stdlib and orjson here: the sandbox imports this before it applies its limits.
 """
@@ -16,6 +18,13 @@ import orjson
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024  # a frame larger than this is a protocol violation (the sandbox is killed)
+
+
+def call_frame_with_id(payload: bytes, call_id: int) -> bytes:
+    """The frame of a call whose JSON object `payload` (encoded once by the caller) gets `"id": call_id`
+    as its first member."""
+    body = b'{"id":%d,' % call_id + payload[1:]
+    return HEADER.pack(len(body)) + body
 
 
 class ProtocolError(Exception):

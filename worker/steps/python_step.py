@@ -31,7 +31,7 @@ from worker.errors import StepFailed
 from worker.sandbox.calling import Target, bind, failure, target_for, to_json
 from worker.sandbox.modules import TaskModules
 from worker.sandbox.pool import SandboxPool
-from worker.sandbox.process import call_frame
+from worker.sandbox.process import call_payload
 from worker.steps.base import StepContext
 
 logger = logging.getLogger(__name__)
@@ -96,13 +96,13 @@ class PythonExecutor:
             if reason is not None:
                 raise StepFailed(reason, retryable=False)
             self._allowed.add(function)
-        answer = await pool.run(call_frame({
+        answer = await pool.run(call_payload({
             "t": "call", "function": function, "args": args,
             "ctx": {"run_id": ctx.run_id, "workflow": ctx.workflow, "step_id": ctx.step_id, "item": ctx.item,
                     "attempt": ctx.attempt, "idempotency_key": ctx.idempotency_key, "idempotent": ctx.idempotent,
                     "timeout": ctx.timeout, "traceparent": ctx.traceparent},
             "secrets": {name: dict(values) for name, values in ctx.secrets.items()},
-        }))
+        }), function)
         if answer["t"] == "error":
             retry_after = answer.get("retry_after")
             raise StepFailed(str(answer.get("reason")), retryable=bool(answer.get("retryable", True)),
