@@ -38,7 +38,7 @@ from tests.support.services import (
 from worker.config import Settings
 from worker.devstack import EmbeddedOpenBao, EmbeddedPostgres, EmbeddedRedis
 
-pytest_plugins = ["tests.support.fixtures_http"]
+pytest_plugins = ["tests.support.fixtures_http", "tests.support.api_server"]
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ OTEL_STANDARD = {
                    "CLIENT_KEY", "CLIENT_CERTIFICATE")),
 }
 ONE_SHOT = {"credentials", "migrate", "console"}
-LONG_RUNNING = {"postgres", "redis", "openbao", "vault-init", "jaeger", "worker"}
+LONG_RUNNING = {"postgres", "redis", "openbao", "vault-init", "jaeger", "worker", "api"}
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,13 @@ def test_services_and_images_are_pinned(compose: dict[str, Any]) -> None:
         assert repo and "/" not in tag and tag not in ("", "latest"), f"{name}: image {image!r} is not pinned"
         assert "env_file" not in svc, f"{name}: secrets must not come from env files"
     built = {n for n, s in services.items() if "build" in s}
-    assert built == {"credentials", "migrate", "worker", "console", "vault-init"}
+    assert built == {"credentials", "migrate", "worker", "api", "console", "vault-init"}
     assert len({services[n]["image"] for n in built}) == 1  # one project image
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["migrate"]["command"] == ["migrate"]
     assert services["console"]["command"] == ["console"]
+    assert services["api"]["command"][:3] == ["serve", "--host", "0.0.0.0"]
+    assert services["api"]["ports"] == ["127.0.0.1:8421:8421"]  # loopback only: TLS goes in front
     assert services["console"]["profiles"] == ["tools"] and services["console"]["tty"] is True
     assert "--appendonly yes" in " ".join(services["redis"]["command"])
     assert "jaeger" in services["jaeger"]["image"] and services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"]

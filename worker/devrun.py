@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import signal
@@ -50,6 +51,7 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
     bao = EmbeddedOpenBao(log_path=data_dir / "openbao.log")
     started: list[EmbeddedPostgres | EmbeddedRedis | EmbeddedOpenBao] = []
     worker: subprocess.Popen[bytes] | None = None
+    api: subprocess.Popen[bytes] | None = None
     demo_model: Any = None
     try:
         o.err.print("starting Postgres, Redis and OpenBao (embedded, from wheels)…")
@@ -82,6 +84,9 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
             listed = os.environ.get("AGENTRT_STEP_ENV_HOSTS", "")
             env["AGENTRT_STEP_ENV_HOSTS"] = ",".join(h for h in (listed, demo_model.base_url) if h)
         applied = asyncio.run(migrate(env["AGENTRT_DATABASE_URL"]))
+        api_port = _port_or_free(DEV_API_PORT)
+        env["AGENTRT_API_URL"] = f"http://127.0.0.1:{api_port}"
+        env["AGENTRT_API_TOKEN"] = _dev_api_token(env["AGENTRT_DATABASE_URL"], env["AGENTRT_REDIS_URL"], workflows)
         env_file = data_dir / "env"
         env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
         child_env = {**os.environ, **env}  # the console and the CLI: the developer's own (root) token
@@ -89,6 +94,9 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
         log = open(data_dir / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
         worker = subprocess.Popen([sys.executable, "-m", "worker", "worker"], env=worker_env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
+        api_log = open(data_dir / "api.log", "ab")  # noqa: SIM115 - lives as long as the API server
+        api = subprocess.Popen([sys.executable, "-m", "worker", "serve", "--port", str(api_port)], env=worker_env,
+                               stdout=api_log, stderr=subprocess.STDOUT, start_new_session=True)
         o.err.print(
             f"ready in {time.monotonic() - t0:.1f}s ({len(applied)} migration(s) applied)\n"
             f"  postgres  {env['AGENTRT_DATABASE_URL']}   (data: {data_dir / 'postgres'})\n"
@@ -96,6 +104,8 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
             f"  openbao   {bao.addr}   (dev mode, root token {bao.root_token})\n"
             f"  worker    pid {worker.pid}, workflows {workflows}, log {data_dir / 'worker.log'}\n"
             f"            (Vault: AppRole {DEV_WORKER_ROLE!r}, policy agentrt-worker; sandboxed python steps)\n"
+            f"  api       {env['AGENTRT_API_URL']}   (OpenAPI: /openapi.json; token for every scope in "
+            f"$AGENTRT_API_TOKEN, log {data_dir / 'api.log'})\n"
             + (f"  model     {demo_model.base_url}   (OFFLINE DEMO MODEL: scripted replies; set OPENAI_API_KEY "
                "for a real one)\n" if demo_model is not None else "")
             + f"  in another terminal: [bold]source {env_file}[/] then e.g. `agentrt run hello --wait`"
@@ -117,16 +127,20 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
             if worker.poll() is not None:
                 o.err.print(f"[red]worker exited with {worker.returncode}; see {data_dir / 'worker.log'}[/]")
                 return 1
+            if api.poll() is not None:
+                o.err.print(f"[red]API server exited with {api.returncode}; see {data_dir / 'api.log'}[/]")
+                return 1
             time.sleep(0.3)
         return 0
     finally:
         o.err.print("shutting down…")
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        for proc in (api, worker):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         if demo_model is not None:
             demo_model.stop()
         for server in reversed(started):
@@ -134,6 +148,43 @@ def run_dev(data_dir: Path, workflows: Path, *, console: bool) -> int:
                 server.stop()
             except Exception as exc:  # noqa: BLE001 - keep stopping the others
                 o.err.print(f"could not stop {type(server).__name__}: {exc}")
+
+
+DEV_API_PORT = 8421
+
+
+def _port_or_free(port: int) -> int:
+    """`port` if nothing listens on it, else a free one (a second `agentrt dev`, or another service)."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def _dev_api_token(database_url: str, redis_url: str, workflows: Path) -> str:
+    """A fresh token with every scope for this dev stack (the previous one named `dev` is revoked)."""
+    from worker.client import RuntimeClient
+    from worker.client.access import SCOPES
+    from worker.config import Settings
+    from worker.errors import NotFound
+
+    async def go() -> str:
+        client = await RuntimeClient.connect(Settings(database_url=database_url, redis_url=redis_url,
+                                                      workflows_dir=workflows))
+        try:
+            with contextlib.suppress(NotFound):
+                await client.revoke_api_token("dev")
+            token, _ = await client.create_api_token("dev", list(SCOPES))
+            return token
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
 
 
 def _console_available() -> bool:

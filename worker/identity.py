@@ -23,10 +23,13 @@ class Identity:
     groups: frozenset[str] = field(default_factory=frozenset)
     ssh_client: str | None = None
     key_fingerprint: str | None = None
+    via: str | None = None  # set for callers of the HTTP API: "api 10.0.0.7" (the client's address)
 
     @property
     def origin(self) -> str:
         """Where the action came from, as recorded in the audit trail."""
+        if self.via is not None:
+            return self.via
         if self.ssh_client is None:
             return "local"
         fp = f" key {self.key_fingerprint}" if self.key_fingerprint else ""

@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subsystems add their own commands: a module with `register(subparsers) -> {name: handler}`,
 # where a handler is `(args, settings) -> exit code` (see `with_client` for async ones).
-EXTENSION_MODULES = ("worker.secrets.cli", "worker.telemetry.cli", "worker.oversight.cli", "worker.ops.cli")
+EXTENSION_MODULES = ("worker.secrets.cli", "worker.telemetry.cli", "worker.oversight.cli", "worker.ops.cli",
+                     "worker.api.cli")
 
 
 def _extensions() -> list[Any]:

@@ -14,12 +14,14 @@ from here):
   wait for and replay runs, `matching_runs`.
 - `tasks`: `TasksApi`: human tasks: list, get, decide (approve/reject), resolve.
 - `observe`: `ObserveApi`: spans, step logs, audit, workflows (list, versions, diff, events), workers.
+- `access`: `AccessApi`: the HTTP API's bearer tokens (create, list, revoke, check) and `acting_as`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from worker.client.access import AccessApi
 from worker.client.observe import ObserveApi
 from worker.client.runs import RUN_ORDERS, RunsApi
 from worker.client.tasks import TasksApi
@@ -29,7 +31,7 @@ from worker.definitions.model import Definition
 __all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
 
 
-class RuntimeClient(RunsApi, TasksApi, ObserveApi):
+class RuntimeClient(RunsApi, TasksApi, ObserveApi, AccessApi):
     """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
 
 

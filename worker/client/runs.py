@@ -7,6 +7,7 @@ each LLM turn and tool call, read from the step journal).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from redis.exceptions import RedisError
 
 from worker.bus.streams import WORK_MAXLEN
@@ -53,7 +55,25 @@ class RunsApi(ClientBase):
     async def start_run(self, workflow: str, inputs: dict[str, Any] | None = None, *,
                         requested_by: str | None = None, traceparent: str | None = None) -> RunId:
         """Start a run; `traceparent` (W3C) makes its trace part of the caller's."""
+        run_id, _ = await self.start_run_once(workflow, inputs, requested_by=requested_by, traceparent=traceparent)
+        return run_id
+
+    async def start_run_once(self, workflow: str, inputs: dict[str, Any] | None = None, *,
+                             idempotency_key: str | None = None, requested_by: str | None = None,
+                             traceparent: str | None = None) -> tuple[RunId, bool]:
+        """Start a run; (its id, True) — or, when this caller already started one with `idempotency_key`,
+        (that run's id, False). The same key with another workflow or other inputs is a Conflict. Concurrent
+        calls with one key start one run (the key's row is written in the run's own transaction)."""
         traceparent = _check_traceparent(traceparent)
+        request_hash = None
+        if idempotency_key is not None:
+            if not idempotency_key or len(idempotency_key) > 255 or not idempotency_key.isprintable():
+                raise WorkerError("an idempotency key is 1-255 printable characters")
+            request_hash = hashlib.sha256(orjson.dumps({"workflow": workflow, "inputs": inputs or {}},
+                                                       option=orjson.OPT_SORT_KEYS)).hexdigest()
+            existing = await self._requested_run(idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
         def_hash, defn = await self._active_definition(workflow)
         try:
             resolved = resolve_inputs(defn.spec, inputs or {})
@@ -66,12 +86,36 @@ class RunsApi(ClientBase):
         if self._encrypts(defn):
             await seal_fields(self.cipher, [created.data])
             resolved = created.data["inputs"]
+        claimed = True  # the run is ours to create (no key, or the key's row was written by this call)
         async with self.pool.acquire() as conn, conn.transaction():
-            await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash, inputs=resolved,
-                                       created=created, requested_by=requested_by or str(self.identity),
-                                       traceparent=traceparent)
+            if idempotency_key is not None:
+                # a concurrent call with the key waits here until the first commits, then finds its row
+                claimed = await conn.fetchval(
+                    """INSERT INTO run_requests (principal, idem_key, request_hash, run_id) VALUES ($1, $2, $3, $4)
+                       ON CONFLICT DO NOTHING RETURNING true""",
+                    self.identity.user, idempotency_key, request_hash, run_id) is not None
+            if claimed:
+                await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash,
+                                           inputs=resolved, created=created,
+                                           requested_by=requested_by or str(self.identity), traceparent=traceparent)
+        if not claimed:
+            assert idempotency_key is not None and request_hash is not None
+            existing = await self._requested_run(idempotency_key, request_hash)
+            assert existing is not None
+            return existing, False
         await self._nudge(run_id)
-        return RunId(run_id)
+        return RunId(run_id), True
+
+    async def _requested_run(self, key: str, request_hash: str) -> RunId | None:
+        row = await self.pool.fetchrow(
+            "SELECT request_hash, run_id::text FROM run_requests WHERE principal = $1 AND idem_key = $2",
+            self.identity.user, key)
+        if row is None:
+            return None
+        if row["request_hash"] != request_hash:
+            raise Conflict(f"idempotency key {key!r} was used for another request (run {row['run_id']}): "
+                           "use a new key for a different workflow or inputs")
+        return RunId(row["run_id"])
 
     async def start_runs(self, workflow: str, inputs: list[dict[str, Any]], *,
                          requested_by: str | None = None, traceparent: str | None = None) -> list[RunId]:
@@ -157,6 +201,23 @@ class RunsApi(ClientBase):
                                    e.attempt, e.data) for e in events),
             children=tuple(RunId(r["run_id"]) for r in children),
         )
+
+    async def events_after(self, run_id: str, after_seq: int = 0, *,
+                           limit: int = 500) -> tuple[RunSummary, list[EventView]]:
+        """The run (for its status) and its committed events with `seq > after_seq`, in order: what a client
+        that has seen up to `after_seq` has not (an SSE stream resumes from here without gaps or repeats)."""
+        run_id = await self.resolve_run_id(run_id)
+        row = await self.pool.fetchrow(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id)
+        if row is None:
+            raise NotFound(f"no run {run_id!r}")
+        await self._authorize(self.identity, "view", row["workflow"], run_id=run_id, audit_denial=False)
+        rows = await self.pool.fetch(
+            """SELECT seq, ts, type, step_id, item, attempt, data FROM events
+                WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""", run_id, after_seq, limit)
+        events = [store.row_to_event(r) for r in rows]
+        await self._open_for_display([e.data for e in events])
+        return _summary(row), [EventView(e.seq, datetime.fromtimestamp(e.ts, tz=UTC), e.type, e.step_id, e.item,
+                                         e.attempt, e.data) for e in events]
 
     async def _with_agent_progress(self, run_id: str, steps: list[StepView]) -> list[StepView]:
         """Unfinished agent steps with the tokens and cost of the LLM turns their journal holds so far,

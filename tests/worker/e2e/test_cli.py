@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 from tests.support.runtime import client_for, pending_task, running_worker, write_workflow
 from tests.support.services import REPO_ROOT, agentrt_dev, worker_environment
@@ -160,6 +163,18 @@ def test_agentrt_dev_starts_everything_runs_a_demo_and_shuts_down(tmp_path: Path
                              cwd=REPO_ROOT, env=dev.env, capture_output=True, text=True, timeout=90)
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout)["output"] == {"greeting": "HELLO, DEV!"}
+        # the API runs too, with a token for every scope in .agentrt/env (the README's curl examples)
+        assert f"api       {dev.env['AGENTRT_API_URL']}" in text, text
+        auth = {"Authorization": f"Bearer {dev.env['AGENTRT_API_TOKEN']}"}
+        started = httpx.post(dev.env["AGENTRT_API_URL"] + "/v1/runs", headers=auth, timeout=30,
+                             json={"workflow": "hello", "inputs": {"who": "api"}})
+        assert started.status_code == 201, started.text
+        run_url = dev.env["AGENTRT_API_URL"] + "/v1/runs/" + started.json()["run_id"]
+        deadline = time.monotonic() + 60
+        while (run := httpx.get(run_url, headers=auth, timeout=30).json())["status"] != "completed":
+            assert time.monotonic() < deadline and run["status"] not in ("failed", "cancelled"), run
+            time.sleep(0.2)
+        assert run["output"] == {"greeting": "HELLO, API!"}
     assert dev.proc.returncode == 0, dev.rest
     assert "shutting down" in dev.rest
     # nothing left listening: the servers were stopped
