@@ -79,3 +79,30 @@ async def test_hostile_requests_get_clear_errors_and_the_server_stays_up(setting
     assert (await api.get("/readyz")).status_code == 200
     async with client_for(settings) as client:
         assert await client.list_runs(limit=10) == []  # none of it started a run
+
+
+async def test_event_data_is_data_never_an_expression(settings: Settings, api: httpx.AsyncClient) -> None:
+    from tests.support.runtime import eventually, running_worker
+
+    write_workflow(settings, "triage.yaml", """
+        name: triage
+        on: {event: {name: ticket.created}}
+        inputs: {ticket_id: {type: string}}
+        steps:
+          - {id: look, uses: set, with: {looked_at: "${{ inputs.ticket_id }}"}}
+        """)
+    token = await make_token(settings, "outsider", "events:write")
+    hostile = "${{ secrets.api.token }}${{ env.VAULT_TOKEN }}{{ 7 * 7 }}"
+    async with running_worker(settings), client_for(settings) as client:
+        await client.register_local("triage")
+        r = await api.post("/v1/events", json={"name": "ticket.created", "data": {"ticket_id": hostile}},
+                           headers=bearer(token))
+        assert r.status_code == 202, r.text
+        (run_id,) = r.json()["started"]
+
+        async def done() -> bool:
+            return (await client.get_run(run_id)).summary.status.value == "completed"
+
+        await eventually(done, 20, what="the run completed")
+        detail = await client.get_run(run_id)
+    assert detail.steps[0].output == {"looked_at": hostile}  # the text as sent, not evaluated

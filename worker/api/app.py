@@ -11,6 +11,7 @@ Routes (every error is `{"error": {"code", "message"}}`, see worker.api.errors):
     POST /v1/runs/{id}/cancel        cancel it                                                runs:write
     GET  /v1/approvals               pending human tasks                                      runs:read
     POST /v1/approvals/{task_id}     approve or reject                                        approvals:decide
+    POST /v1/events                  deliver an event: start the runs of subscribed workflows events:write
     GET  /healthz, /readyz           liveness; Postgres and Redis reachable                  (no token)
 """
 
@@ -92,6 +93,21 @@ class Decide(BaseModel):
 
 class TaskList(BaseModel):
     approvals: list[dict[str, Any]]
+
+
+class SendEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, description="e.g. ticket.created")
+    key: str | None = Field(default=None, max_length=500, description="what the event is about, e.g. a ticket id")
+    data: dict[str, Any] = Field(default_factory=dict, description="the event's payload (the started runs' inputs)")
+
+
+class EventAccepted(BaseModel):
+    event_id: str
+    started: list[str] = Field(description="runs started by workflows with `on: {event: {name: ...}}`")
+    delivered_to: list[str] = Field(description="waiting runs the event resumed")
+    refused: list[dict[str, str]] = Field(description="subscribed workflows whose inputs the data did not satisfy")
+    replayed: bool = Field(description="true: the Idempotency-Key was used before; this is that delivery")
 
 
 def _run(summary: RunSummary) -> dict[str, Any]:
@@ -214,6 +230,17 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
         task = await caller.client.decide(task_id, approve=body.decision == "approve", reason=body.reason)
         out: dict[str, Any] = o.to_jsonable(task)
         return out
+
+    @app.post("/v1/events", status_code=202, response_model=EventAccepted, tags=["events"],
+              responses={409: {"description": "Idempotency-Key reused for another event"}})
+    async def send_event(body: SendEvent, caller: Annotated[Caller, Depends(require("events:write"))],
+                         idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> dict[str, Any]:
+        """Deliver an event: every active workflow with `on: {event: {name: NAME}}` starts a run with the event's
+        `data` as its inputs. With `Idempotency-Key`, sending it again replays the delivery (same runs)."""
+        delivery = await caller.client.send_event(body.name, body.key, body.data, idempotency_key=idempotency_key)
+        return {"event_id": delivery.event_id, "started": list(delivery.started),
+                "delivered_to": list(delivery.delivered_to), "refused": list(delivery.refused),
+                "replayed": delivery.replayed}
 
     return _with_limits(app, max_body)
 

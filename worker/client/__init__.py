@@ -15,6 +15,7 @@ from here):
 - `tasks`: `TasksApi`: human tasks: list, get, decide (approve/reject), resolve.
 - `observe`: `ObserveApi`: spans, step logs, audit, workflows (list, versions, diff, events), workers.
 - `access`: `AccessApi`: the HTTP API's bearer tokens (create, list, revoke, check) and `acting_as`.
+- `events`: `EventsApi`: events from the outside world start the runs of the workflows that subscribe.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from worker.client.access import AccessApi
+from worker.client.events import EventsApi
 from worker.client.observe import ObserveApi
 from worker.client.runs import RUN_ORDERS, RunsApi
 from worker.client.tasks import TasksApi
@@ -31,7 +33,7 @@ from worker.definitions.model import Definition
 __all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
 
 
-class RuntimeClient(RunsApi, TasksApi, ObserveApi, AccessApi):
+class RuntimeClient(RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi):
     """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
 
 

@@ -137,6 +137,9 @@ class _Converter:
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
                 raise _RefusalError("YAML merge keys (<<) are not allowed", key_node.start_mark)
+            if isinstance(key_node, ScalarNode) and key_node.tag == _YAML + "bool" and key_node.value == "on" \
+                    and not key_node.style:
+                key_node = ScalarNode(_STR, "on", key_node.start_mark, key_node.end_mark)  # `on:` (triggers)
             if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
                 shown = key_node.value if isinstance(key_node, ScalarNode) else "a collection"
                 reason = f"mapping keys must be strings: quote {shown!r} if it is meant as text"

@@ -150,6 +150,21 @@ class ModelPrice(_Model):
     output: float = Field(ge=0)
 
 
+EVENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
+
+
+class EventTrigger(_Model):
+    """`on: {event: {name: ticket.created}}`: every event of that name starts a run, its data as the inputs."""
+
+    name: str = Field(pattern=EVENT_NAME)
+
+
+class TriggerSpec(_Model):
+    """What starts runs of the workflow besides a person or a service asking (`on:`)."""
+
+    event: EventTrigger | None = None
+
+
 class WorkflowSpec(_Model):
     name: str = Field(pattern=WORKFLOW_NAME)
     description: str = ""
@@ -161,6 +176,7 @@ class WorkflowSpec(_Model):
     steps: list[StepSpec] = Field(min_length=1, max_length=1000)
     output: Any = None  # expression template; default: the output of the last step
     encrypt_payloads: bool = False  # store step inputs/outputs as Vault transit ciphertext (needs Vault)
+    on: TriggerSpec | None = None  # what starts runs besides a caller (events; schedules and webhooks to come)
 
     @model_validator(mode="before")
     @classmethod

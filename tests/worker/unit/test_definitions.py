@@ -274,9 +274,20 @@ def test_merge_keys_and_duplicate_keys_are_refused() -> None:
 
 
 def test_non_string_keys_are_refused() -> None:
-    error = load_error("name: x\nsteps:\n  - id: a\n    uses: set\n    with: {on: 1}\n")
+    error = load_error("name: x\nsteps:\n  - id: a\n    uses: set\n    with: {yes: 1}\n")
     assert (error.line, error.column) == (5, 12)
+    assert "mapping keys must be strings: quote 'yes'" in error.reason
+    error = load_error("name: x\nsteps:\n  - id: a\n    uses: set\n    with: {3: 1}\n")
     assert "mapping keys must be strings" in error.reason
+
+
+def test_a_plain_on_key_is_text_as_in_yaml_1_2() -> None:
+    # `on:` (triggers) reads as the word, not YAML 1.1's boolean; the other boolean words stay refused
+    defn = load_text("name: x\non: {event: {name: e}}\nsteps:\n  - {id: a, uses: set, with: {on: 1}}\n")
+    assert defn.spec.on is not None and defn.spec.steps[0].with_ == {"on": 1}
+    for word in ("off", "true", "No"):
+        assert "mapping keys must be strings" in load_error(
+            f"name: x\nsteps:\n  - {{id: a, uses: set, with: {{{word}: 1}}}}\n").reason
 
 
 def test_files_over_one_mebibyte_are_refused_before_parsing(tmp_path: Path) -> None:
