@@ -19,7 +19,7 @@ from worker.bus.codec import decode_event
 from worker.bus.streams import WORK_MAXLEN, Keys
 from worker.config import Settings
 from worker.definitions.model import Definition
-from worker.errors import NotFound
+from worker.errors import NotFound, WorkerError
 from worker.identity import Identity
 from worker.identity import current as current_person
 from worker.oversight import audit
@@ -27,6 +27,12 @@ from worker.oversight.policy import Action, Authorizer
 from worker.secrets.transit import CipherError, build_cipher, is_sealed, open_fields
 from worker.store.definitions import active_version
 from worker.store.pool import create_pool
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """An Idempotency-Key is 1-255 printable characters (runs and events alike)."""
+    if key is not None and (not key or len(key) > 255 or not key.isprintable()):
+        raise WorkerError("an idempotency key is 1-255 printable characters")
 
 
 class ClientBase:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from worker.client.base import ClientBase
+from worker.client.base import ClientBase, check_idempotency_key
 from worker.definitions.model import Definition
 from worker.definitions.schema import EVENT_NAME
 from worker.engine import events as ev
@@ -73,9 +73,7 @@ class EventsApi(ClientBase):
                               "(e.g. ticket.created)")
         if key is not None and (len(key) > MAX_KEY or not key.isprintable()):
             raise WorkerError(f"an event key is at most {MAX_KEY} printable characters")
-        if idempotency_key is not None and (not idempotency_key or len(idempotency_key) > 255
-                                            or not idempotency_key.isprintable()):
-            raise WorkerError("an idempotency key is 1-255 printable characters")
+        check_idempotency_key(idempotency_key)
         data = data or {}
         sender = self.identity.user
         if idempotency_key is not None:

@@ -20,7 +20,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from worker.bus.streams import WORK_MAXLEN
-from worker.client.base import ClientBase
+from worker.client.base import ClientBase, check_idempotency_key
 from worker.engine import events as ev
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.engine.views import step_views
@@ -66,9 +66,8 @@ class RunsApi(ClientBase):
         calls with one key start one run (the key's row is written in the run's own transaction)."""
         traceparent = _check_traceparent(traceparent)
         request_hash = None
+        check_idempotency_key(idempotency_key)
         if idempotency_key is not None:
-            if not idempotency_key or len(idempotency_key) > 255 or not idempotency_key.isprintable():
-                raise WorkerError("an idempotency key is 1-255 printable characters")
             request_hash = hashlib.sha256(orjson.dumps({"workflow": workflow, "inputs": inputs or {}},
                                                        option=orjson.OPT_SORT_KEYS)).hexdigest()
             existing = await self._requested_run(idempotency_key, request_hash)
