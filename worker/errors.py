@@ -63,6 +63,10 @@ class Conflict(WorkerError):
     """The operation conflicts with the current state (e.g. the task was already decided)."""
 
 
+class InvalidRequest(WorkerError):
+    """The request itself is malformed (a header or argument), whatever the runtime's state."""
+
+
 class PermissionDenied(WorkerError):
     """The policy file does not allow this identity to do this (the denial is audited)."""
 

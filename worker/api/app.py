@@ -33,7 +33,6 @@ from worker.api.limits import BodyLimit
 from worker.api.streams import LiveHub, run_events_response
 from worker.client import RuntimeClient
 from worker.config import Settings
-from worker.errors import WorkerError
 from worker.models import RunStatus, RunSummary
 
 logger = logging.getLogger(__name__)
@@ -158,14 +157,9 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
                         traceparent: Annotated[str | None, Header()] = None) -> RunCreated:
         """Start a run. With `Idempotency-Key`, the same key (from the same token) returns the run it started
         (200) instead of starting another; the key with another workflow or other inputs is a 409."""
-        try:
-            run_id, created = await caller.client.start_run_once(
-                body.workflow, body.inputs, idempotency_key=idempotency_key, traceparent=traceparent,
-                requested_by=caller.principal)
-        except WorkerError as exc:
-            if "traceparent" in str(exc):
-                raise errors.ApiError(400, str(exc)) from exc
-            raise
+        run_id, created = await caller.client.start_run_once(
+            body.workflow, body.inputs, idempotency_key=idempotency_key, traceparent=traceparent,
+            requested_by=caller.principal)
         response.status_code = 201 if created else 200
         response.headers["Location"] = f"/v1/runs/{run_id}"
         return RunCreated(run_id=run_id, workflow=body.workflow, status="pending" if created else "existing",
@@ -242,9 +236,5 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
                 "delivered_to": list(delivery.delivered_to), "refused": list(delivery.refused),
                 "replayed": delivery.replayed}
 
-    return _with_limits(app, max_body)
-
-
-def _with_limits(app: FastAPI, max_body: int) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=max_body)
     return app

@@ -9,7 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.errors import ConfigError, Conflict, NotFound, PermissionDenied, StoreError, WorkerError
+from worker.errors import (
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    StoreError,
+    WorkerError,
+)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests",
@@ -39,6 +47,18 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(body)"
 
 
+STATUS_OF: dict[type[Exception], int] = {NotFound: 404, Conflict: 409, PermissionDenied: 403, InvalidRequest: 400,
+                                         WorkerError: 422}
+"""Runtime errors whose message is the answer (Starlette picks the most specific class: NotFound before WorkerError)."""
+
+
+def _plain(status: int) -> Any:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return error(status, str(exc))
+
+    return handler
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -61,17 +81,8 @@ def install(app: FastAPI) -> None:
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         return error(422, f"invalid request: {summary}", problems=problems)
 
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return error(404, str(exc))
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return error(409, str(exc))
-
-    @app.exception_handler(PermissionDenied)
-    async def _denied(_: Request, exc: PermissionDenied) -> JSONResponse:
-        return error(403, str(exc))
+    for kind, status in STATUS_OF.items():
+        app.add_exception_handler(kind, _plain(status))
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> JSONResponse:
@@ -80,10 +91,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConfigError)
     async def _config(_: Request, exc: ConfigError) -> JSONResponse:
         return error(500, f"configuration error: {exc}")
-
-    @app.exception_handler(WorkerError)
-    async def _worker(_: Request, exc: WorkerError) -> JSONResponse:
-        return error(422, str(exc))
 
     @app.exception_handler(OSError)
     async def _unavailable(_: Request, exc: OSError) -> JSONResponse:

@@ -24,7 +24,7 @@ from worker.client.base import ClientBase, check_idempotency_key
 from worker.engine import events as ev
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.engine.views import step_views
-from worker.errors import Conflict, NotFound, WorkerError
+from worker.errors import Conflict, InvalidRequest, NotFound, WorkerError
 from worker.models import EventView, RunDetail, RunId, RunStatus, RunSummary, StepStatus, StepView
 from worker.oversight import audit
 from worker.secrets.transit import seal_fields
@@ -366,6 +366,6 @@ def _check_traceparent(value: str | None) -> str | None:
 
     ctx = parse_traceparent(value)
     if ctx is None:
-        raise WorkerError(f"traceparent {value!r} is not a valid W3C trace context "
+        raise InvalidRequest(f"traceparent {value!r} is not a valid W3C trace context "
                           "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>)")
     return ctx.header()

@@ -9,7 +9,6 @@ the loop gets the process killed and its neighbours a retryable error).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.worker.integration.test_sandbox_pool import _until, make_ctx, sandbox_settings
+from tests.worker.integration.test_sandbox_pool import _until, captured_logs, make_ctx, sandbox_settings
 from worker.errors import StepFailed
 from worker.steps.python_step import PythonExecutor
-from worker.telemetry.logging import StepLogCapture, StepLogContext, current_step
+from worker.telemetry.logging import StepLogContext, current_step
 
 ASYNC_TASKS = '''
 import asyncio, logging, os, time
@@ -147,11 +146,6 @@ async def test_a_timed_out_call_that_blocks_the_loop_takes_its_process_down(ex: 
 
 
 async def test_log_lines_of_concurrent_calls_belong_to_their_own_steps(ex: PythonExecutor) -> None:
-    capture = StepLogCapture()
-    root = logging.getLogger()
-    root.addHandler(capture)
-    old_level = root.level
-    root.setLevel(logging.DEBUG)
     await call(ex, "talk", {"tag": "warm-up"})
 
     async def step(tag: str) -> Any:
@@ -161,12 +155,9 @@ async def test_log_lines_of_concurrent_calls_belong_to_their_own_steps(ex: Pytho
         finally:
             current_step.reset(token)
 
-    try:
-        tags = [f"step{i}" for i in range(6)]
+    tags = [f"step{i}" for i in range(6)]
+    with captured_logs() as capture:
         assert await asyncio.gather(*(step(tag) for tag in tags)) == tags
-    finally:
-        root.removeHandler(capture)
-        root.setLevel(old_level)
     rows = [row for row in capture.drain() if row[6] == "sbx.async"]
     by_step: dict[str, list[str]] = {}
     for row in rows:

@@ -11,7 +11,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -155,23 +156,32 @@ async def test_ctx_carries_the_attempt_and_the_steps_secrets_only(ex: PythonExec
                    "secrets": {"api": {"token": "tok-123456"}}, "has_settings": False}
 
 
-async def test_log_lines_and_printed_output_are_the_steps_log_lines_redacted(ex: PythonExecutor) -> None:
+@contextmanager
+def captured_logs() -> Iterator[StepLogCapture]:
+    """Every log record (DEBUG and up) while the block runs, as the step log capture stores them."""
     capture = StepLogCapture()
     root = logging.getLogger()
     root.addHandler(capture)
     old_level = root.level
     root.setLevel(logging.DEBUG)
-    secret = "tok-very-secret-42"
-    token = current_step.set(StepLogContext("run-7", "py", 3, 2, "t" * 32, "s" * 16))
     try:
-        register_step_secrets([secret])
-        assert await call(ex, "chatty", secrets={"api": {"token": secret}}) == "ok"
-        await asyncio.sleep(0.2)  # fd-level output arrives on its own pipe
-        after = await call(ex, "add", {"a": 1, "b": 1})  # the protocol survived the noise
+        yield capture
     finally:
-        current_step.reset(token)
         root.removeHandler(capture)
         root.setLevel(old_level)
+
+
+async def test_log_lines_and_printed_output_are_the_steps_log_lines_redacted(ex: PythonExecutor) -> None:
+    secret = "tok-very-secret-42"
+    with captured_logs() as capture:
+        token = current_step.set(StepLogContext("run-7", "py", 3, 2, "t" * 32, "s" * 16))
+        try:
+            register_step_secrets([secret])
+            assert await call(ex, "chatty", secrets={"api": {"token": secret}}) == "ok"
+            await asyncio.sleep(0.2)  # fd-level output arrives on its own pipe
+            after = await call(ex, "add", {"a": 1, "b": 1})  # the protocol survived the noise
+        finally:
+            current_step.reset(token)
     rows = capture.drain()
     lines = {(row[6], row[7]) for row in rows}
     assert ("sbx_tasks", "calling the API with ***") in lines
