@@ -27,6 +27,7 @@ from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen, binding_rows
 from console.screens.run_detail import RunDetailScreen
 from console.screens.runs import RunsScreen
+from console.screens.schedules import SchedulesScreen
 from console.screens.workers import WorkersScreen
 from console.screens.workflows import WorkflowsScreen
 from console.throttle import Coalescer
@@ -68,6 +69,7 @@ class AgentConsole(App[None]):
         "workflows": WorkflowsScreen,
         "workers": WorkersScreen,
         "events": EventsScreen,
+        "schedules": SchedulesScreen,
     }
     DEFAULT_MODE = "runs"
     COMMANDS = App.COMMANDS | {ConsoleCommands}
@@ -77,6 +79,7 @@ class AgentConsole(App[None]):
         Binding("3", "switch_mode('workflows')", "Workflows", show=False),
         Binding("4", "switch_mode('workers')", "Workers", show=False),
         Binding("5", "switch_mode('events')", "Events", show=False),
+        Binding("6", "switch_mode('schedules')", "Schedules", show=False),
         Binding("question_mark", "help", "Keys"),
         # declaring the palette action replaces Textual's own ctrl+p binding: keep it exactly as it was, and add
         # `:` (not a priority binding, so typing a colon in an input still types a colon)

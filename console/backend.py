@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from worker.client.events import EventDelivery, EventWait
+from worker.client.schedules import ScheduleInfo
 from worker.models import (
     HumanTask,
     LiveEvent,
@@ -67,5 +69,18 @@ class ConsoleClient(Protocol):
                         limit: int = 2000) -> list[StepLogLine]: ...
 
     async def health(self) -> dict[str, str | None]: ...
+
+    async def open_waits(self, *, name: str | None = None, key: str | None = None, run_id: str | None = None,
+                         limit: int = 200) -> list[EventWait]: ...
+
+    async def send_event(self, name: str, key: str | None = None, data: dict[str, Any] | None = None, *,
+                         idempotency_key: str | None = None) -> EventDelivery: ...
+
+    async def list_schedules(self) -> list[ScheduleInfo]: ...
+
+    async def pause_schedule(self, workflow: str, reason: str, *, by: str | None = None) -> ScheduleInfo: ...
+
+    async def resume_schedule(self, workflow: str, reason: str | None = None, *,
+                              by: str | None = None) -> ScheduleInfo: ...
 
     def watch_events(self, last_id: str = "$") -> AsyncIterator[LiveEvent]: ...

@@ -44,12 +44,40 @@ def status_glyph(status: str) -> str:
     return _STATUS.get(str(status), ("?", ""))[0]
 
 
+_WAIT_KINDS = {"human": "⏸ human", "event": "◷ event", "sleep": "◷ sleep", "child": "◷ child", "retry": "↻ retry"}
+
+
+def wait_kind(waiting_on: str | None) -> str | None:
+    """What a parked run waits for, as one word: `event customer.replied key T-42` -> `event`."""
+    return waiting_on.split(" ", 1)[0] if waiting_on else None
+
+
 def status_label(status: str, *, waiting_on: str | None = None) -> str:
-    """`✓ completed`, `⏸ human` for a run parked on a human decision."""
+    """`✓ completed`; for a parked run what it waits for: `⏸ human`, `◷ event`, `◷ sleep`, `↻ retry`."""
     value = str(status)
-    if value == "waiting" and waiting_on == "human":
-        return "⏸ human"
+    if value == "waiting" and wait_kind(waiting_on) in _WAIT_KINDS:
+        return _WAIT_KINDS[str(wait_kind(waiting_on))]
     return f"{status_glyph(value)} {value}"
+
+
+# trigger -> (short word for an 80-column table, word); None is a person (CLI, console)
+_TRIGGERS: dict[str | None, tuple[str, str]] = {
+    None: ("manual", "manual"),
+    "api": ("api", "api"),
+    "schedule": ("sched", "schedule"),
+    "event": ("event", "event"),
+    "webhook": ("hook", "webhook"),
+    "parent": ("parent", "parent"),
+}
+
+
+def trigger_label(trigger: str | None, *, short: bool = False) -> str:
+    """What started a run: `manual`, `api`, `schedule` (`sched`), `event`, `webhook` (`hook`), `parent` (a
+    child run); an unknown kind as it is, cut to six characters when short."""
+    long_short = _TRIGGERS.get(trigger)
+    if long_short is None:
+        return truncate(str(trigger), 6) if short else str(trigger)
+    return long_short[0] if short else long_short[1]
 
 
 def status_style(status: str) -> str:
@@ -136,6 +164,32 @@ def format_countdown(deadline: datetime | None, now: datetime) -> str:
         total = int(left)
         return f"in {total // 3600}h{total % 3600 // 60:02d}m"
     return f"in {format_duration(left)}"
+
+
+def format_left(deadline: datetime | None, now: datetime) -> str:
+    """Time left, compact: `2d3h left`, `3h59m left`, `4m left`, `42s left`, `overdue 2m`, or a dash."""
+    if deadline is None:
+        return DASH
+    left = int((deadline - now).total_seconds())
+    if left < 0:
+        return f"overdue {_coarse(-left)}"
+    if left >= 86400:
+        return f"{left // 86400}d{left % 86400 // 3600}h left"
+    if left >= 3600:
+        return f"{left // 3600}h{left % 3600 // 60:02d}m left"
+    if left >= 60:
+        return f"{left // 60}m left"
+    return f"{left}s left"
+
+
+def wait_text(waiting_on: str | None, wake_at: datetime | None, now: datetime, *, human: bool = True) -> str:
+    """What a parked run waits for and until when: `event customer.replied key T-42 · 2d3h left`.
+
+    `human=False` leaves a human wait's word out (where the status already says `⏸ human`)."""
+    parts = [waiting_on] if waiting_on and (human or waiting_on != "human") else []
+    if wake_at is not None:
+        parts.append(format_left(wake_at, now))
+    return " · ".join(parts)
 
 
 def deadline_style(deadline: datetime | None, now: datetime) -> str:

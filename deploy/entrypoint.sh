@@ -7,6 +7,8 @@
 #   response-wrapped secret id by renaming it (atomic: two replicas never get the same one), so the
 #   file is gone from the volume before the worker uses it; vault-init issues the next one. The worker
 #   unwraps it once (wrapping tokens are single use: a second unwrap is refused and logged by Vault).
+#   `serve` (the HTTP API) claims one the same way: it reads webhook secrets with child tokens scoped
+#   to the workflow's own policy (worker/client/webhooks.py).
 set -eu
 
 creds=/run/agentrt/credentials
@@ -19,7 +21,7 @@ if [ -z "${AGENTRT_REDIS_URL:-}" ] && [ -r "$creds/redis_url" ]; then
     AGENTRT_REDIS_URL=$(cat "$creds/redis_url"); export AGENTRT_REDIS_URL
 fi
 
-if [ "${1:-}" = "worker" ] && [ -n "${VAULT_ADDR:-}" ] && [ -z "${VAULT_TOKEN:-}" ] \
+if { [ "${1:-}" = "worker" ] || [ "${1:-}" = "serve" ]; } && [ -n "${VAULT_ADDR:-}" ] && [ -z "${VAULT_TOKEN:-}" ] \
         && [ -z "${AGENTRT_VAULT_SECRET_ID:-}" ] && [ -d "$approle" ]; then
     mine="$approle/claimed.$(hostname).$$"
     waited=0

@@ -149,9 +149,10 @@ def test_data_lives_in_named_volumes(compose: dict[str, Any]) -> None:
     assert ["pgdata", "/var/lib/postgresql/data"] in mounts["postgres"]
     assert ["redisdata", "/data"] in mounts["redis"]
     assert ["openbao-data", "/openbao/file"] in mounts["openbao"]
-    # the AppRole volume: written by vault-init, claimed by workers, seen by nobody else
+    # the AppRole volume: written by vault-init, claimed by workers and the API (webhook secrets), seen by
+    # nobody else
     with_approle = {n for n, vols in mounts.items() if any(p[0] == "approle" for p in vols)}
-    assert with_approle == {"vault-init", "worker"}
+    assert with_approle == {"vault-init", "worker", "api"}
     with_init_state = {n for n, vols in mounts.items() if any(p[0] == "vault-init" for p in vols)}
     assert with_init_state == {"vault-init"}  # unseal key and root token
     for name in ("postgres", "redis", "migrate", "worker", "console"):
@@ -325,3 +326,5 @@ def test_entrypoint_exports_urls_and_claims_each_wrapped_secret_id_once(tmp_path
     (approle / "secret_id.wrapped").write_text("wrapped-3")  # vault-init issues the next one
     got = {lines(second)["secret"], lines(third)["secret"]}
     assert got == {"wrapped-2", "wrapped-3"}
+    (approle / "secret_id.wrapped").write_text("wrapped-4")  # the API claims one the same way
+    assert lines(start("serve", "--port", "8421"))["secret"] == "wrapped-4"

@@ -7,7 +7,8 @@ name to `AGENTRT_FAULT_MARKER` (a file), so a test can prove that its fault real
 Points: `after-call-before-commit` (an executor returned; its result is not committed),
 `after-commit-before-ack` (runs leased; the stream entries not acknowledged), `during-reclaim`
 (entries of a dead consumer claimed, not yet handled), `after-decision-before-commit` (a human
-decision was read; the run has not recorded it).
+decision was read; the run has not recorded it), `schedule-before-insert` (a schedule's due tick was
+claimed and its tick row written in the open transaction; its run is not inserted, nothing committed).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import signal
 
 POINTS = frozenset({"after-call-before-commit", "after-commit-before-ack", "during-reclaim",
-                    "after-decision-before-commit"})
+                    "after-decision-before-commit", "schedule-before-insert"})
 
 _POINT = os.environ.get("AGENTRT_FAULT_POINT") or None
 _AFTER = int(os.environ.get("AGENTRT_FAULT_AFTER", "1") or "1")

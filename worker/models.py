@@ -62,6 +62,10 @@ class RunSummary:
     waiting_on: str | None
     parent_run_id: RunId | None
     error: str | None
+    trigger: str | None = None
+    """What started the run: api, schedule, event, webhook, parent (a child run); None: a person."""
+    wake_at: datetime | None = None
+    """A parked run: when it wakes by itself (a timer, a retry, a wait's or an approval's deadline)."""
 
     @property
     def duration_s(self) -> float | None:

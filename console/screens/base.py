@@ -18,6 +18,7 @@ from console.messages import RefreshAll
 from console.throttle import Coalescer
 from console.widgets.footer import KeyFooter
 from console.widgets.navbar import ConnectionBanner, NavBar
+from worker.models import RunSummary
 
 if TYPE_CHECKING:
     from console.app import AgentConsole
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Actions that change the runtime: hidden and refused in --readonly.
-GUARDED_ACTIONS = frozenset({"cancel", "approve", "reject", "resolve", "replay"})
+GUARDED_ACTIONS = frozenset({"cancel", "approve", "reject", "resolve", "replay", "send_event", "toggle_pause"})
 
 RELOAD_THROTTLE = 0.25
 """Seconds between two reloads of one screen while events keep arriving."""
@@ -156,6 +157,14 @@ class ConsoleScreen(Screen[None]):
         self.request_reload()
         if new_id:
             self.console_app.open_run(new_id)
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def send_event_to(self, run: RunSummary) -> None:
+        """The send-event dialog for a run waiting for an event (a notification for any other run)."""
+        from console.screens.send_event import send_event_flow
+
+        await send_event_flow(self, run)
+        self.request_reload()
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:

@@ -80,7 +80,7 @@ class HelpScreen(ModalScreen[None]):
                 yield Static(self._column(left), id="help-screen-keys")
                 yield Static(self._column(right), id="help-global-keys")
             if self.readonly:
-                yield Label("Read-only: cancel, approve, reject and resolve are disabled.", id="help-readonly")
+                yield Label("Read-only: every action that changes the runtime is disabled.", id="help-readonly")
             yield Label("esc or ? to close", id="help-hint")
 
     def action_dismiss_help(self) -> None:

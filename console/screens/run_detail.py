@@ -26,20 +26,26 @@ from console.formatting import (
     status_glyph,
     status_label,
     status_style,
+    trigger_label,
+    wait_text,
 )
 from console.messages import RunChanged
 from console.run_tree import AgentCall, ChildRun, agent_calls, call_label, child_label, child_runs
 from console.screens.base import ConsoleScreen, guarded
 from console.screens.confirm import ConfirmDialog
-from console.widgets.inspector import attempt_seconds, inspect_call, inspect_child, inspect_run, inspect_step
+from console.widgets.inspector import (
+    attempt_seconds,
+    inspect_call,
+    inspect_child,
+    inspect_run,
+    inspect_step,
+    logs_text,
+)
 from console.widgets.nav_table import NavTable, NavTree
 from console.widgets.span_waterfall import LEGEND, SpanRow, SpanWaterfall
 from console.widgets.waterfall import Span, Waterfall
 from worker.errors import NotFound, WorkerError
-from worker.models import RunDetail, SpanView, StepLogLine, StepView
-
-LOG_LINES = 200
-"""The newest log lines of a step the inspector shows."""
+from worker.models import RunDetail, RunStatus, SpanView, StepLogLine, StepView
 
 # Tree node data: ("run",) | ("step", step_id, item) | ("attempt", step_id, item, attempt)
 #   | ("turn", step_id, item, call_index) (an agent's LLM turn or tool call) | ("child", run_id)
@@ -59,6 +65,7 @@ class RunDetailScreen(ConsoleScreen):
         Binding("e", "tab('events')", "Events"),
         *guarded("c", "cancel", "Cancel run"),
         *guarded("R", "replay", "Replay"),
+        *guarded("E", "send_event", "Send event", show=False),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -123,8 +130,10 @@ class RunDetailScreen(ConsoleScreen):
         s, now = d.summary, self.console_app.now()
         line1 = Content.assemble((status_label(s.status, waiting_on=s.waiting_on), status_style(s.status)),
                                  "  ", (s.workflow, "bold"), "  ", (s.run_id, "dim"))
-        bits = [f"version {short_id(s.def_hash)}", f"started {format_age(s.created_at, now)}",
-                format_duration(run_elapsed(s.created_at, s.finished_at, now))]
+        bits = [f"waits for {wait_text(s.waiting_on, s.wake_at, now)}"] if s.status is RunStatus.WAITING else []
+        bits += [f"trigger {trigger_label(s.trigger)}", f"version {short_id(s.def_hash)}",
+                 f"started {format_age(s.created_at, now)}",
+                 format_duration(run_elapsed(s.created_at, s.finished_at, now))]
         if s.current_step:
             bits.append(f"step {s.current_step}")
         line2 = Content(" · ".join(bits))
@@ -342,6 +351,11 @@ class RunDetailScreen(ConsoleScreen):
         s = self.detail.summary
         self.replay_run(s.run_id, s.workflow, from_step)
 
+    def action_send_event(self) -> None:
+        """`E`: the event this run waits for, in a dialog prefilled from its wait."""
+        if self.detail is not None:
+            self.send_event_to(self.detail.summary)
+
     @work(group="action", exclusive=True, exit_on_error=False)
     async def action_cancel(self) -> None:
         if self.detail is None:
@@ -364,29 +378,6 @@ class RunDetailScreen(ConsoleScreen):
         else:
             self.notify(f"Cancel requested for run {short_id(s.run_id)}.", title="Cancelled")
         self.request_reload()
-
-
-def logs_text(lines: list[StepLogLine], item: object, attempt: int | None) -> Text:
-    """The inspector's logs section: a foreach item's (or an attempt's) lines, newest last."""
-    if item is not None:
-        lines = [x for x in lines if x.item == item]
-    if attempt is not None:
-        lines = [x for x in lines if x.attempt == attempt]
-    out = Text()
-    out.append(f"\nlogs ({len(lines)})\n", style="bold underline")
-    if not lines:
-        out.append("no log lines\n", style="dim")
-    if len(lines) > LOG_LINES:
-        out.append(f"… {len(lines) - LOG_LINES} older lines\n", style="dim")
-    for x in lines[-LOG_LINES:]:
-        level_style = {"ERROR": "bold red", "CRITICAL": "bold red", "WARNING": "yellow"}.get(x.level, "dim")
-        out.append(format_clock_ms(x.ts) + " ", style="dim")
-        out.append(f"{x.level[:4]:<4} ", style=level_style)
-        where = item_suffix(x.item) + (f"#{x.attempt}" if x.attempt is not None else "")
-        if where:
-            out.append(where + " ", style="dim")
-        out.append(x.message + "\n")
-    return out
 
 
 def span_detail(row: SpanRow | None, width: int) -> Text:

@@ -17,19 +17,11 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
 from console.filtering import STATUS_CYCLE, TextFilter, cancellable, filter_runs, is_invalid_regex, next_status
-from console.formatting import (
-    describe_error,
-    format_age,
-    format_duration,
-    run_elapsed,
-    short_id,
-    status_label,
-    status_style,
-    truncate,
-)
+from console.formatting import describe_error, short_id, truncate
 from console.messages import RunChanged
 from console.screens.base import ConsoleScreen, guarded
 from console.screens.confirm import ConfirmDialog
+from console.screens.run_rows import RunRows, run_lines
 from console.widgets.nav_table import NavTable
 from worker.client import RUN_ORDERS
 from worker.errors import WorkerError
@@ -39,8 +31,6 @@ RUNS_LIMIT = 500
 PATCH_INTERVAL = 0.1
 """Seconds between two batches of live changes to the table. Each batch redraws the rows it changed; applied
 one event at a time, a busy feed would keep the console drawing all the time and delay the events behind."""
-WIDE = 110  # from this width on, the table also shows the definition version
-MARK = "●"
 RUN_ORDER_NAMES = tuple(RUN_ORDERS)
 ORDER_LABELS = {"oldest": "oldest first", "longest": "longest first", "workflow": "by workflow"}
 
@@ -56,6 +46,7 @@ class RunsScreen(ConsoleScreen):
         Binding("space", "toggle_mark", "Mark"),
         *guarded("c", "cancel", "Cancel"),
         *guarded("R", "replay", "Replay"),
+        *guarded("E", "send_event", "Send event", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("s", "cycle_status(1)", "Status"),
         Binding("o", "cycle_order", "Sort"),
@@ -72,9 +63,8 @@ class RunsScreen(ConsoleScreen):
         self.order = RUN_ORDER_NAMES[0]
         """How the server sorts the runs (RUN_ORDERS): `o` cycles newest, oldest, longest, workflow."""
         self.counts: dict[str, int] = {}
-        self._wide: bool | None = None
-        self._row_cells: dict[str, tuple[tuple[object, ...], list[Text]]] = {}
-        """The cells last made for each run's row, and what they show."""
+        self.rows = RunRows()
+        """Lays the rows out and remembers the cells last made for each run."""
         self._patches: dict[str, tuple[RunChanged, float]] = {}
         """Live changes not applied yet, by run: (the latest event, when it was queued)."""
         self._patch_timer: Timer | None = None
@@ -137,7 +127,7 @@ class RunsScreen(ConsoleScreen):
             return
         table = self.query_one("#runs-table", NavTable)
         where: dict[str, int] = {run.run_id: i for i, run in enumerate(self.runs)}
-        now, step_width = self.console_app.now(), self._step_width()
+        now, last_width = self.console_app.now(), self.rows.last_width(self.size.width)
         for message, _queued in patches.values():
             index = where.get(message.run_id)
             if message.status is None or index is None or not table.shows(message.run_id):
@@ -147,10 +137,11 @@ class RunsScreen(ConsoleScreen):
             except ValueError:
                 continue
             old = self.runs[index]
-            run = replace(old, status=status, current_step=message.current_step, waiting_on=message.waiting_on)
+            run = replace(old, status=status, current_step=message.current_step, waiting_on=message.waiting_on,
+                          wake_at=old.wake_at if status is RunStatus.WAITING else None)
             if run != old:
                 self.runs[index] = run
-                table.update_row(run.run_id, self._cells(run, now, step_width))
+                table.update_row(run.run_id, self._cells(run, now, last_width))
 
     @property
     def visible_runs(self) -> list[RunSummary]:
@@ -164,59 +155,25 @@ class RunsScreen(ConsoleScreen):
 
     # -- rendering -------------------------------------------------------------------------
     def on_resize(self, event: events.Resize) -> None:
-        if (event.size.width >= WIDE) != self._wide:
+        if self.rows.relayout(event.size.width):
             self.render_runs()
-
-    def _columns(self, table: NavTable) -> None:
-        """One table column holding the whole row (see `_cells`), under a header laid out like the rows."""
-        self._wide = self.size.width >= WIDE
-        table.clear(columns=True)
-        labels = ["", "STATUS", "RUN", "WORKFLOW", *(["VERSION"] if self._wide else []), "STARTED", "DUR", "STEP"]
-        table.add_column(_line([Text(label) for label in labels], self._field_widths()), key="run")
-
-    def _step_width(self) -> int:
-        """Characters left for the step (or error) on a row at this width."""
-        return max(12, self.size.width - (84 if self._wide else 66))
-
-    def _field_widths(self) -> list[int]:
-        """The width of each field of a row but the last (the step, as long as it is)."""
-        return [1, 11, 8, 24 if self._wide else 16, *([8] if self._wide else []), 7, 6]
 
     def render_runs(self) -> None:
         """Fill the table. A live update usually changes a few cells or adds a run at the top: the table
         touches only those (a full rebuild re-measures every row)."""
         table = self.query_one("#runs-table", NavTable)
-        now = self.console_app.now()
-        if self._wide is None or (self.size.width >= WIDE) != self._wide:
-            self._columns(table)
-        step_width = self._step_width()
-        rows = [(run.run_id, self._cells(run, now, step_width)) for run in self.visible_runs]
-        self._row_cells = {key: self._row_cells[key] for key, _ in rows}
+        now, width = self.console_app.now(), self.size.width
+        if self.rows.relayout(width):
+            table.clear(columns=True)
+            table.add_column(self.rows.header(width), key="run")
+        last_width = self.rows.last_width(width)
+        rows = [(run.run_id, self._cells(run, now, last_width)) for run in self.visible_runs]
+        self.rows.keep({key for key, _ in rows})
         table.show_rows(rows)
         self._render_header()
 
-    def _cells(self, run: RunSummary, now: datetime, step_width: int) -> list[Text]:
-        """The run's row: one cell with every field laid out in its place. DataTable renders each cell on its
-        own, at a cost, and a live list re-renders rows many times a second: one cell per row is a third of
-        the work of eight. The same cell object as last time when nothing in it changed."""
-        failed = run.status is RunStatus.FAILED and bool(run.error)
-        shown = (run.run_id in self.marked, status_label(run.status, waiting_on=run.waiting_on),
-                 status_style(run.status), short_id(run.run_id), truncate(run.workflow, 24 if self._wide else 16),
-                 short_id(run.def_hash) if self._wide else None, format_age(run.created_at, now),
-                 format_duration(run_elapsed(run.created_at, run.finished_at, now)),
-                 truncate((run.error if failed else run.current_step) or "", step_width), failed)
-        last = self._row_cells.get(run.run_id)
-        if last is not None and last[0] == shown:
-            return last[1]
-        marked, label, style, short, workflow, version, age, duration, step, _ = shown
-        fields = [Text(MARK if marked else " ", style="bold yellow"), Text(label, style=style), Text(short),
-                  Text(workflow)]
-        if version is not None:
-            fields.append(Text(version, style="dim"))
-        fields += [Text(age), Text(duration), Text(step, style="red" if failed else "")]
-        cells = [_line(fields, self._field_widths())]
-        self._row_cells[run.run_id] = (shown, cells)
-        return cells
+    def _cells(self, run: RunSummary, now: datetime, last_width: int) -> list[Text]:
+        return self.rows.cells(run, run.run_id in self.marked, now, last_width)
 
     def _render_header(self) -> None:
         total = sum(self.counts.values())
@@ -270,7 +227,7 @@ class RunsScreen(ConsoleScreen):
             self.marked.add(key)
         run = next((r for r in self.runs if r.run_id == key), None)
         if run is not None:
-            table.update_row(key, self._cells(run, self.console_app.now(), self._step_width()))
+            table.update_row(key, self._cells(run, self.console_app.now(), self.rows.last_width(self.size.width)))
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1)
         self._render_header()
@@ -334,6 +291,14 @@ class RunsScreen(ConsoleScreen):
             return
         self.replay_run(run.run_id, run.workflow)
 
+    def action_send_event(self) -> None:
+        """`E`: the event the selected run waits for, in a dialog prefilled from its wait."""
+        run = self._selected_run()
+        if run is None:
+            self.notify("No run selected.", severity="warning")
+            return
+        self.send_event_to(run)
+
     @work(group="action", exclusive=True, exit_on_error=False)
     async def retry_marked(self) -> None:
         targets = [r for r in self.runs if r.run_id in self.marked]
@@ -342,7 +307,7 @@ class RunsScreen(ConsoleScreen):
         if not runs:
             self.notify("Nothing to retry: only failed or cancelled runs can be retried.", severity="warning")
             return
-        lines = _run_lines(runs)
+        lines = run_lines(runs)
         if skipped:
             lines.append(f"({skipped} not failed or cancelled, skipped)")
         lines.append("Each becomes a new run that reuses the completed steps and runs again from the failed one.")
@@ -394,7 +359,7 @@ class RunsScreen(ConsoleScreen):
                         severity="warning")
             return
         n = len(runs)
-        lines = _run_lines(runs)
+        lines = run_lines(runs)
         if skipped:
             lines.append(f"({skipped} already finished, skipped)")
         title = f"Cancel {n} run{'s' if n != 1 else ''}?"
@@ -409,23 +374,3 @@ class RunsScreen(ConsoleScreen):
         else:
             self.notify(f"Cancel requested for {done} run{'s' if done != 1 else ''}.", title="Cancelled")
 
-
-def _line(fields: list[Text], widths: list[int]) -> Text:
-    """`fields` side by side, each but the last cut or padded to its width, two spaces apart."""
-    line = Text(end="", no_wrap=True)
-    for i, field in enumerate(fields):
-        if i < len(widths):
-            field = field.copy()
-            field.truncate(widths[i], pad=True)
-        line.append_text(field)
-        if i < len(fields) - 1:
-            line.append("  ")
-    return line
-
-
-def _run_lines(runs: list[RunSummary]) -> list[str]:
-    """The first runs of a bulk action, one line each, for its confirmation."""
-    lines = [f"{short_id(r.run_id)}  {truncate(r.workflow, 24):<24}  {status_label(r.status)}" for r in runs[:6]]
-    if len(runs) > 6:
-        lines.append(f"… and {len(runs) - 6} more")
-    return lines

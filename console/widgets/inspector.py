@@ -13,10 +13,13 @@ from rich.text import Text
 
 from console.formatting import (
     DASH,
+    deadline_style,
     format_age,
     format_clock,
+    format_clock_ms,
     format_duration,
     format_json,
+    format_left,
     format_timestamp,
     item_suffix,
     run_elapsed,
@@ -24,12 +27,16 @@ from console.formatting import (
     status_glyph,
     status_label,
     status_style,
+    trigger_label,
+    wait_kind,
 )
 from console.run_tree import AgentCall, ChildRun, tool_state
-from worker.models import AttemptView, RunDetail, StepView, usage_in
+from worker.models import AttemptView, RunDetail, StepLogLine, StepView, usage_in
 
 CALL_TEXT = 4000
 """Characters of an LLM turn's text or a tool's result the inspector shows."""
+LOG_LINES = 200
+"""The newest log lines of a step the inspector shows."""
 
 
 def _section(out: Text, title: str) -> None:
@@ -67,6 +74,11 @@ def inspect_run(detail: RunDetail, now: datetime) -> Text:
     _field(out, "status", status_label(s.status, waiting_on=s.waiting_on), status_style(s.status))
     if s.waiting_on:
         _field(out, "waiting", s.waiting_on)
+    if s.wake_at is not None:
+        until = "deadline" if wait_kind(s.waiting_on) in ("event", "human") else "wakes"
+        _field(out, until, f"{format_timestamp(s.wake_at)} ({format_left(s.wake_at, now)})",
+               deadline_style(s.wake_at, now))
+    _field(out, "trigger", trigger_label(s.trigger))
     _field(out, "version", short_id(s.def_hash, 12))
     _field(out, "started", f"{format_timestamp(s.created_at)} ({format_age(s.created_at, now)})")
     _field(out, "finished", format_timestamp(s.finished_at))
@@ -196,4 +208,27 @@ def inspect_child(child: ChildRun) -> Text:
         out.append(child.error + "\n", style="red")
     out.append("\nenter", style="bold")
     out.append(" opens its run detail; esc comes back here\n", style="dim")
+    return out
+
+
+def logs_text(lines: list[StepLogLine], item: object, attempt: int | None) -> Text:
+    """The inspector's logs section: a foreach item's (or an attempt's) lines, newest last."""
+    if item is not None:
+        lines = [x for x in lines if x.item == item]
+    if attempt is not None:
+        lines = [x for x in lines if x.attempt == attempt]
+    out = Text()
+    out.append(f"\nlogs ({len(lines)})\n", style="bold underline")
+    if not lines:
+        out.append("no log lines\n", style="dim")
+    if len(lines) > LOG_LINES:
+        out.append(f"… {len(lines) - LOG_LINES} older lines\n", style="dim")
+    for x in lines[-LOG_LINES:]:
+        level_style = {"ERROR": "bold red", "CRITICAL": "bold red", "WARNING": "yellow"}.get(x.level, "dim")
+        out.append(format_clock_ms(x.ts) + " ", style="dim")
+        out.append(f"{x.level[:4]:<4} ", style=level_style)
+        where = item_suffix(x.item) + (f"#{x.attempt}" if x.attempt is not None else "")
+        if where:
+            out.append(where + " ", style="dim")
+        out.append(x.message + "\n")
     return out

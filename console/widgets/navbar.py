@@ -14,11 +14,18 @@ SCREENS: tuple[tuple[str, str, str], ...] = (
     ("workflows", "3", "Workflows"),
     ("workers", "4", "Workers"),
     ("events", "5", "Events"),
+    ("schedules", "6", "Schedules"),
 )
+SHORT_LABELS = {"schedules": "Sched"}
+"""Labels shortened when even the tight layout does not fit (80 columns)."""
 
 
 class NavBar(Static):
-    """`1 Runs  2 Approvals (2)  3 Workflows (1✗) …`; click a name or press its number."""
+    """`1 Runs  2 Approvals (2)  3 Workflows (1✗) …`; click a name or press its number.
+
+    Each tab is padded (`▌ 1 Runs ▐`) when they all fit; on narrower terminals they sit one space apart,
+    and then some labels are shortened, so the connection state on the right stays visible at 80 columns
+    (with READ-ONLY too, the tabs are cut)."""
 
     DEFAULT_CSS = """
     NavBar { height: 1; width: 1fr; background: $panel; }
@@ -37,7 +44,10 @@ class NavBar(Static):
     def _changed(self, *_: Any) -> None:
         self.update(self._content())
 
-    def _content(self) -> Content:
+    def on_resize(self) -> None:
+        self._changed()
+
+    def _tabs(self, *, tight: bool, short: bool) -> Content:
         counts: dict[str, int] = getattr(self.app, "nav_counts", {})
         parts: list[Content] = []
         for mode, key, label in SCREENS:
@@ -48,9 +58,14 @@ class NavBar(Static):
                 extra = f" ({counts['invalid']}✗)"
             elif mode == "runs" and counts.get("active"):
                 extra = f" ({counts['active']})"
-            text = f" {key} {label}{extra} "
-            style = "reverse bold " if mode == self.active else ""
+            label = SHORT_LABELS.get(mode, label) if short else label
+            active = mode == self.active
+            text = f" {key} {label}{extra} " if active or not tight else f"{key} {label}{extra}"
+            style = "reverse bold " if active else ""
             parts.append(Content.from_markup(f"[{style}@click=app.switch_mode('{mode}')]{text}[/]"))
+        return Content(" " if tight else "").join(parts)
+
+    def _content(self) -> Content:
         right: list[str] = []
         if getattr(self.app, "readonly", False):
             right.append("READ-ONLY")
@@ -61,8 +76,15 @@ class NavBar(Static):
             right.append("◐ no feed")
         else:
             right.append("● live")
-        left = Content("").join(parts)
         tail = Content.styled("  ".join(right) + " ", "bold")
+        room = self.size.width - tail.cell_length - 1
+        left = self._tabs(tight=False, short=False)
+        for tight, short in ((True, False), (True, True)):
+            if left.cell_length <= room:
+                break
+            left = self._tabs(tight=tight, short=short)
+        if left.cell_length > room > 0:  # READ-ONLY and the connection state stay visible; the tabs are cut
+            left = left.truncate(room, ellipsis=True)
         gap = max(1, self.size.width - left.cell_length - tail.cell_length)
         return Content.assemble(left, " " * gap, tail)
 

@@ -127,7 +127,7 @@ def test_send_event_from_the_cli(settings: Settings) -> None:
                                "--idempotency-key", "cli-1", "--json").stdout)
     assert again["event_id"] == delivery["event_id"] and again["replayed"] is True
     quiet = agentrt("send-event", "nobody.listens")
-    assert quiet.returncode == 0 and "no workflow subscribes to 'nobody.listens'" in quiet.stderr
+    assert quiet.returncode == 0 and "nothing subscribes to 'nobody.listens'" in quiet.stderr
     bad = agentrt("send-event", "ticket.created", "--data", "[1, 2]")
     assert bad.returncode == 2 and "JSON object" in bad.stderr
 
@@ -150,3 +150,45 @@ def test_triggers_are_validated_with_their_location() -> None:
         with pytest.raises(DefinitionError) as info:
             load_text(text, "t.yaml")
         assert f"t.yaml:{where}" in str(info.value), str(info.value)
+
+
+WAITER = """
+    name: waiter
+    inputs:
+      ticket: {type: string}
+    steps:
+      - {id: hold, uses: wait, with: {event: customer.replied, key: "${{ inputs.ticket }}", timeout: 1h}}
+    """
+
+
+async def test_an_event_over_http_resumes_a_waiting_run(settings: Settings, api: httpx.AsyncClient) -> None:
+    write_workflow(settings, "waiter.yaml", WAITER)
+    token = await make_token(settings, "helpdesk", "events:write", "runs:read", "runs:write")
+    async with running_worker(settings), client_for(settings) as client:
+        await eventually(lambda: client.register_local("waiter"), 20, what="the workflow is loaded")
+        started = await api.post("/v1/runs", json={"workflow": "waiter", "inputs": {"ticket": "T-70"}},
+                                 headers=bearer(token))
+        run_id = started.json()["run_id"]
+
+        async def parked() -> bool:
+            body = (await api.get(f"/v1/runs/{run_id}", headers=bearer(token))).json()
+            return body["status"] == "waiting"
+
+        await eventually(parked, 20, what="the run waits for its event")
+        body = (await api.get(f"/v1/runs/{run_id}", headers=bearer(token))).json()
+        assert body["waiting_on"] == "event customer.replied key T-70" and body["wake_at"] is not None
+        assert body["trigger"] == "api"
+        r = await api.post("/v1/events", json={"name": "customer.replied", "key": "T-70", "data": {"text": "ok"}},
+                           headers={**bearer(token), "Idempotency-Key": "reply-70"})
+        assert r.status_code == 202 and r.json()["delivered_to"] == [run_id] and r.json()["started"] == []
+        again = await api.post("/v1/events", json={"name": "customer.replied", "key": "T-70", "data": {"text": "ok"}},
+                               headers={**bearer(token), "Idempotency-Key": "reply-70"})
+        assert again.json()["replayed"] is True and again.json()["delivered_to"] == [run_id]
+
+        async def done() -> bool:
+            body = (await api.get(f"/v1/runs/{run_id}", headers=bearer(token))).json()
+            return body["status"] == "completed"
+
+        await eventually(done, 20, what="the run completed")
+        out = (await api.get(f"/v1/runs/{run_id}", headers=bearer(token))).json()["output"]
+        assert out["received"] is True and out["event"]["data"] == {"text": "ok"}

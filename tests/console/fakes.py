@@ -1,8 +1,9 @@
 """FakeRuntimeClient: fixed data and a fixed clock for the console's snapshot and Pilot tests.
 
 It answers like `worker.client.RuntimeClient`, records every command it receives (cancel, decide,
-resolve) in `commands`, can be told to raise Conflict for a task or to be unreachable, and its
-`watch_events` yields scripted events and then waits forever.
+resolve, replay, send_event, pause_schedule, resume_schedule) in `commands`, can be told to raise
+Conflict for a task or to be unreachable, and its `watch_events` yields scripted events and then
+waits forever.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from worker.client.events import EventDelivery, EventWait
+from worker.client.schedules import ScheduleInfo
 from worker.definitions.versions import diff_pair, source_diff
 from worker.errors import Conflict, NotFound, PermissionDenied, WorkerError
 from worker.models import (
@@ -68,29 +71,64 @@ HASH = {
 
 
 def _run(n: int, workflow: str, status: RunStatus, *, created: datetime, finished: datetime | None = None,
-         step: str | None = None, waiting_on: str | None = None, error: str | None = None) -> RunSummary:
+         step: str | None = None, waiting_on: str | None = None, error: str | None = None,
+         trigger: str | None = None, wake_at: datetime | None = None) -> RunSummary:
     return RunSummary(rid(n), workflow, HASH[workflow], status, created, finished or created, finished, step,
-                      waiting_on, None, error)
+                      waiting_on, None, error, trigger, wake_at)
+
+
+EVENT_RUN = 14
+"""The run parked in a `wait` step (rid 14; 13 is the id the live-update tests give a new run)."""
+EVENT_DEADLINE = FIXED_NOW + timedelta(days=2, hours=3)
 
 
 def make_runs() -> list[RunSummary]:
-    """Twelve runs in every status (newest first is the console's job, not this list's order)."""
+    """Thirteen runs in every status, started by hand, the API, a schedule, an event or a webhook; one waits for
+    an event (newest first is the console's job, not this list's order)."""
     return [
-        _run(1, "refund-request", RunStatus.RUNNING, created=ago(minutes=2), step="refund"),
-        _run(2, "refund-request", RunStatus.WAITING, created=ago(minutes=15), step="approve", waiting_on="human"),
-        _run(3, "fan-out", RunStatus.RUNNING, created=ago(seconds=40), step="summarize"),
-        _run(4, "hello", RunStatus.COMPLETED, created=ago(hours=1), finished=ago(minutes=59, seconds=57)),
+        _run(1, "refund-request", RunStatus.RUNNING, created=ago(minutes=2), step="refund", trigger="api"),
+        _run(2, "refund-request", RunStatus.WAITING, created=ago(minutes=15), step="approve", waiting_on="human",
+             wake_at=FIXED_NOW + timedelta(hours=3, minutes=46)),
+        _run(3, "fan-out", RunStatus.RUNNING, created=ago(seconds=40), step="summarize", trigger="event"),
+        _run(4, "hello", RunStatus.COMPLETED, created=ago(hours=1), finished=ago(minutes=59, seconds=57),
+             trigger="webhook"),
         _run(5, "nightly-report", RunStatus.FAILED, created=ago(hours=3), finished=ago(hours=2, minutes=58),
-             step="render", error="step render: HTTP 503 from reports.example (3 attempts)"),
-        _run(6, "hello", RunStatus.PENDING, created=ago(seconds=5)),
-        _run(7, "fan-out", RunStatus.COMPLETED, created=ago(hours=5), finished=ago(hours=4, minutes=59)),
+             step="render", error="step render: HTTP 503 from reports.example (3 attempts)", trigger="schedule"),
+        _run(6, "hello", RunStatus.PENDING, created=ago(seconds=5), trigger="api"),
+        _run(7, "fan-out", RunStatus.COMPLETED, created=ago(hours=5), finished=ago(hours=4, minutes=59),
+             trigger="schedule"),
         _run(8, "refund-request", RunStatus.CANCELLED, created=ago(hours=7), finished=ago(hours=6),
              error="cancelled by alice@10.0.0.7: duplicate ticket"),
-        _run(9, "nightly-report", RunStatus.COMPLETED, created=ago(days=1), finished=ago(hours=23, minutes=50)),
+        _run(9, "nightly-report", RunStatus.COMPLETED, created=ago(days=1), finished=ago(hours=23, minutes=50),
+             trigger="schedule"),
         _run(10, "hello", RunStatus.FAILED, created=ago(days=2), finished=ago(days=2),
              step="greet", error="step greet: expression `inputs.nme` failed: no such key"),
-        _run(11, "refund-request", RunStatus.WAITING, created=ago(minutes=48), step="approve", waiting_on="human"),
+        _run(11, "refund-request", RunStatus.WAITING, created=ago(minutes=48), step="approve", waiting_on="human",
+             trigger="api", wake_at=FIXED_NOW + timedelta(minutes=12)),
         _run(12, "fan-out", RunStatus.WAITING, created=ago(minutes=31), step="notify", waiting_on="human"),
+        _run(EVENT_RUN, "refund-request", RunStatus.WAITING, created=ago(minutes=50), step="await_reply",
+             waiting_on="event customer.replied key T-42", trigger="webhook", wake_at=EVENT_DEADLINE),
+    ]
+
+
+def make_waits() -> list[EventWait]:
+    """The open `wait` steps: run 14's, for customer.replied with key T-42."""
+    return [EventWait(rid(EVENT_RUN), "refund-request", "await_reply", None, "customer.replied", "T-42",
+                      EVENT_DEADLINE, ago(minutes=49))]
+
+
+def make_schedules() -> list[ScheduleInfo]:
+    """Two schedules: nightly-report's cron (its last tick started the failed run 5), fan-out's interval (paused)."""
+    return [
+        ScheduleInfo(workflow="nightly-report", schedule="cron 0 10 * * * (Europe/Berlin)", catch_up="latest",
+                     timezone="Europe/Berlin", next_fire_at=FIXED_NOW + timedelta(hours=21), last_fire_at=ago(hours=3),
+                     last_run_id=rid(5), last_run_status="failed", paused=False, paused_by=None, paused_reason=None,
+                     paused_at=None, skipped_ticks=0, last_error=None, def_hash=HASH["nightly-report"]),
+        ScheduleInfo(workflow="fan-out", schedule="every 15m", catch_up="none", timezone="UTC",
+                     next_fire_at=ago(hours=4, minutes=45), last_fire_at=ago(hours=5), last_run_id=rid(7),
+                     last_run_status="completed", paused=True, paused_by="alice@10.0.0.7",
+                     paused_reason="helpdesk API maintenance until Monday", paused_at=ago(hours=4, minutes=50),
+                     skipped_ticks=2, last_error=None, def_hash=HASH["fan-out"]),
     ]
 
 
@@ -175,7 +213,7 @@ def unlisted_runs() -> list[RunSummary]:
         RunSummary(rid(20), "refund-agent", AGENT_HASH["refund-agent"], RunStatus.WAITING, ago(minutes=6),
                    ago(minutes=1), None, "resolve", "human", None, None),
         RunSummary(rid(21), "refund-check", AGENT_HASH["refund-check"], RunStatus.COMPLETED, ago(minutes=5, seconds=50),
-                   ago(minutes=5, seconds=25), ago(minutes=5, seconds=25), None, None, rid(20), None),
+                   ago(minutes=5, seconds=25), ago(minutes=5, seconds=25), None, None, rid(20), None, "parent"),
     ]
 
 
@@ -244,6 +282,34 @@ def agent_detail(summary: RunSummary) -> RunDetail:
     events = tuple(EventView(i + 1, s(sec), kind, step, None, None if step is None else 1, data)
                    for i, (sec, kind, step, data) in enumerate(rows))
     return RunDetail(summary, {"ticket": "T-1042"}, None, steps, events, (child,))
+
+
+def event_wait_detail(summary: RunSummary) -> RunDetail:
+    """Run 14: started by a webhook, parked in a `wait` step for customer.replied with key T-42."""
+    t0 = summary.created_at
+
+    def s(sec: float) -> datetime:
+        return t0 + timedelta(seconds=sec)
+
+    wait = {"event": "customer.replied", "key": "T-42", "timeout": "2d4h"}
+    steps = (
+        StepView("lookup", "set", None, StepStatus.COMPLETED, (_a(1, s(0.1), s(0.2), "completed"),),
+                 {"ticket": "T-42"}, {"ticket": "T-42", "asked": "Which order?"}, None, None),
+        StepView("await_reply", "wait", None, StepStatus.WAITING, (_a(1, s(0.3), None, "waiting"),), wait, None,
+                 None, None),
+        StepView("refund", "tool", None, StepStatus.PENDING, (), None, None, None, None),
+    )
+    rows: list[tuple[float, str, str | None, dict[str, Any]]] = [
+        (0, "run.created", None, {"inputs": {"ticket_id": "T-42"},
+                                  "trigger": {"kind": "webhook", "path": "helpdesk"}}),
+        (0.1, "step.started", "lookup", {}), (0.2, "step.completed", "lookup", {}),
+        (0.3, "step.started", "await_reply", {}),
+        (0.35, "step.waiting", "await_reply", {"reason": "event", "event": "customer.replied", "key": "T-42",
+                                               "deadline": EVENT_DEADLINE.isoformat()}),
+    ]
+    events = tuple(EventView(i + 1, s(sec), kind, step, None, None if step is None else 1, data)
+                   for i, (sec, kind, step, data) in enumerate(rows))
+    return RunDetail(summary, {"ticket_id": "T-42"}, None, steps, events)
 
 
 def fan_out_spans(summary: RunSummary) -> list[SpanView]:
@@ -527,8 +593,13 @@ class FakeRuntimeClient:
         self.orders: list[str] = []
         self.unlisted = unlisted_runs()
         """Runs `get_run` finds that `list_runs` does not show."""
-        self.details: dict[str, RunDetail] = {rid(20): agent_detail(self.unlisted[0])}
+        self.details: dict[str, RunDetail] = {rid(20): agent_detail(self.unlisted[0]),
+                                              rid(EVENT_RUN): event_wait_detail(self.runs[-1])}
         """Fixed details by run id (a test may replace one, then push a live event for it)."""
+        self.waits = make_waits()
+        self.schedules = make_schedules()
+        self.subscribers: dict[str, list[str]] = {"ticket.created": ["fan-out"]}
+        """Event name -> the workflows `on: {event}` starts a run of."""
 
     # -- knobs for tests ---------------------------------------------------------------------
     def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:
@@ -729,6 +800,68 @@ class FakeRuntimeClient:
     async def list_workers(self) -> list[WorkerInfo]:
         self._check()
         return list(self.workers)
+
+    # -- events and schedules ---------------------------------------------------------------------
+    async def open_waits(self, *, name: str | None = None, key: str | None = None, run_id: str | None = None,
+                         limit: int = 200) -> list[EventWait]:
+        self._check()
+        if run_id is not None:
+            run_id = self._find_run(run_id).run_id
+        return [w for w in self.waits if (name is None or w.name == name) and (key is None or w.key == key)
+                and (run_id is None or w.run_id == run_id)][:limit]
+
+    async def send_event(self, name: str, key: str | None = None, data: dict[str, Any] | None = None, *,
+                         idempotency_key: str | None = None) -> EventDelivery:
+        """Resumes the runs waiting for the name (and key; a wait without a key takes any), which then run."""
+        self._check()
+        self.commands.append(("send_event", name, key, data))
+        if "send_event" in self.denied:
+            raise PermissionDenied("tester may not send events (policy file)")
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", name):
+            raise WorkerError(f"event name {name!r}: 1-200 characters, letters, digits and _ . : - "
+                              "(e.g. ticket.created)")
+        taken = [w for w in self.waits if w.name == name and (w.key is None or w.key == key)]
+        self.waits = [w for w in self.waits if w not in taken]
+        resumed = {w.run_id for w in taken}
+        self.runs = [replace(r, status=RunStatus.RUNNING, waiting_on=None, wake_at=None) if r.run_id in resumed
+                     else r for r in self.runs]
+        for run in self.runs:
+            if run.run_id in resumed and run.run_id in self.details:
+                self.details[run.run_id] = replace(self.details[run.run_id], summary=run)
+        started = tuple(rid(300 + len(self.commands) * 10 + i) for i, _ in enumerate(self.subscribers.get(name, [])))
+        return EventDelivery(str(uuid.uuid5(uuid.NAMESPACE_URL, f"event-{len(self.commands)}")), name, key, started,
+                             (), tuple(w.run_id for w in taken))
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        self._check()
+        return list(self.schedules)
+
+    def _set_paused(self, workflow: str, paused: bool, reason: str | None) -> ScheduleInfo:
+        if "pause" in self.denied:
+            raise PermissionDenied(f"tester may not cancel runs of {workflow} (policy file)")
+        found = next((s for s in self.schedules if s.workflow == workflow), None)
+        if found is None:
+            raise NotFound(f"workflow {workflow!r} has no schedule (see `agentrt schedules`)")
+        if found.paused == paused:
+            raise Conflict(f"the schedule of {workflow} is already paused" if paused
+                           else f"the schedule of {workflow} is not paused")
+        changed = replace(found, paused=paused, paused_by="tester" if paused else None,
+                          paused_reason=reason if paused else None, paused_at=FIXED_NOW if paused else None)
+        self.schedules = [changed if s.workflow == workflow else s for s in self.schedules]
+        return changed
+
+    async def pause_schedule(self, workflow: str, reason: str, *, by: str | None = None) -> ScheduleInfo:
+        self._check()
+        self.commands.append(("pause_schedule", workflow, reason))
+        if not reason or not reason.strip():
+            raise WorkerError("pausing a schedule needs a reason (it is recorded in the audit trail)")
+        return self._set_paused(workflow, True, reason)
+
+    async def resume_schedule(self, workflow: str, reason: str | None = None, *,
+                              by: str | None = None) -> ScheduleInfo:
+        self._check()
+        self.commands.append(("resume_schedule", workflow, reason))
+        return self._set_paused(workflow, False, reason)
 
     def push_event(self, event: LiveEvent) -> None:
         """Deliver one more live event to a running `watch_events` (after the scripted ones)."""

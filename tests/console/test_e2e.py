@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from console.app import AgentConsole
 from console.widgets.nav_table import NavTable
 from tests.console.helpers import settle
-from tests.support.runtime import client_for, pending_task, running_worker, write_workflow
+from tests.support.runtime import client_for, eventually, pending_task, running_worker, write_workflow
 from worker.config import Settings
 
 GATE = """
@@ -169,3 +169,53 @@ async def test_workflows_screen_follows_hot_reloads_live_and_diffs_them(settings
             text = str(detail.render())
             assert f"{path}:4" in text and "│     uses: teleport" in text and "^ here" in text
             assert "invalid" in " ".join(str(cell) for cell in history.get_row_at(0))
+
+
+REPLY = """
+name: reply
+inputs: {ticket: {type: string}}
+steps:
+  - {id: hold, uses: wait, with: {event: customer.replied, key: "${{ inputs.ticket }}", timeout: 60s}}
+  - {id: after, uses: set, with: {text: "${{ steps.hold.output.event.data.text }}"}}
+"""
+
+
+async def test_send_an_event_to_a_waiting_run_from_the_console_against_a_real_worker(settings: Settings) -> None:
+    from textual.widgets import Input
+
+    from console.screens.confirm import ConfirmDialog
+    from console.screens.send_event import SendEventDialog
+
+    write_workflow(settings, "reply.yaml", REPLY)
+    async with running_worker(settings), client_for(settings) as setup:
+        run_id = await setup.start_run("reply", {"ticket": "T-7"})
+
+        async def parked() -> bool:
+            return len(await setup.open_waits(run_id=run_id)) == 1
+
+        await eventually(parked, 20, what="the run waits for its event")
+        async with client_for(settings) as client:
+            app = AgentConsole(client, now=lambda: datetime.now(tz=UTC), refresh_interval=1.0)
+            async with app.run_test(size=(160, 40)) as pilot:
+                await settle(pilot)
+                runs = app.screen.query_one("#runs-table", NavTable)
+                await _until(pilot, lambda: runs.row_count >= 1 and "◷ event" in _row_text(runs, run_id))
+                row = _row_text(runs, run_id)
+                assert "manual" in row and "event customer.replied key T-7" in row and "s left" in row
+                _select(runs, run_id)
+                await pilot.press("E")
+                await _until(pilot, lambda: isinstance(app.screen, SendEventDialog))
+                assert app.screen.query_one("#event-name", Input).value == "customer.replied"
+                assert app.screen.query_one("#event-key", Input).value == "T-7"
+                app.screen.query_one("#event-data", Input).value = '{"text": "thanks"}'
+                await pilot.press("enter")
+                await _until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+                await pilot.press("y")
+                summary = await setup.wait_for_run(run_id, timeout=20)
+                assert summary.status.value == "completed"
+                await _until(pilot, lambda: "completed" in _row_text(runs, run_id))
+        detail = await setup.get_run(run_id)
+        after = next(v for v in detail.steps if v.step_id == "after")
+        assert after.output == {"text": "thanks"}
+        records = await setup.audit_records()
+        assert [(r.action, r.outcome) for r in records] == [("send-event", "sent")]

@@ -14,7 +14,8 @@ from textual.pilot import Pilot
 
 from console.app import AgentConsole
 from console.messages import RefreshAll
-from tests.console.fakes import FakeRuntimeClient, rid
+from console.widgets.nav_table import NavTable
+from tests.console.fakes import EVENT_RUN, FakeRuntimeClient, rid
 from tests.console.helpers import make_app, no_blink, settle
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
@@ -204,8 +205,8 @@ def test_offline_banner(snap_compare: Any, size: tuple[int, int]) -> None:
 
 def test_fake_ids_are_distinct() -> None:
     """The snapshots rely on every run having a different short id."""
-    assert len({rid(n)[:8] for n in range(1, 13)}) == 12
-    assert len({rid(n)[:8] for n in (*range(1, 13), 20, 21)}) == 14  # with the runs not in the list
+    assert len({rid(n)[:8] for n in range(1, 15)}) == 14
+    assert len({rid(n)[:8] for n in (*range(1, 15), 20, 21)}) == 16  # with the event run and the runs not listed
 
 
 # -- replay, span waterfall ----------------------------------------------------------------------
@@ -243,3 +244,65 @@ def test_redis_down_banner(snap_compare: Any, size: tuple[int, int]) -> None:
         await settle(pilot)
 
     check(snap_compare, size, before, make_app(client))
+
+
+# -- what started a run, what it waits for, sending it an event, schedules ------------------------------
+def on_event_run(*presses: str, detail: bool = False) -> Before:
+    """Put the cursor on run 14 (parked in a `wait` step for customer.replied key T-42), or open it, then press
+    the keys."""
+    then = keys(*presses)
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        assert isinstance(pilot.app, AgentConsole)
+        if detail:
+            pilot.app.open_run(rid(EVENT_RUN))
+        else:
+            table = pilot.app.screen.query_one("#runs-table", NavTable)
+            table.move_cursor(row=table.get_row_index(rid(EVENT_RUN)))
+        await then(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_event_wait(snap_compare: Any, size: tuple[int, int]) -> None:
+    # header: what it waits for, the time left and the trigger; inspector: the deadline and the trigger
+    check(snap_compare, size, on_event_run(detail=True))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_send_event_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
+    # E on the waiting run: name and key from its wait, the data field focused inside the braces
+    check(snap_compare, size, on_event_run("E"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_send_event_dialog_bad_json(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, on_event_run("E", "x", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_send_event_confirm(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, on_event_run("E", *'"text": "thanks"', "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_schedules(snap_compare: Any, size: tuple[int, int]) -> None:
+    # the paused fan-out schedule first: who paused it and why
+    check(snap_compare, size, keys("6"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_schedules_active_selected(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("6", "j"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_schedule_pause_prompt(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("6", "j", "p"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_schedule_resume_prompt(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("6", "p"))

@@ -12,6 +12,7 @@ Routes (every error is `{"error": {"code", "message"}}`, see worker.api.errors):
     GET  /v1/approvals               pending human tasks                                      runs:read
     POST /v1/approvals/{task_id}     approve or reject                                        approvals:decide
     POST /v1/events                  deliver an event: start the runs of subscribed workflows events:write
+    POST /hooks/{path}               a signed webhook starts a run (worker.api.webhooks)      (HMAC, no token)
     GET  /healthz, /readyz           liveness; Postgres and Redis reachable                  (no token)
 """
 
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker import output as o
-from worker.api import errors
+from worker.api import errors, webhooks
 from worker.api.auth import Caller, TokenCache, require
 from worker.api.limits import BodyLimit
 from worker.api.streams import LiveHub, run_events_response
@@ -63,9 +64,12 @@ class RunOut(BaseModel):
     updated_at: str
     finished_at: str | None
     current_step: str | None
-    waiting_on: str | None
+    waiting_on: str | None = Field(description="human, sleep, child, retry, or `event NAME key KEY` (a wait step)")
     parent_run_id: str | None
     error: str | None
+    trigger: str | None = Field(None, description="what started it: api, event, schedule, webhook, parent; "
+                                                  "null: a person (CLI, console)")
+    wake_at: str | None = Field(None, description="a waiting run: when it wakes by itself (a deadline, a timer)")
 
 
 class RunList(BaseModel):
@@ -236,5 +240,6 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
                 "delivered_to": list(delivery.delivered_to), "refused": list(delivery.refused),
                 "replayed": delivery.replayed}
 
+    webhooks.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body)
     return app

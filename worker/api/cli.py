@@ -1,4 +1,6 @@
-"""`agentrt serve` (the HTTP API) and `agentrt api-token create|list|revoke` (registered into worker.cli)."""
+"""`agentrt serve` (the HTTP API) and `agentrt api-token create|list|revoke` (registered into worker.cli).
+
+`agentrt send-event` is in worker/events/cli.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from worker import output as o
-from worker.cli.support import EXIT_OK, EXIT_USAGE, json_arg, with_client
+from worker.cli.support import EXIT_OK, EXIT_USAGE, with_client
 from worker.client.access import SCOPES
 from worker.config import Settings
 
@@ -49,33 +51,7 @@ def register(sub: Any) -> dict[str, Any]:
     rv = tsub.add_parser("revoke", help="revoke a token by name (takes effect within 2 s)")
     rv.add_argument("name")
     rv.add_argument("--json", action="store_true")
-    se = sub.add_parser("send-event", help="deliver an event: start the runs of workflows with `on: {event: ...}`")
-    se.add_argument("name", help="the event's name, e.g. ticket.created")
-    se.add_argument("--key", default=None, help="what the event is about (e.g. a ticket id)")
-    se.add_argument("--data", type=json_arg, default={}, metavar="JSON", help="the payload: the runs' inputs")
-    se.add_argument("--idempotency-key", default=None, metavar="KEY",
-                    help="sending again with this key replays the delivery instead of repeating it")
-    se.add_argument("--json", action="store_true")
-    return {"serve": cmd_serve, "api-token": with_client(cmd_api_token), "send-event": with_client(cmd_send_event)}
-
-
-async def cmd_send_event(client: Any, args: argparse.Namespace) -> int:
-    if not isinstance(args.data, dict):
-        o.err.print("--data must be a JSON object")
-        return EXIT_USAGE
-    delivery = await client.send_event(args.name, args.key, args.data, idempotency_key=args.idempotency_key)
-    if args.json:
-        o.print_json(delivery)
-        return EXIT_OK
-    o.out.print(f"event {delivery.event_id}" + (" (replayed: this key was sent before)" if delivery.replayed else ""),
-                markup=False)
-    for run_id in delivery.started:
-        o.out.print(f"  started run {run_id}", markup=False)
-    for refusal in delivery.refused:
-        o.out.print(f"  not started: {refusal['workflow']}: {refusal['reason']}", markup=False)
-    if not delivery.started and not delivery.refused:
-        o.err.print(f"no workflow subscribes to {args.name!r} (`on: {{event: {{name: {args.name}}}}}`)")
-    return EXIT_OK
+    return {"serve": cmd_serve, "api-token": with_client(cmd_api_token)}
 
 
 def max_body() -> int:

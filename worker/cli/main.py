@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Subsystems add their own commands: a module with `register(subparsers) -> {name: handler}`,
 # where a handler is `(args, settings) -> exit code` (see `with_client` for async ones).
 EXTENSION_MODULES = ("worker.secrets.cli", "worker.telemetry.cli", "worker.oversight.cli", "worker.ops.cli",
-                     "worker.api.cli")
+                     "worker.api.cli", "worker.events.cli", "worker.schedules.cli")
 
 
 def _extensions() -> list[Any]:

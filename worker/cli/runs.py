@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.text import Text
 
 from worker import output as o
@@ -52,11 +53,16 @@ async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         o.print_json([{**o.to_jsonable(r), "duration_s": r.duration_s} for r in runs])
         return EXIT_OK
-    t = o.table("RUN", "WORKFLOW", "STATUS", "STEP", "STARTED", "DURATION")
+    t = o.table("RUN", "WORKFLOW", "STATUS", "STEP", "TRIGGER", "STARTED", "DURATION")
     for r in runs:
-        marker = " [yellow]⏸ human[/]" if r.waiting_on == "human" else ""
+        marker = ""
+        if r.waiting_on == "human":
+            marker = " [yellow]⏸ human[/]"
+        elif r.waiting_on and r.waiting_on.startswith("event "):
+            until = f", deadline {o.ago(r.wake_at)}" if r.wake_at is not None else ""
+            marker = f" [yellow]⏸ {escape(r.waiting_on)}{until}[/]"
         t.add_row(r.run_id[:8], r.workflow, o.status_text(r.status.value) + marker, r.current_step or "-",
-                  o.ago(r.created_at), o.duration(r.duration_s))
+                  r.trigger or "manual", o.ago(r.created_at), o.duration(r.duration_s))
     o.out.print(t)
     if not runs:
         o.err.print("no runs")
@@ -76,7 +82,11 @@ async def cmd_show(client: Any, args: argparse.Namespace) -> int:
         return EXIT_OK
     s = d.summary
     o.out.print(f"[bold]{s.run_id}[/]  {s.workflow} (version {s.def_hash[:12]})  {o.status_text(s.status.value)}")
-    o.out.print(f"started {s.created_at:%Y-%m-%d %H:%M:%S} UTC, duration {o.duration(s.duration_s)}")
+    o.out.print(f"started {s.created_at:%Y-%m-%d %H:%M:%S} UTC by {s.trigger or 'a person'}, "
+                f"duration {o.duration(s.duration_s)}", markup=False)
+    if s.status.value == "waiting" and s.waiting_on:
+        until = "" if s.wake_at is None else f" until {s.wake_at:%Y-%m-%d %H:%M:%S} UTC ({o.ago(s.wake_at)})"
+        o.out.print(f"waiting on {s.waiting_on}{until}", markup=False)
     if s.parent_run_id:
         o.out.print(f"parent run {s.parent_run_id}")
     o.out.print(f"inputs: {o.compact(d.inputs)}", markup=False)

@@ -16,6 +16,9 @@ from here):
 - `observe`: `ObserveApi`: spans, step logs, audit, workflows (list, versions, diff, events), workers.
 - `access`: `AccessApi`: the HTTP API's bearer tokens (create, list, revoke, check) and `acting_as`.
 - `events`: `EventsApi`: events from the outside world start the runs of the workflows that subscribe.
+- `webhooks`: `WebhooksApi`: the workflow behind a webhook path, its HMAC secret (from Vault, with the
+  workflow's own policy), starting its runs once per delivery, auditing refused deliveries.
+- `schedules`: `SchedulesApi`: the workflows' schedules (next fire, last run), pause and resume (audited).
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ from worker.client.access import AccessApi
 from worker.client.events import EventsApi
 from worker.client.observe import ObserveApi
 from worker.client.runs import RUN_ORDERS, RunsApi
+from worker.client.schedules import SchedulesApi
 from worker.client.tasks import TasksApi
+from worker.client.webhooks import WebhooksApi
 from worker.config import Settings
 from worker.definitions.model import Definition
 
 __all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
 
 
-class RuntimeClient(RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi):
+class RuntimeClient(RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi, WebhooksApi, SchedulesApi):
     """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
 
 

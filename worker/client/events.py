@@ -1,4 +1,5 @@
-"""RuntimeClient, part events: events from the outside world start the runs of the workflows that subscribe.
+"""RuntimeClient, part events: events from the outside world start the runs of the workflows that subscribe,
+and resume the runs whose `wait` step waits for them.
 
 `send_event(name, key, data)`: every active workflow with `on: {event: {name: NAME}}` gets a run whose
 inputs are the event's `data` (validated against the workflow's `inputs:` like any start; a workflow
@@ -13,6 +14,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -24,8 +26,10 @@ from worker.engine import events as ev
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.errors import Conflict, WorkerError
 from worker.models import RunId
+from worker.oversight import audit
 from worker.secrets.transit import seal_fields
 from worker.store import runs as store
+from worker.store import waits
 
 _NAME = re.compile(EVENT_NAME)
 MAX_KEY = 500
@@ -44,6 +48,21 @@ class EventDelivery:
     """Waiting runs the event resumed (`uses: wait`)."""
     replayed: bool = False
     """True: the idempotency key was used before; this is that delivery."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventWait:
+    """A run parked in a `wait` step."""
+
+    run_id: RunId
+    workflow: str
+    step_id: str
+    item: int | None
+    name: str
+    key: str | None
+    """None: any event of the name resumes it."""
+    deadline: datetime | None
+    waiting_since: datetime
 
 
 class EventsApi(ClientBase):
@@ -97,7 +116,9 @@ class EventsApi(ClientBase):
                 await seal_fields(self.cipher, [created.data])
                 inputs = created.data["inputs"]
             planned.append((str(uuid.uuid4()), workflow, def_hash, inputs, created))
+        delivered: list[str] = []
         async with self.pool.acquire() as conn, conn.transaction():
+            await waits.lock_event_txn(conn, name, key)  # first: the lock order of store/waits.py
             inserted = await conn.fetchval(
                 """INSERT INTO external_events (event_id, name, key, data, sent_by, idem_key, started, refused)
                    VALUES ($1, $2, $3, $4, $5, $6, $7::uuid[], $8) ON CONFLICT DO NOTHING RETURNING true""",
@@ -106,6 +127,12 @@ class EventsApi(ClientBase):
                 for run_id, workflow, def_hash, inputs, created in planned:
                     await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash,
                                                inputs=inputs, created=created, requested_by=f"event:{name}")
+                if self.identity.via is None:
+                    # a person at the terminal (CLI, console): audited; API sends are on record in
+                    # external_events with their token's principal. Before deliver_txn: lock order.
+                    await audit.append_txn(conn, self.identity, "send-event", outcome="sent",
+                                           decision={"event_id": event_id, "name": name, "key": key})
+                delivered = await waits.deliver_txn(conn, event_id, name, key)
         if not inserted:  # a concurrent send with the key committed first: that delivery is the delivery
             assert idempotency_key is not None
             replay = await self._delivery(sender, idempotency_key, name, key, data)
@@ -113,12 +140,26 @@ class EventsApi(ClientBase):
             return replay
         for run_id, *_ in planned:
             await self._nudge(run_id)
-        return EventDelivery(event_id, name, key, tuple(RunId(p[0]) for p in planned), tuple(refused))
+        for run_id in delivered:
+            await self._nudge(run_id, signal=True)
+        return EventDelivery(event_id, name, key, tuple(RunId(p[0]) for p in planned), tuple(refused),
+                             tuple(RunId(r) for r in delivered))
+
+    async def open_waits(self, *, name: str | None = None, key: str | None = None, run_id: str | None = None,
+                         limit: int = 200) -> list[EventWait]:
+        """Runs whose `wait` step is waiting (oldest first), optionally for one event name/key or one run."""
+        if run_id is not None:
+            run_id = await self.resolve_run_id(run_id)
+        rows = await waits.open_waits(self.pool, name=name, key=key, run_id=run_id, limit=limit)
+        return [EventWait(RunId(r["run_id"]), r["workflow"], r["step_id"], r["item"], r["name"], r["key"],
+                          r["deadline"], r["since"])
+                for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
 
     async def _delivery(self, sender: str, idempotency_key: str, name: str, key: str | None,
                         data: dict[str, Any]) -> EventDelivery | None:
         row = await self.pool.fetchrow(
-            """SELECT event_id::text, name, key, data, started::text[] AS started, refused FROM external_events
+            """SELECT event_id::text, name, key, data, started::text[] AS started, refused,
+                      delivered_to::text[] AS delivered_to FROM external_events
                 WHERE sent_by = $1 AND idem_key = $2""", sender, idempotency_key)
         if row is None:
             return None
@@ -128,4 +169,4 @@ class EventsApi(ClientBase):
             raise Conflict(f"idempotency key {idempotency_key!r} was used for another event "
                            f"({row['event_id']}): use a new key for a different event")
         return EventDelivery(row["event_id"], row["name"], row["key"], tuple(RunId(r) for r in row["started"]),
-                             tuple(row["refused"]), replayed=True)
+                             tuple(row["refused"]), tuple(RunId(r) for r in row["delivered_to"]), replayed=True)

@@ -31,13 +31,14 @@ from worker.secrets.transit import seal_fields
 from worker.store import runs as store
 
 _RUN_COLS = """run_id::text, workflow, def_hash, status, created_at, updated_at, finished_at, current_step,
-               waiting_on, parent_run_id::text, error"""
+               waiting_on, parent_run_id::text, error, trigger, wake_at"""
 
 
 def _summary(r: asyncpg.Record) -> RunSummary:
     return RunSummary(RunId(r["run_id"]), r["workflow"], r["def_hash"], RunStatus(r["status"]), r["created_at"],
                       r["updated_at"], r["finished_at"], r["current_step"], r["waiting_on"],
-                      RunId(r["parent_run_id"]) if r["parent_run_id"] else None, r["error"])
+                      RunId(r["parent_run_id"]) if r["parent_run_id"] else None, r["error"], r["trigger"],
+                      r["wake_at"] if r["status"] == "waiting" else None)
 
 
 RUN_ORDERS: dict[str, str] = {
@@ -60,10 +61,12 @@ class RunsApi(ClientBase):
 
     async def start_run_once(self, workflow: str, inputs: dict[str, Any] | None = None, *,
                              idempotency_key: str | None = None, requested_by: str | None = None,
-                             traceparent: str | None = None) -> tuple[RunId, bool]:
+                             traceparent: str | None = None,
+                             trigger: dict[str, Any] | None = None) -> tuple[RunId, bool]:
         """Start a run; (its id, True) — or, when this caller already started one with `idempotency_key`,
         (that run's id, False). The same key with another workflow or other inputs is a Conflict. Concurrent
-        calls with one key start one run (the key's row is written in the run's own transaction)."""
+        calls with one key start one run (the key's row is written in the run's own transaction).
+        `trigger` (`{"kind": ...}`) records what started it (default: `api` for a caller of the HTTP API)."""
         traceparent = _check_traceparent(traceparent)
         request_hash = None
         check_idempotency_key(idempotency_key)
@@ -79,9 +82,13 @@ class RunsApi(ClientBase):
         except InputError as exc:
             raise WorkerError(f"{workflow}: {exc}") from exc
         run_id = str(uuid.uuid4())
-        created = ev.Event(ev.RUN_CREATED, time.time(),
-                           data={"workflow": workflow, "def_hash": def_hash, "inputs": resolved,
-                                 "requested_by": requested_by or str(self.identity)})
+        data: dict[str, Any] = {"workflow": workflow, "def_hash": def_hash, "inputs": resolved,
+                                "requested_by": requested_by or str(self.identity)}
+        if trigger is not None:
+            data["trigger"] = trigger
+        elif self.identity.via is not None:
+            data["trigger"] = {"kind": "api", "via": self.identity.via}
+        created = ev.Event(ev.RUN_CREATED, time.time(), data=data)
         if self._encrypts(defn):
             await seal_fields(self.cipher, [created.data])
             resolved = created.data["inputs"]
@@ -136,13 +143,15 @@ class RunsApi(ClientBase):
             resolved = [h["inputs"] for h in holders]
         ids = [str(uuid.uuid4()) for _ in resolved]
         now = datetime.now(tz=UTC)
-        created = [{"workflow": workflow, "def_hash": def_hash, "inputs": r, "requested_by": who} for r in resolved]
+        trigger = None if self.identity.via is None else {"kind": "api", "via": self.identity.via}
+        created = [{"workflow": workflow, "def_hash": def_hash, "inputs": r, "requested_by": who,
+                    **({"trigger": trigger} if trigger else {})} for r in resolved]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """INSERT INTO runs (run_id, workflow, def_hash, inputs, requested_by, enqueued_at, next_seq,
-                                     traceparent)
-                   SELECT id, $2, $3, inp, $4, now(), 2, $6 FROM unnest($1::uuid[], $5::jsonb[]) AS t(id, inp)""",
-                ids, workflow, def_hash, who, resolved, traceparent)
+                                     traceparent, trigger)
+                   SELECT id, $2, $3, inp, $4, now(), 2, $6, $7 FROM unnest($1::uuid[], $5::jsonb[]) AS t(id, inp)""",
+                ids, workflow, def_hash, who, resolved, traceparent, trigger and "api")
             await conn.execute(
                 """INSERT INTO events (run_id, seq, ts, type, data)
                    SELECT id, 1, $2, $3, d FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, d)""",

@@ -3,6 +3,9 @@
 Files named `tools.yaml` / `tools.yml` are reserved for shared tool-server configuration and are
 not workflows; they are skipped here. Hidden files and editor temporaries (`.#x.yaml`, `x.yaml~`,
 `.x.yaml.swp`) are ignored too.
+
+A workflow name, and a webhook path (`on: {webhook: {path: ...}}`), belongs to one file: a file that
+claims one another file holds is refused (its previous version, if any, stays active).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class Registry:
     def __init__(self) -> None:
         self._files: dict[Path, Definition] = {}  # last good definition of each file
         self._owners: dict[str, Path] = {}  # workflow name -> the file that defines it
+        self._hooks: dict[str, Path] = {}  # webhook path -> the file whose active workflow receives it
         self._errors: dict[Path, DefinitionError] = {}
 
     def apply(self, path: Path, result: Definition | DefinitionError) -> RegistryChange:
@@ -95,12 +99,22 @@ class Registry:
         if owner is not None and owner != path:
             error = DefinitionError(path, f"workflow name '{result.name}' is already defined in {owner.name}")
             return self._invalid(path, previous, error)
+        hook = _webhook_path(result)
+        holder = self._hooks.get(hook) if hook is not None else None
+        if holder is not None and holder != path:
+            error = DefinitionError(path, f"webhook path '{hook}' is already used by workflow "
+                                          f"'{self._files[holder].name}' ({holder.name})")
+            return self._invalid(path, previous, error)
         if previous is not None and previous.def_hash == result.def_hash and path not in self._errors:
             return RegistryChange(path, "unchanged", previous.name, previous.def_hash)
         if previous is not None and previous.name != result.name:
             del self._owners[previous.name]
+        if previous is not None and self._hooks.get(_webhook_path(previous) or "") == path:
+            del self._hooks[_webhook_path(previous) or ""]
         self._files[path] = result
         self._owners[result.name] = path
+        if hook is not None:
+            self._hooks[hook] = path
         self._errors.pop(path, None)
         return RegistryChange(path, "loaded", result.name, result.def_hash)
 
@@ -119,6 +133,8 @@ class Registry:
         self._errors.pop(path, None)
         if previous is not None and self._owners.get(previous.name) == path:
             del self._owners[previous.name]
+        if previous is not None and self._hooks.get(_webhook_path(previous) or "") == path:
+            del self._hooks[_webhook_path(previous) or ""]
         return RegistryChange(path, "deleted", previous.name if previous else None,
                               previous.def_hash if previous else None)
 
@@ -144,3 +160,8 @@ class Registry:
     def errors(self) -> dict[Path, DefinitionError]:
         """The current error of each file that failed its latest load."""
         return dict(self._errors)
+
+
+def _webhook_path(defn: Definition) -> str | None:
+    on = defn.spec.on
+    return on.webhook.path if on is not None and on.webhook is not None else None

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from worker.schedules.ticks import check_cron, check_every, check_timezone
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -35,10 +37,10 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 WORKFLOW_NAME = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 
-StepKind = Literal["http", "llm", "tool", "agent", "approval", "python", "sleep", "set", "workflow"]
+StepKind = Literal["http", "llm", "tool", "agent", "approval", "python", "sleep", "set", "workflow", "wait"]
 # kinds with an executor in this build; the others are rejected at load time with a clear message
 AVAILABLE_KINDS: frozenset[str] = frozenset(
-    {"http", "llm", "tool", "agent", "approval", "python", "sleep", "set", "workflow"}
+    {"http", "llm", "tool", "agent", "approval", "python", "sleep", "set", "workflow", "wait"}
 )
 # kinds whose calls reach outside the runtime (they get idempotency keys and the uncertain-effect policy)
 EXTERNAL_KINDS: frozenset[str] = frozenset({"http", "llm", "tool", "agent", "python"})
@@ -159,10 +161,64 @@ class EventTrigger(_Model):
     name: str = Field(pattern=EVENT_NAME)
 
 
+WEBHOOK_PATH = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+
+
+class WebhookTrigger(_Model):
+    """`on: {webhook: {path: helpdesk, secret: NAME}}`: `POST /hooks/helpdesk`, signed with HMAC-SHA256 under
+    the `secret` key of the workflow's credential NAME, starts a run (see worker/api/webhooks.py)."""
+
+    path: str
+    secret: str = Field(min_length=1, max_length=200)
+
+    @field_validator("path")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.match(WEBHOOK_PATH, value):
+            raise ValueError(f"webhook path {value!r}: 1-100 characters a-z 0-9 . _ -, starting with a letter or "
+                             "digit (the endpoint is POST /hooks/<path>)")
+        return value
+
+
+class ScheduleTrigger(_Model):
+    """`on: {schedule: {cron: "0 2 * * *", timezone: Europe/Berlin}}` or `{every: 30s}`: a run at every tick,
+    exactly once across workers (worker/schedules). `inputs:` are the run's inputs; their strings may read
+    `${{ tick }}` (ISO 8601, in `timezone`) and `${{ tick_unix }}`."""
+
+    cron: str | None = None  # five fields, read in `timezone`
+    every: Duration | None = None  # whole seconds, at least 1s; ticks are multiples of it since the epoch
+    timezone: str = "UTC"
+    catch_up: Literal["latest", "all", "none"] = "latest"  # what happens to ticks missed while nobody fired
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: float | None) -> float | None:
+        return None if value is None else check_every(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @model_validator(mode="after")
+    def _one_cadence(self) -> ScheduleTrigger:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("a schedule needs exactly one of cron (e.g. '0 2 * * *') or every (e.g. 30s)")
+        return self
+
+
 class TriggerSpec(_Model):
     """What starts runs of the workflow besides a person or a service asking (`on:`)."""
 
     event: EventTrigger | None = None
+    webhook: WebhookTrigger | None = None
+    schedule: ScheduleTrigger | None = None
 
 
 class WorkflowSpec(_Model):
@@ -176,7 +232,7 @@ class WorkflowSpec(_Model):
     steps: list[StepSpec] = Field(min_length=1, max_length=1000)
     output: Any = None  # expression template; default: the output of the last step
     encrypt_payloads: bool = False  # store step inputs/outputs as Vault transit ciphertext (needs Vault)
-    on: TriggerSpec | None = None  # what starts runs besides a caller (events; schedules and webhooks to come)
+    on: TriggerSpec | None = None  # what starts runs besides a caller (events, webhooks, schedules)
 
     @model_validator(mode="before")
     @classmethod
@@ -220,111 +276,3 @@ class StepDefaults(_Model):
 
 WorkflowSpec.model_rebuild()
 ToolsFileSpec.model_rebuild()
-
-
-# ---- `with:` arguments per step kind -------------------------------------------------------
-# Checked at load time for unknown/missing keys; checked again for types after rendering.
-
-
-class HttpArgs(_Model):
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
-    json_: Any = Field(None, alias="json")
-    body: str | None = None
-    expect_status: list[int] | None = None  # default: any 2xx
-    timeout: Duration | None = None  # per request; default: the step timeout or 30s
-    follow_redirects: bool = False
-    max_response_bytes: int = Field(10 * 1024 * 1024, ge=1)
-
-
-class PythonArgs(_Model):
-    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class SleepArgs(_Model):
-    duration: Duration | None = None
-    until: str | None = None  # ISO-8601 timestamp
-
-
-class ApprovalArgs(_Model):
-    prompt: str
-    context: Any = None
-    timeout: Duration | None = None
-    # escalate: the task stays open past its deadline, flagged as escalated (nothing is decided for you)
-    on_timeout: Literal["approve", "reject", "fail", "escalate"] = "reject"
-    approvers: list[str] = Field(default_factory=list)  # user names or `group:<name>`; empty: anyone allowed
-    min_approvals: int = Field(1, ge=1, le=20)
-    forbid_requester: bool = False  # the person who started the run may not approve it
-
-
-class WorkflowArgs(_Model):
-    workflow: str = Field(pattern=WORKFLOW_NAME)
-    inputs: dict[str, Any] = Field(default_factory=dict)
-
-
-class ChatMessage(_Model):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class LlmArgs(_Model):
-    """A chat completion (`llm`), and the model part of an `agent`."""
-
-    provider: Literal["openai", "anthropic", "ollama"] = "openai"  # openai: any OpenAI-compatible API
-    model: str = Field(min_length=1)
-    base_url: str | None = None  # default: the provider's public API (ollama: 127.0.0.1:11434)
-    base_url_env: str | None = None  # an environment variable holding the base URL (used when it is set)
-    api_key_env: str | None = None  # an environment variable holding the API key
-    credential: str | None = None  # a credential (from Vault) whose `api_key` is the key
-    api_key_header: str | None = None  # e.g. `api-key` for Azure OpenAI; default per provider
-    headers: dict[str, str] = Field(default_factory=dict)
-    query: dict[str, str] = Field(default_factory=dict)  # e.g. {api-version: ...} for Azure OpenAI
-    system: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] = Field(default_factory=list)
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")  # JSON schema of a structured answer
-    timeout: Duration | None = None  # per request; default: the step timeout or 120s
-    pricing: dict[str, ModelPrice] = Field(default_factory=dict)  # model -> USD per 1M tokens
-
-    @model_validator(mode="after")
-    def _has_input(self) -> LlmArgs:
-        if self.prompt is None and not self.messages:
-            raise ValueError("give a prompt or messages")
-        return self
-
-
-class ToolArgs(_Model):
-    server: str | McpServerSpec  # a name (workflow `tools:` or tools.yaml) or an inline declaration
-    tool: str = Field(min_length=1)
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    timeout: Duration | None = None  # per call; default: the server's, else the step timeout, else 60s
-
-
-class AgentArgs(LlmArgs):
-    servers: list[str | McpServerSpec] = Field(default_factory=list)
-    tools: list[str] | None = None  # only these tools of the servers (default: all)
-    approve_tools: list[str] = Field(default_factory=list)  # ask a human before calling these
-    approval_timeout: Duration | None = None  # then the call counts as rejected
-    max_turns: int = Field(10, ge=1, le=200)  # LLM calls
-    token_budget: int | None = Field(None, ge=1)  # total tokens over all LLM calls
-    tool_timeout: Duration | None = None  # per tool call; default 60s
-
-
-# `set` takes any mapping of names to values/expressions: its output is that mapping rendered.
-ARGS_MODELS: dict[str, type[_Model] | None] = {
-    "http": HttpArgs,
-    "llm": LlmArgs,
-    "tool": ToolArgs,
-    "agent": AgentArgs,
-    "python": PythonArgs,
-    "sleep": SleepArgs,
-    "approval": ApprovalArgs,
-    "workflow": WorkflowArgs,
-    "set": None,
-}

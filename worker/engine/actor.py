@@ -11,12 +11,11 @@ import dataclasses
 import logging
 import random
 import time
-from datetime import datetime
 from typing import Any
 
 from worker import faults
 from worker.definitions.model import Definition
-from worker.definitions.schema import ARGS_MODELS, EXTERNAL_KINDS, ApprovalArgs, SleepArgs, WorkflowArgs
+from worker.definitions.step_args import ARGS_MODELS, WorkflowArgs
 from worker.engine import events as ev
 from worker.engine.attempt import Outcome, RunLease, parked_task_id, run_attempt, task_id_for
 from worker.engine.commands import (
@@ -29,8 +28,10 @@ from worker.engine.commands import (
     Skip,
     Start,
     TimeoutTask,
+    TimeoutWait,
 )
 from worker.engine.host import ActorHost
+from worker.engine.parking import PARKING_KINDS, orphan_events, park, run_update, signal_events
 from worker.engine.retry import next_retry_at
 from worker.engine.scheduler import decide, expression_context
 from worker.engine.state import Instance, InstanceKey, RunState
@@ -39,7 +40,8 @@ from worker.models import StepStatus
 from worker.secrets.transit import open_fields, seal_fields
 from worker.steps.base import idempotency_key
 from worker.store import runs as store
-from worker.store.writer import Append, NewChild, NewTask, RunUpdate
+from worker.store import waits as wait_store
+from worker.store.writer import Append, NewChild, NewTask, NewWait, RunUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class RunActor:
         self._pending: list[ev.Event] = []
         self._tasks: list[NewTask] = []
         self._children: list[NewChild] = []
+        self._waits: list[NewWait] = []
         self._cancel_tasks = False
         self._seen_signal_version = lease.signal_version
         self._to_launch: list[tuple[Start, Instance]] = []
@@ -107,25 +110,10 @@ class RunActor:
         return event
 
     def _update(self) -> RunUpdate:
-        st = self.state
-        if st.terminal:
-            return RunUpdate(status=st.status.value, output=st.output, error=st.error, finished=True)
-        running = [i for i in st.instances.values() if i.status == StepStatus.RUNNING]
-        waiting = [i for i in st.instances.values() if i.status in (StepStatus.WAITING, StepStatus.RETRYING)]
-        active = running or waiting
-        current = ",".join(sorted({i.step_id for i in active})[:3]) or None
-        waiting_on = None
-        for inst in waiting:
-            reason = (inst.wait or {}).get("reason") if inst.status == StepStatus.WAITING else "retry"
-            if reason in ("approval", "uncertain"):
-                waiting_on = "human"
-                break
-            waiting_on = reason
-        status = "running" if running or not waiting else "waiting"
-        return RunUpdate(status=status, current_step=current, waiting_on=None if running else waiting_on)
+        return run_update(self.state)
 
     async def _commit(self) -> None:
-        if not self._pending and not self._tasks and not self._children and not self._cancel_tasks:
+        if not self._pending and not self._tasks and not self._children and not self._waits and not self._cancel_tasks:
             return
         if self._lost:
             raise LeaseLost(self.run_id)
@@ -145,9 +133,9 @@ class RunActor:
             update.output = out_holder["output"]
             for child in children:
                 child.inputs = child.created.data["inputs"]
-        append = Append(self.run_id, self.lease.epoch, stored, update, self._tasks, self._children,
+        append = Append(self.run_id, self.lease.epoch, stored, update, self._tasks, self._children, self._waits,
                         self._cancel_tasks, signal_parent)
-        self._pending, self._tasks, self._children, self._cancel_tasks = [], [], [], False
+        self._pending, self._tasks, self._children, self._waits, self._cancel_tasks = [], [], [], [], False
         ok = await self.service.writer.append(append)
         if not ok:
             raise LeaseLost(self.run_id)
@@ -230,7 +218,10 @@ class RunActor:
             self._launch()
             if timeouts:
                 for cmd in timeouts:
-                    if await store.timeout_task(svc.pool, cmd.task_id) == "escalated":
+                    if isinstance(cmd, TimeoutWait):
+                        # closed here, or by an event that got there first: either way the signals say which
+                        await wait_store.time_out(svc.pool, self.run_id, cmd.step_id, cmd.item)
+                    elif await store.timeout_task(svc.pool, cmd.task_id) == "escalated":
                         self._emit(ev.TASK_ESCALATED, step_id=cmd.step_id, item=cmd.item, task_id=cmd.task_id)
                 await self._absorb_signals()
                 continue
@@ -250,31 +241,11 @@ class RunActor:
     def _recover(self) -> None:
         """After a takeover: attempts that were in flight on the lost worker."""
         assert self.defn is not None
-        orphans = self.state.running_instances()
-        if self.lease.previous_owner is None and not orphans:
-            return
-        if self.lease.previous_owner is not None or orphans:
-            self._emit(ev.RUN_RESUMED, worker=self.service.settings.worker_id, epoch=self.lease.epoch,
-                       previous_owner=self.lease.previous_owner, orphans=len(orphans))
-        now = time.time()
-        for inst in orphans:
-            step = self.defn.step(inst.step_id)
-            if step.idempotent or step.uses not in EXTERNAL_KINDS:
-                policy = self.defn.retry_for(step)
-                retry_at = next_retry_at(policy, inst.failures + 1, now, 0.0, retryable=True)
-                self._emit(ev.STEP_FAILED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
-                           error=f"worker lost during attempt {inst.attempt}", crashed=True, retryable=True,
-                           retry_at=now if retry_at is not None else None, final=retry_at is None)
-            else:
-                task_id = task_id_for(self.run_id, inst.step_id, inst.item, "uncertain", inst.attempt)
-                prompt = (f"Step '{inst.step_id}' ({step.uses}, idempotent: false) was in flight when its worker "
-                          f"was lost. Did its effect happen? retry / mark done / fail")
-                self._tasks.append(NewTask(task_id, inst.step_id, inst.item, "uncertain", prompt,
-                                           {"inputs": inst.inputs, "attempt": inst.attempt,
-                                            "idempotency_key": idempotency_key(self.run_id, inst.step_id, inst.item)},
-                                           None, None))
-                self._emit(ev.STEP_WAITING, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
-                           reason="uncertain", task_id=task_id)
+        found = orphan_events(self.defn, self.state, now=time.time(), worker=self.service.settings.worker_id,
+                              epoch=self.lease.epoch, previous_owner=self.lease.previous_owner)
+        for signal in found.events:
+            self._emit(signal.type, step_id=signal.step_id, item=signal.item, attempt=signal.attempt, **signal.data)
+        self._tasks.extend(found.tasks)
 
     async def _decide(self, now: float) -> Decision:
         """`decide`, off the event loop when the workflow's expressions can do real work.
@@ -292,16 +263,16 @@ class RunActor:
             self._slow_decide = True
         return decision
 
-    async def _advance(self) -> tuple[float | None, list[TimeoutTask]]:
+    async def _advance(self) -> tuple[float | None, list[TimeoutTask | TimeoutWait]]:
         """Apply decisions until only starts (or nothing) remain."""
         assert self.defn is not None
         while True:
             now = time.time()
             decision = await self._decide(now)
             progressed = False
-            timeouts: list[TimeoutTask] = []
+            timeouts: list[TimeoutTask | TimeoutWait] = []
             for cmd in decision.commands:
-                if isinstance(cmd, TimeoutTask):
+                if isinstance(cmd, TimeoutTask | TimeoutWait):
                     timeouts.append(cmd)
                     continue
                 if isinstance(cmd, Start):
@@ -353,27 +324,18 @@ class RunActor:
             self._emit(ev.STEP_FAILED, error=f"invalid arguments: {_short(exc)}", retryable=False, final=True,
                        **common)
             return
-        if kind == "sleep":
-            assert isinstance(args, SleepArgs)
-            wake_at = now + (args.duration or 0.0)
-            if args.until:
-                try:
-                    wake_at = datetime.fromisoformat(args.until).timestamp()
-                except ValueError:
-                    self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=None, **common)
-                    self._emit(ev.STEP_FAILED, error=f"until: {args.until!r} is not an ISO-8601 time",
-                               retryable=False, final=True, **common)
-                    return
-            self._emit(ev.STEP_WAITING, reason="sleep", wake_at=wake_at, inputs=cmd.inputs, **common)
-        elif kind == "approval":
-            assert isinstance(args, ApprovalArgs)
-            task_id = task_id_for(self.run_id, cmd.step_id, cmd.item, "approval", cmd.attempt)
-            deadline = now + args.timeout if args.timeout else None
-            self._tasks.append(NewTask(task_id, cmd.step_id, cmd.item, "approval", args.prompt, args.context,
-                                       deadline, args.on_timeout, approvers=list(args.approvers),
-                                       min_approvals=args.min_approvals, forbid_requester=args.forbid_requester))
-            self._emit(ev.STEP_WAITING, reason="approval", task_id=task_id, deadline=deadline,
-                       on_timeout=args.on_timeout, prompt=args.prompt, inputs=cmd.inputs, **common)
+        if kind in PARKING_KINDS:
+            parking = park(kind, args, run_id=self.run_id, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
+                           inputs=cmd.inputs, now=now, event_lookback=self.service.settings.event_lookback)
+            if parking.waiting is None:
+                self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=None, **common)
+                self._emit(ev.STEP_FAILED, error=parking.error, retryable=False, final=True, **common)
+                return
+            if parking.task is not None:
+                self._tasks.append(parking.task)
+            if parking.wait is not None:
+                self._waits.append(parking.wait)
+            self._emit(ev.STEP_WAITING, **parking.waiting, **common)
         elif kind == "workflow":
             assert isinstance(args, WorkflowArgs)
             self._to_launch.append((cmd, self.state.instance(cmd.step_id, cmd.item)))
@@ -460,23 +422,11 @@ class RunActor:
     async def _absorb_signals(self) -> None:
         sig = await store.load_signals(self.service.pool, self.run_id)
         self._seen_signal_version = max(self._seen_signal_version, sig.signal_version)
-        waiting = {k: i for k, i in self.state.instances.items() if i.status == StepStatus.WAITING}
-        for t in sig.tasks:
-            inst = waiting.get((t["step_id"], t["item"]))
-            if inst is None or inst.decision is not None or (inst.wait or {}).get("task_id") != str(t["task_id"]):
-                continue
-            decision = t["decision"] or {}
-            self._emit(ev.TASK_DECIDED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
-                       task_id=str(t["task_id"]), status=t["status"], by=t["decided_by"], reason=t["reason"],
-                       action=decision.get("action"), output=decision.get("output"))
-            faults.reached("after-decision-before-commit")
         await open_fields(self.service.cipher, sig.children)
-        for c in sig.children:
-            inst = waiting.get((c["parent_step"], c["parent_item"]))
-            if inst is None or inst.decision is not None or (inst.wait or {}).get("child_run_id") != str(c["run_id"]):
-                continue
-            self._emit(ev.CHILD_FINISHED, step_id=inst.step_id, item=inst.item, attempt=inst.attempt,
-                       child_run_id=str(c["run_id"]), status=c["status"], output=c["output"], error=c["error"])
+        for signal in signal_events(self.state, sig):
+            self._emit(signal.type, step_id=signal.step_id, item=signal.item, attempt=signal.attempt, **signal.data)
+            if signal.type == ev.TASK_DECIDED:
+                faults.reached("after-decision-before-commit")
         if sig.cancel_requested and not self.state.terminal:
             await self._cancel(sig.cancel_reason)
 

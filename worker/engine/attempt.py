@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.definitions.model import Definition
-from worker.definitions.schema import WorkflowArgs
+from worker.definitions.step_args import WorkflowArgs
 from worker.engine import events as ev
 from worker.engine.commands import Start
 from worker.engine.host import ActorHost

@@ -56,6 +56,15 @@ class TimeoutTask:
 
 
 @dataclass(frozen=True, slots=True)
+class TimeoutWait:
+    """A `wait` step's deadline passed with no event: the runner closes the wait atomically (an event
+    that got there first wins)."""
+
+    step_id: str
+    item: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class CompleteRun:
     output: Any
 
@@ -66,7 +75,7 @@ class FailRun:
     step_id: str | None = None
 
 
-Command = Skip | Expand | Start | Complete | Fail | TimeoutTask | CompleteRun | FailRun
+Command = Skip | Expand | Start | Complete | Fail | TimeoutTask | TimeoutWait | CompleteRun | FailRun
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ TASK_REQUESTED = "task.requested"
 TASK_DECIDED = "task.decided"
 TASK_ESCALATED = "task.escalated"
 CHILD_FINISHED = "child.finished"
+EVENT_RECEIVED = "event.received"  # a `wait` step's outcome: {received: true, event} or {received: false}
 
 RUN_TERMINAL_EVENTS = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
 

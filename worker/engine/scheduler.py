@@ -22,6 +22,7 @@ from worker.engine.commands import (
     Skip,
     Start,
     TimeoutTask,
+    TimeoutWait,
 )
 from worker.engine.state import Instance, RunState
 from worker.errors import ExpressionError
@@ -86,6 +87,17 @@ def _waiting(inst: Instance, now: float, wake: list[float]) -> Command | None:
         if now >= wake_at:
             return Complete(inst.step_id, inst.item, {"slept_until": wake_at})
         wake.append(wake_at)
+        return None
+    if reason == "event":
+        if decision is not None:
+            if decision.get("received"):
+                return Complete(inst.step_id, inst.item, {"received": True, "event": decision.get("event")})
+            return Complete(inst.step_id, inst.item, {"received": False})
+        deadline = wait.get("deadline")
+        if deadline is not None:
+            if now >= float(deadline):
+                return TimeoutWait(inst.step_id, inst.item)
+            wake.append(float(deadline))
         return None
     if reason == "child":
         if decision is None:

@@ -1,8 +1,9 @@
 """WorkerService: the I/O shell around the engine.
 
 Loops: consume the work stream, heartbeat (renew leases, notice signals and lost leases), reconcile
-(re-derive work from Postgres, reclaim dead consumers' entries), listen for signals, and watch the
-workflow files. Every loop survives Postgres and Redis outages: it logs, backs off and carries on.
+(re-derive work from Postgres, reclaim dead consumers' entries), listen for signals, watch the
+workflow files, and fire schedule ticks (worker/schedules/loop.py). Every loop survives Postgres and
+Redis outages: it logs, backs off and carries on.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from worker.config import Settings
 from worker.definitions.expressions import set_budget as set_expression_budget
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
+from worker.schedules.loop import SchedulerLoop
 from worker.secrets import SecretProvider, build_secret_provider
 from worker.secrets.identity import forget_identity
 from worker.secrets.transit import PayloadCipher, build_cipher
@@ -113,6 +115,9 @@ class WorkerService:
         ]
         if self.watch:
             self._loops.append(asyncio.create_task(self._guard("watch", self.sync.watch_loop)))
+        self.schedules = SchedulerLoop(self.pool, self.publisher, self.definitions, worker_id=s.worker_id,
+                                       encrypt_payloads=s.encrypt_payloads, cipher=self.cipher, off_loop=self.off_loop)
+        self._loops.append(asyncio.create_task(self._guard("schedules", lambda: self.schedules.run(self._stopping))))
         self.publisher.event("worker", "worker.started", None, {"worker": s.worker_id})
         logger.info("worker %s started: workflows %s, concurrency %d", s.worker_id, workflows, s.concurrency)
         self.started.set()

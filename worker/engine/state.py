@@ -162,7 +162,7 @@ class RunState:
             inst = self.instance(e.step_id or "", e.item)
             if inst.wait is not None:
                 inst.wait = {**inst.wait, "deadline": None, "escalated": True}
-        elif t in (ev.TASK_DECIDED, ev.CHILD_FINISHED):
+        elif t in (ev.TASK_DECIDED, ev.CHILD_FINISHED, ev.EVENT_RECEIVED):
             inst = self.instance(e.step_id or "", e.item)
             inst.decision = dict(e.data)
         elif t == ev.STEP_SKIPPED:

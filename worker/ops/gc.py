@@ -49,6 +49,7 @@ class GcSummary:
     """Old finished runs kept because a run in their tree is still active or finished recently."""
     batches: int = 0
     workflow_events: int = 0
+    external_events: int = 0  # events sent from outside (their delivery records, the `wait` lookback window)
     workers: int = 0
     deleted_ids: list[str] = field(default_factory=list, repr=False)
 
@@ -152,11 +153,15 @@ async def collect(pool: asyncpg.Pool, older_than: timedelta, *, dry_run: bool = 
                 "SELECT count(*) FROM workflow_events WHERE at < $1", cutoff)
             summary.workers = await conn.fetchval(
                 "SELECT count(*) FROM workers WHERE stopped_at < $1 OR heartbeat_at < $1", cutoff)
+            summary.external_events = await conn.fetchval(
+                "SELECT count(*) FROM external_events WHERE received_at < $1", cutoff)
         else:
             summary.workflow_events = _rowcount(await conn.execute(
                 "DELETE FROM workflow_events WHERE at < $1", cutoff))
             summary.workers = _rowcount(await conn.execute(
                 "DELETE FROM workers WHERE stopped_at < $1 OR heartbeat_at < $1", cutoff))
+            summary.external_events = _rowcount(await conn.execute(
+                "DELETE FROM external_events WHERE received_at < $1", cutoff))
     logger.info("gc: %s %d runs older than %s", "would delete" if dry_run else "deleted", summary.runs, cutoff)
     return summary
 

@@ -78,6 +78,9 @@ def _seed(client: Any, workflows_dir: Path) -> None:
     for defn in defns:
         for name, cred in defn.spec.credentials.items():
             keys: set[str] = set(_DEFAULT_KEYS)
+            hook = defn.spec.on.webhook if defn.spec.on is not None else None
+            if hook is not None and hook.secret == name:
+                keys.add("secret")  # a webhook's HMAC secret (README, "Webhooks")
             for step in defn.spec.steps:
                 keys |= _keys_read(step.with_, name)
             try:

@@ -109,6 +109,9 @@ def workflow_policies(defn: Definition) -> list[Policy]:
         for name, policy in credential_scopes(defn, step).items():
             scoped.setdefault(name, set()).add(policy)
     own = workflow_policy_name(defn.name)
+    hook = defn.spec.on.webhook if defn.spec.on is not None else None
+    if hook is not None and hook.secret in scoped:
+        scoped[hook.secret].add(own)  # the API server reads a webhook's secret with the workflow's own policy
     tool_only = {n for n, pols in scoped.items() if pols and own not in pols}
     out = [_read_policy(own, [kv_data_path(c) for n, c in creds.items() if n not in tool_only],
                         f"workflow {defn.name!r}", source)]

@@ -17,7 +17,7 @@ import logging
 from typing import Any, ClassVar
 
 from worker.config import Settings
-from worker.definitions.schema import AgentArgs
+from worker.definitions.step_args import AgentArgs
 from worker.errors import StepFailed, StepParked
 from worker.steps.base import Journal, StepContext
 from worker.steps.http_wire import validate_args

@@ -17,7 +17,7 @@ import orjson
 from opentelemetry.trace import StatusCode
 
 from worker.config import Settings
-from worker.definitions.schema import HttpArgs
+from worker.definitions.step_args import HttpArgs
 from worker.egress.policy import EgressPolicy
 from worker.errors import StepFailed
 from worker.steps.base import StepContext

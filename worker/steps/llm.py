@@ -17,7 +17,7 @@ import httpx
 import jsonschema
 
 from worker.config import Settings
-from worker.definitions.schema import LlmArgs
+from worker.definitions.step_args import LlmArgs
 from worker.egress.policy import EgressPolicy
 from worker.errors import StepFailed
 from worker.steps.base import StepContext

@@ -26,7 +26,7 @@ import orjson
 from pydantic import ValidationError
 
 from worker.config import Settings
-from worker.definitions.schema import PythonArgs
+from worker.definitions.step_args import PythonArgs
 from worker.errors import StepFailed
 from worker.sandbox.calling import Target, bind, failure, target_for, to_json
 from worker.sandbox.modules import TaskModules

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 from worker.config import Settings
 from worker.definitions.loader import load_tools_file
-from worker.definitions.schema import McpServerSpec, ModelPrice, ToolArgs, ToolsFileSpec
+from worker.definitions.schema import McpServerSpec, ModelPrice, ToolsFileSpec
+from worker.definitions.step_args import ToolArgs
 from worker.errors import DefinitionError, StepFailed
 from worker.steps.base import StepContext
 from worker.steps.http_wire import validate_args

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from worker.engine.events import Event
+from worker.store.waits import closed_waits, ts_to_dt
 
 TERMINAL = ("completed", "failed", "cancelled")
-
-
-def ts_to_dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
 def row_to_event(row: asyncpg.Record) -> Event:
@@ -28,14 +24,21 @@ async def insert_run_txn(conn: asyncpg.Connection, *, run_id: str, workflow: str
                          parent_item: int | None = None, traceparent: str | None = None) -> bool:
     """Insert a run and its `run.created` event (seq 1). False when the run already existed.
 
-    `traceparent` (W3C) makes the run's trace a part of the caller's (see worker/telemetry).
+    `traceparent` (W3C) makes the run's trace a part of the caller's (see worker/telemetry). The run's
+    `trigger` column (what started it, for listings) is the kind of the event's `trigger` entry, `parent`
+    for a child run, NULL for a person.
     """
+    trigger = created.data.get("trigger")
+    kind = trigger.get("kind") if isinstance(trigger, dict) else None
+    if kind is None and parent_run_id is not None:
+        kind = "parent"
     inserted = await conn.fetchval(
         """INSERT INTO runs (run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step,
-                             parent_item, enqueued_at, next_seq, traceparent)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), 2, $9)
+                             parent_item, enqueued_at, next_seq, traceparent, trigger)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), 2, $9, $10)
            ON CONFLICT (run_id) DO NOTHING RETURNING true""",
         run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step, parent_item, traceparent,
+        kind,
     )
     if not inserted:
         return False
@@ -146,10 +149,12 @@ class Signals:
     cancel_reason: str | None
     tasks: list[dict[str, Any]]
     children: list[dict[str, Any]]
+    waits: list[dict[str, Any]]
 
 
 async def load_signals(pool: asyncpg.Pool, run_id: str) -> Signals:
-    """Everything decided from outside for this run: task decisions, finished children, cancel."""
+    """Everything decided from outside for this run: task decisions, finished children, events that
+    resumed (or deadlines that closed) its waits, cancel."""
     async with pool.acquire() as conn:
         head = await conn.fetchrow(
             "SELECT signal_version, cancel_requested, cancel_reason FROM runs WHERE run_id = $1", run_id)
@@ -159,12 +164,14 @@ async def load_signals(pool: asyncpg.Pool, run_id: str) -> Signals:
         children = await conn.fetch(
             """SELECT run_id, parent_step, parent_item, status, output, error FROM runs
                WHERE parent_run_id = $1 AND status IN ('completed', 'failed', 'cancelled')""", run_id)
+        waits = await closed_waits(conn, run_id)
     return Signals(
         signal_version=head["signal_version"] if head else 0,
         cancel_requested=bool(head and head["cancel_requested"]),
         cancel_reason=head["cancel_reason"] if head else None,
         tasks=[dict(r) for r in tasks],
         children=[dict(r) for r in children],
+        waits=waits,
     )
 
 

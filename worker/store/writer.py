@@ -13,6 +13,8 @@ from typing import Any
 import asyncpg
 
 from worker.engine.events import Event
+from worker.store import waits
+from worker.store.pool import dumps
 from worker.store.runs import insert_run_txn, signal_run_txn, ts_to_dt
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,19 @@ class NewTask:
 
 
 @dataclass(slots=True)
+class NewWait:
+    """A `wait` step began waiting: registered with its step.waiting event (see store/waits.py)."""
+
+    step_id: str
+    item: int | None
+    attempt: int
+    name: str
+    key: str | None
+    since: float
+    deadline: float | None
+
+
+@dataclass(slots=True)
 class NewChild:
     run_id: str
     workflow: str
@@ -63,13 +78,14 @@ class Append:
     update: RunUpdate
     tasks: list[NewTask] = field(default_factory=list)
     children: list[NewChild] = field(default_factory=list)
+    waits: list[NewWait] = field(default_factory=list)
     cancel_tasks: bool = False
     signal_parent: str | None = None
     future: asyncio.Future[bool] | None = None
 
     @property
     def simple(self) -> bool:
-        return not (self.tasks or self.children or self.cancel_tasks or self.signal_parent)
+        return not (self.tasks or self.children or self.waits or self.cancel_tasks or self.signal_parent)
 
 
 _APPEND_SQL = """
@@ -88,14 +104,14 @@ WITH req AS (
     RETURNING 1
 ), upd AS (
     UPDATE runs SET status = u.status, current_step = u.current_step, waiting_on = u.waiting_on,
-           output = CASE WHEN u.finished THEN u.output ELSE runs.output END,
+           output = CASE WHEN u.finished THEN u.output::jsonb ELSE runs.output END,
            error = CASE WHEN u.finished THEN u.error ELSE runs.error END,
            finished_at = CASE WHEN u.finished THEN now() ELSE runs.finished_at END,
            lease_owner = CASE WHEN u.finished THEN NULL ELSE runs.lease_owner END,
            lease_expires = CASE WHEN u.finished THEN NULL ELSE runs.lease_expires END,
            wake_at = CASE WHEN u.finished THEN NULL ELSE runs.wake_at END,
            next_seq = u.next_seq, updated_at = now()
-    FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::text[], $18::bool[],
+    FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
                 $19::int[]) AS u(run_id, status, current_step, waiting_on, output, error, finished, next_seq)
     WHERE runs.run_id = u.run_id AND runs.run_id IN (SELECT run_id FROM ok)
     RETURNING 1
@@ -114,7 +130,9 @@ def _params(worker_id: str, batch: list[Append]) -> list[Any]:
                 col.append(value)
         u = a.update
         next_seq = (a.events[-1].seq + 1) if a.events else 0
-        for col, value in zip(up_cols, (a.run_id, u.status, u.current_step, u.waiting_on, u.output, u.error,
+        # the output as JSON text: in a jsonb[] parameter asyncpg would read a list output as a sub-array
+        output = dumps(u.output) if u.finished and u.output is not None else None
+        for col, value in zip(up_cols, (a.run_id, u.status, u.current_step, u.waiting_on, output, u.error,
                                         u.finished, next_seq), strict=True):
             col.append(value)
     return [worker_id, [a.run_id for a in batch], [a.epoch for a in batch], *ev_cols, *up_cols]
@@ -135,10 +153,13 @@ async def _extras_txn(conn: asyncpg.Connection, a: Append) -> None:
         await insert_run_txn(conn, run_id=c.run_id, workflow=c.workflow, def_hash=c.def_hash, inputs=c.inputs,
                              created=c.created, requested_by=f"run:{a.run_id}", parent_run_id=a.run_id,
                              parent_step=c.parent_step, parent_item=c.parent_item)
+    for w in a.waits:
+        await waits.register_txn(conn, a.run_id, w.step_id, w.item, w.attempt, w.name, w.key, w.since, w.deadline)
     if a.cancel_tasks:
         await conn.execute(
             """UPDATE human_tasks SET status = 'cancelled', decided_at = now(), reason = 'run cancelled'
                WHERE run_id = $1 AND status = 'pending'""", a.run_id)
+        await waits.cancel_txn(conn, a.run_id)
     if a.signal_parent:
         await signal_run_txn(conn, a.signal_parent)
 
@@ -150,6 +171,8 @@ async def write_batch(conn: asyncpg.Connection, worker_id: str, batch: list[Appe
         rows = await conn.fetch(_APPEND_SQL, *params)
         return {str(r["run_id"]) for r in rows}
     async with conn.transaction():
+        # the waits' locks before any run row: the order an event's delivery takes them in (no deadlock)
+        await waits.lock_txn(conn, [(w.name, w.key) for a in batch for w in a.waits])
         rows = await conn.fetch(_APPEND_SQL, *params)
         ok = {str(r["run_id"]) for r in rows}
         for a in batch:

@@ -24,7 +24,7 @@ from worker.engine import events as ev
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 ERROR_CHARS = 200
 QUEUE_SPAN_MIN = 0.001  # seconds: shorter queue delays are only an attribute
-WAIT_NAMES = {"approval": "approval wait", "sleep": "sleep", "child": "child workflow",
+WAIT_NAMES = {"approval": "approval wait", "sleep": "sleep", "child": "child workflow", "event": "event wait",
               "uncertain": "uncertain effect: waiting for a human"}
 
 

@@ -372,3 +372,17 @@ async def test_shared_tools_file_is_validated_on_save_and_cleared_when_fixed(set
 
 async def _has_workflow(client: RuntimeClient, name: str) -> bool:
     return name in {w.name for w in await client.list_workflows()}
+
+
+async def test_a_list_output_is_stored_whole(settings: Settings) -> None:
+    """A run whose output is a list (a foreach as the last step) keeps the whole list, not its first item."""
+    write_workflow(settings, "listed.yaml", """
+        name: listed
+        steps:
+          - {id: each, uses: set, foreach: "${{ [1, 2, 3] }}", with: {x: "${{ item }}"}}
+        """)
+    async with running_worker(settings), client_for(settings) as client:
+        run_id = await client.start_run("listed")
+        await wait_status(client, run_id, "completed")
+        assert (await client.get_run(run_id)).output == [{"x": 1}, {"x": 2}, {"x": 3}]
+        assert [r.run_id for r in await client.list_runs(workflow="listed")] == [run_id]

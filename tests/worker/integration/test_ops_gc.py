@@ -114,6 +114,9 @@ async def test_dry_run_counts_and_deletes_nothing_then_cli_deletes(settings: Set
     await _populate(pool)
     await pool.execute("INSERT INTO workflow_events (path, kind, at) VALUES ('a.yaml', 'loaded', $1), "
                        "('a.yaml', 'loaded', $2)", OLD, RECENT)
+    await pool.execute("INSERT INTO external_events (event_id, name, data, sent_by, received_at) VALUES "
+                       "(gen_random_uuid(), 'old', '{}', 'x', $1), (gen_random_uuid(), 'new', '{}', 'x', $2)",
+                       OLD, RECENT)
     env = worker_environment(settings)
 
     def gc(*args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
@@ -125,13 +128,14 @@ async def test_dry_run_counts_and_deletes_nothing_then_cli_deletes(settings: Set
     code, report, _ = await asyncio.to_thread(gc, "--older-than", "30d", "--dry-run", "--json")
     assert code == 0
     assert report["dry_run"] is True and report["runs"] == len(DELETED) and report["events"] == 2 * len(DELETED)
-    assert report["workflow_events"] == 1
+    assert report["workflow_events"] == 1 and report["external_events"] == 1
     assert await _names(pool) == DELETED | KEPT
     code, _, text = await asyncio.to_thread(gc, "--older-than", "30d", "--batch-size", "3")
     assert code == 0
     assert f"deleted {len(DELETED)} run(s)" in text and "batch 1:" in text and "kept 3 old finished" in text
     assert await _names(pool) == KEPT
     assert await pool.fetchval("SELECT count(*) FROM workflow_events") == 1
+    assert await pool.fetchval("SELECT name FROM external_events") == "new"
     code, _, text = await asyncio.to_thread(gc, "--older-than", "5s")
     assert code == 2 and "under a minute" in text
 

@@ -421,7 +421,7 @@ def test_unknown_step_kind_lists_the_valid_kinds() -> None:
     assert (error.line, error.column) == (4, 11)
     assert error.reason == (
         "steps[0].uses: unknown step kind 'htp' "
-        "(valid kinds: agent, approval, http, llm, python, set, sleep, tool, workflow)"
+        "(valid kinds: agent, approval, http, llm, python, set, sleep, tool, wait, workflow)"
     )
 
 
