@@ -31,7 +31,7 @@ from console.screens.schedules import SchedulesScreen
 from console.screens.workers import WorkersScreen
 from console.screens.workflows import WorkflowsScreen
 from console.throttle import Coalescer
-from worker.models import LiveEvent, RunStatus, RunSummary
+from worker.models import HumanTask, LiveEvent, RunStatus, RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class AgentConsole(App[None]):
         self._subscribers: set[ConsoleScreen] = set()
         self._last_stream_id = "$"
         self._counts = Coalescer(self, self._load_counts, group="counts", pause=1.0)
+        self._pending_tasks: set[str] | None = None
+        """The pending human tasks at the last count (None before the first): new ones ring the bell."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -214,13 +216,31 @@ class AgentConsole(App[None]):
         except Exception as exc:  # noqa: BLE001 - banner
             self.report_error(exc)
             return
-        active = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+        active = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)  # admitted; queued runs wait for a slot
         self.nav_counts = {
             "active": sum(counts.get(s.value, 0) for s in active),
             "approvals": len(tasks),
             "invalid": sum(1 for w in workflows if w.status == "invalid"),
         }
+        self._announce(tasks)
         self.report_ok()
+
+    def _announce(self, tasks: list[HumanTask]) -> None:
+        """A human task that arrived while the console is open rings the terminal bell and shows a toast (those
+        pending when it opened do not: the nav bar counts them)."""
+        seen, self._pending_tasks = self._pending_tasks, {t.task_id for t in tasks}
+        new = [t for t in tasks if seen is not None and t.task_id not in seen]
+        if not new:
+            return
+        self.bell()
+        for t in new[:3]:
+            title = "Approval needed" if t.kind == "approval" else "Decision needed (uncertain effect)"
+            until = f" · deadline {t.deadline.astimezone():%H:%M}" if t.deadline else ""
+            self.notify(f"{t.workflow} · {t.step_id}{until}\n{t.prompt[:160]}\n2: approvals", title=title,
+                        timeout=10, markup=False)
+        if len(new) > 3:
+            self.notify(f"and {len(new) - 3} more waiting: 2 opens the approvals", title="Approvals", timeout=10,
+                        markup=False)
 
     # -- connection state ------------------------------------------------------------------
     def report_error(self, exc: BaseException) -> None:

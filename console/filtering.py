@@ -14,6 +14,7 @@ STATUS_CYCLE: tuple[RunStatus | None, ...] = (
     RunStatus.RUNNING,
     RunStatus.WAITING,
     RunStatus.PENDING,
+    RunStatus.QUEUED,
     RunStatus.FAILED,
     RunStatus.COMPLETED,
     RunStatus.CANCELLED,

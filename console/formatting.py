@@ -19,6 +19,7 @@ ELLIPSIS = "…"
 
 # status -> (glyph, rich style). Glyphs carry the meaning when colours are off (NO_COLOR).
 _STATUS: dict[str, tuple[str, str]] = {
+    "queued": ("⧗", "dim"),
     "pending": ("·", "dim"),
     "running": ("▶", "bold cyan"),
     "retrying": ("↻", "yellow"),
@@ -44,7 +45,8 @@ def status_glyph(status: str) -> str:
     return _STATUS.get(str(status), ("?", ""))[0]
 
 
-_WAIT_KINDS = {"human": "⏸ human", "event": "◷ event", "sleep": "◷ sleep", "child": "◷ child", "retry": "↻ retry"}
+_WAIT_KINDS = {"human": "⏸ human", "event": "◷ event", "sleep": "◷ sleep", "child": "◷ child", "retry": "↻ retry",
+               "throttled:": "◷ throttled"}  # waiting for capacity under a limit (worker/limits)
 
 
 def wait_kind(waiting_on: str | None) -> str | None:

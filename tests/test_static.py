@@ -27,3 +27,11 @@ def test_ruff_finds_nothing() -> None:
     res = subprocess.run([_tool("ruff"), "check", "worker", "console", "tests", "bench"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-5000:]
+
+
+def test_mypy_finds_nothing_and_the_console_double_fits_its_protocol() -> None:
+    """mypy over the code (pyproject's `files`) and the console's test double: `FakeRuntimeClient` and
+    `RuntimeClient` must both be `console.backend.ConsoleClient`s (tests/console/test_contract.py)."""
+    res = subprocess.run([_tool("mypy"), "worker", "console", "tests/console/fakes.py",
+                          "tests/console/test_contract.py"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]

@@ -120,6 +120,9 @@ class Settings:
     encrypt_payloads: bool = False  # every workflow's payloads as Vault transit ciphertext
     transit_key: str = "agentrt-payloads"
     transit_mount: str = "transit"
+    notify_file: Path | None = None  # the operator's notify.yaml; None: notify.yaml beside the workflows
+    notify_vault_mount: str = "secret"  # KV v2 mount of the notification secrets (worker/notify)
+    notify_vault_path: str = "agentrt/notify"  # their path prefix: read with the worker's own token only
     # ---- the trust boundary (README, "Trust model"): what a workflow file may reach ----
     task_modules: tuple[str, ...] | None = None  # modules/prefixes `python` steps may call; None: the workflows dir's
     python_isolation: str = "process"  # "process" (sandbox pool, the default) | "inline" (trusted single tenant)
@@ -174,6 +177,9 @@ class Settings:
             encrypt_payloads=env.get("AGENTRT_ENCRYPT_PAYLOADS", "").lower() in ("1", "true", "yes", "on"),
             transit_key=env.get("AGENTRT_TRANSIT_KEY") or "agentrt-payloads",
             transit_mount=env.get("AGENTRT_TRANSIT_MOUNT") or "transit",
+            notify_file=Path(env["AGENTRT_NOTIFY_FILE"]) if env.get("AGENTRT_NOTIFY_FILE") else None,
+            notify_vault_mount=(env.get("AGENTRT_NOTIFY_VAULT_MOUNT") or "secret").strip("/"),
+            notify_vault_path=(env.get("AGENTRT_NOTIFY_VAULT_PATH") or "agentrt/notify").strip("/"),
         )
         settings = replace(settings, **_trust_settings(env))
         if env.get("AGENTRT_WORKER_ID"):

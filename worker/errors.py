@@ -74,11 +74,26 @@ class PermissionDenied(WorkerError):
 class StepFailed(WorkerError):
     """A step attempt failed; `retryable` tells the engine whether another attempt may help."""
 
-    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None,
+                 status: int | None = None) -> None:
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
+        self.status = status  # the callee's HTTP status, when it answered one (429: over its rate limit)
         super().__init__(reason)
+
+
+class StepThrottled(WorkerError):
+    """A step waits for capacity under a limit (worker/limits): waiting, not failing. The run parks until
+    `wake_at` (unix seconds; it holds no worker slot meanwhile) and the step starts again as the same attempt.
+    `next_slot_in` is how far its turn was when it parked; `reason` is `rate` or `concurrency`."""
+
+    def __init__(self, limit: str, wake_at: float, next_slot_in: float, reason: str = "rate") -> None:
+        self.limit = limit
+        self.wake_at = wake_at
+        self.next_slot_in = next_slot_in
+        self.reason = reason
+        super().__init__(f"throttled: {limit} (next slot in {next_slot_in:.1f}s)")
 
 
 class StepParked(WorkerError):

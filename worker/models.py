@@ -14,6 +14,8 @@ JSON = Any  # a value that orjson can encode: None, bool, int, float, str, list,
 
 
 class RunStatus(StrEnum):
+    QUEUED = "queued"
+    """Behind the other runs of its concurrency key: starts when the key has a free slot."""
     PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"
@@ -66,6 +68,10 @@ class RunSummary:
     """What started the run: api, schedule, event, webhook, parent (a child run); None: a person."""
     wake_at: datetime | None = None
     """A parked run: when it wakes by itself (a timer, a retry, a wait's or an approval's deadline)."""
+    priority: str = "normal"
+    """high | normal | low."""
+    concurrency_key: str | None = None
+    """The key its workflow's `concurrency:` rendered for it (None: no key)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -135,6 +141,20 @@ class EventView:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """Where a queued run stands: `ahead` runs of its key start before it; `active` hold its slots now."""
+
+    key: str
+    limit: int
+    ahead: int
+    active: int
+
+    def describe(self) -> str:
+        """`queued: 2 ahead for key customer-7 (limit 1, 1 active)`."""
+        return f"queued: {self.ahead} ahead for key {self.key} (limit {self.limit}, {self.active} active)"
+
+
+@dataclass(frozen=True, slots=True)
 class RunDetail:
     summary: RunSummary
     inputs: JSON
@@ -142,6 +162,8 @@ class RunDetail:
     steps: tuple[StepView, ...]
     events: tuple[EventView, ...]
     children: tuple[RunId, ...] = ()
+    queue: QueueInfo | None = None
+    """A queued run's place in its key's queue."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,9 +61,9 @@ def duration(secs: float | None) -> str:
 
 
 STATUS_STYLE = {
-    "pending": "dim", "running": "cyan", "waiting": "yellow", "retrying": "yellow", "completed": "green",
-    "failed": "red", "cancelled": "magenta", "skipped": "dim", "approved": "green", "rejected": "red",
-    "timed_out": "red", "resolved": "green", "active": "green", "invalid": "red", "deleted": "dim",
+    "queued": "dim", "pending": "dim", "running": "cyan", "waiting": "yellow", "retrying": "yellow",
+    "completed": "green", "failed": "red", "cancelled": "magenta", "skipped": "dim", "approved": "green",
+    "rejected": "red", "timed_out": "red", "resolved": "green", "active": "green", "invalid": "red", "deleted": "dim",
 }
 
 

@@ -59,9 +59,11 @@ def run_lines(runs: list[RunSummary]) -> list[str]:
 
 def activity(run: RunSummary, now: datetime, wide: bool) -> str:
     """The row's last field: the step; for a parked run what it waits for (an event's name and key; the
-    time left); for a failed run its error."""
+    time left); for a queued run its concurrency key; for a failed run its error."""
     if run.status is RunStatus.FAILED and run.error:
         return run.error
+    if run.status is RunStatus.QUEUED and run.concurrency_key is not None:
+        return f"key {run.concurrency_key}"
     step = run.current_step or ""
     if run.status is not RunStatus.WAITING:
         return step

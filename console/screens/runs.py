@@ -177,12 +177,16 @@ class RunsScreen(ConsoleScreen):
 
     def _render_header(self) -> None:
         total = sum(self.counts.values())
-        tabs: list[Content] = []
+        shown_tabs: list[tuple[str, int, str]] = []
         for status in STATUS_CYCLE:
             name = status.value if status else "all"
             n = total if status is None else self.counts.get(status.value, 0)
-            style = "reverse bold " if status == self.status else ""
-            tabs.append(Content.from_markup(f"[{style}@click=screen.set_status('{name}')] {name} {n} [/]"))
+            if status is RunStatus.QUEUED and not n and status != self.status:
+                continue  # only workflows with concurrency keys queue runs: no tab while none is
+            shown_tabs.append((name, n, "reverse bold " if status == self.status else ""))
+        pad = " " if sum(len(f" {name} {n} ") for name, n, _ in shown_tabs) <= self.size.width else ""
+        tabs = [Content.from_markup(f"[{style}@click=screen.set_status('{name}')]{pad}{name} {n} [/]")
+                for name, n, style in shown_tabs]
         self.query_one("#runs-tabs", Static).update(Content("").join(tabs))
         shown = len(self.visible_runs)
         info = [f"{shown} shown" + (f" of {len(self.runs)}" if shown != len(self.runs) else "")]

@@ -79,12 +79,15 @@ def _run(n: int, workflow: str, status: RunStatus, *, created: datetime, finishe
 
 EVENT_RUN = 14
 """The run parked in a `wait` step (rid 14; 13 is the id the live-update tests give a new run)."""
+QUEUED_RUN = 15
+"""The run queued behind its concurrency key `customer-7`."""
 EVENT_DEADLINE = FIXED_NOW + timedelta(days=2, hours=3)
 
 
 def make_runs() -> list[RunSummary]:
-    """Thirteen runs in every status, started by hand, the API, a schedule, an event or a webhook; one waits for
-    an event (newest first is the console's job, not this list's order)."""
+    """Fourteen runs in every status, started by hand, the API, a schedule, an event or a webhook; one waits for
+    an event, one is queued behind its concurrency key (newest first is the console's job, not this list's
+    order)."""
     return [
         _run(1, "refund-request", RunStatus.RUNNING, created=ago(minutes=2), step="refund", trigger="api"),
         _run(2, "refund-request", RunStatus.WAITING, created=ago(minutes=15), step="approve", waiting_on="human",
@@ -106,6 +109,8 @@ def make_runs() -> list[RunSummary]:
         _run(11, "refund-request", RunStatus.WAITING, created=ago(minutes=48), step="approve", waiting_on="human",
              trigger="api", wake_at=FIXED_NOW + timedelta(minutes=12)),
         _run(12, "fan-out", RunStatus.WAITING, created=ago(minutes=31), step="notify", waiting_on="human"),
+        replace(_run(QUEUED_RUN, "refund-request", RunStatus.QUEUED, created=ago(hours=2), trigger="api"),
+                concurrency_key="customer-7"),  # behind run 2, which waits on a human
         _run(EVENT_RUN, "refund-request", RunStatus.WAITING, created=ago(minutes=50), step="await_reply",
              waiting_on="event customer.replied key T-42", trigger="webhook", wake_at=EVENT_DEADLINE),
     ]
@@ -184,6 +189,7 @@ def simple_detail(summary: RunSummary) -> RunDetail:
         RunStatus.COMPLETED: StepStatus.COMPLETED, RunStatus.FAILED: StepStatus.FAILED,
         RunStatus.RUNNING: StepStatus.RUNNING, RunStatus.WAITING: StepStatus.WAITING,
         RunStatus.CANCELLED: StepStatus.CANCELLED, RunStatus.PENDING: StepStatus.PENDING,
+        RunStatus.QUEUED: StepStatus.PENDING,
     }
     step_status = status_map[summary.status]
     end = summary.finished_at
@@ -191,7 +197,7 @@ def simple_detail(summary: RunSummary) -> RunDetail:
     if summary.status is RunStatus.FAILED:
         attempts = tuple(_a(i, t0 + timedelta(seconds=i * 10), t0 + timedelta(seconds=i * 10 + 5), "failed",
                             "HTTP 503 Service Unavailable") for i in (1, 2, 3))
-    elif summary.status is not RunStatus.PENDING:
+    elif summary.status not in (RunStatus.PENDING, RunStatus.QUEUED):
         attempts = (_a(1, t0 + timedelta(seconds=1), end, str(step_status)),)
     second = StepView(summary.current_step or "main", "http", None, step_status, attempts, {"n": 1},
                       {"done": True} if summary.status is RunStatus.COMPLETED else None,
@@ -754,6 +760,8 @@ class FakeRuntimeClient:
         if task_id in self.conflicts:
             raise Conflict(f"task {task_id} was already approved by {self.conflicts[task_id]} "
                            f"at 2025-03-14 11:59:58 UTC")
+        if task.status != TaskStatus.PENDING:  # first decision wins, as in RuntimeClient
+            raise Conflict(f"task {task_id} was already {task.status.value} by {task.decided_by}")
         settled = replace(task, status=status, decided_by="tester", decided_at=FIXED_NOW, reason=reason)
         self.tasks = [settled if t.task_id == task_id else t for t in self.tasks]
         return settled

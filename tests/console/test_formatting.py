@@ -160,7 +160,8 @@ def test_status_cycle_and_cancellable() -> None:
     assert next_status(STATUS_CYCLE[-1]) is None
     assert next_status(None, -1) is RunStatus.CANCELLED
     runs = make_runs()
-    assert {r.status for r in cancellable(runs)} == {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING}
+    assert {r.status for r in cancellable(runs)} == {RunStatus.QUEUED, RunStatus.PENDING, RunStatus.RUNNING,
+                                                      RunStatus.WAITING}
 
 
 # -- waterfall -----------------------------------------------------------------------------------

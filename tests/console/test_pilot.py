@@ -43,7 +43,7 @@ async def test_runs_newest_first_with_stable_ids() -> None:
         table = runs_table(app)
         assert table.id == "runs-table"
         keys = row_keys(table)
-        assert len(keys) == 13  # twelve runs in every status, and one parked in a `wait` step
+        assert len(keys) == 14  # twelve runs in every status, one parked in a `wait` step, one queued
         created = {r.run_id: r.created_at for r in app.client.runs}  # type: ignore[attr-defined]
         assert keys == sorted(keys, key=lambda k: created[k], reverse=True)
         text = screen_text(app)
@@ -62,7 +62,7 @@ async def test_navigation_keys_j_k_g_shift_g() -> None:
         await pilot.press("k")
         assert table.cursor_row == 1
         await pilot.press("G")
-        assert table.cursor_row == 12
+        assert table.cursor_row == 13
         await pilot.press("g")
         assert table.cursor_row == 0
 
@@ -84,7 +84,7 @@ async def test_status_cycle_filters_on_the_server() -> None:
         await pilot.press("S", "S")
         await settle(pilot)
         assert status_of(screen) is None
-        assert runs_table(app).row_count == 13
+        assert runs_table(app).row_count == 14
 
 
 async def test_filter_text_and_regex_then_escape_clears() -> None:
@@ -112,7 +112,7 @@ async def test_filter_text_and_regex_then_escape_clears() -> None:
         assert row_keys(runs_table(app)) == [rid(5)]
         await pilot.press("escape")
         await settle(pilot)
-        assert runs_table(app).row_count == 13 and not box.display
+        assert runs_table(app).row_count == 14 and not box.display
 
 
 async def test_typing_in_the_filter_does_not_trigger_app_keys() -> None:
@@ -156,7 +156,7 @@ async def test_sort_key_cycles_the_server_order() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert row_keys(runs_table(app))[0] == rid(6)  # newest first
-        expected = [("oldest", rid(10), "sorted: oldest first"), ("longest", rid(8), "sorted: longest first"),
+        expected = [("oldest", rid(10), "sorted: oldest first"), ("longest", rid(15), "sorted: longest first"),
                     ("workflow", rid(3), "sorted: by workflow"), ("newest", rid(6), None)]
         for order, first, label in expected:
             await pilot.press("o")
@@ -677,7 +677,7 @@ async def test_unreachable_runtime_shows_banner_and_recovers() -> None:
         await settle(pilot)
         assert app.offline_reason is not None and "ConnectionRefusedError" in app.offline_reason
         assert "Postgres unreachable — retrying" in screen_text(app)
-        assert runs_table(app).row_count == 13  # the last data stays on screen
+        assert runs_table(app).row_count == 14  # the last data stays on screen
         client.offline = False
         app.post_message(RefreshAll())
         await settle(pilot)

@@ -9,17 +9,25 @@ Messages wire formats, recording every request (headers, Idempotency-Key, JSON b
 Replies are taken from the script in order; when it is empty, `peer.responder(request)` decides
 (default: a plain "ok" in the request's format). A reply may be a dict (200 JSON), a `Reply`, or a
 callable taking the `LlmRequest` and returning either.
+
+`peer.limit(requests=20, tokens=2000, per=1.0)` makes the peer enforce its own rate limits as providers do:
+token buckets that start full and refill continuously, a request costing one request and the tokens of its
+answer's `usage`. A request over a limit gets a 429 with the real headers (`retry-after`, `retry-after-ms`,
+`x-ratelimit-*`, or `anthropic-ratelimit-*` on the Messages API); every answer carries the remaining counts.
+`peer.rejections` lists the requests it refused, `peer.accepted` when it accepted the others (monotonic).
 """
 
 from __future__ import annotations
 
 import http.server
 import json
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -98,6 +106,49 @@ def _default(request: LlmRequest) -> dict[str, Any]:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256
+
+
+class _Bucket:
+    """A provider's bucket: `amount` per `per` seconds, full at the start, refilled continuously."""
+
+    def __init__(self, amount: float, per: float) -> None:
+        self.amount, self.rate = amount, amount / per
+        self.level, self.at = amount, time.monotonic()
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.amount, self.level + (now - self.at) * self.rate)
+        self.at = now
+
+    def wait_for(self, cost: float) -> float:
+        return max(0.0, (min(cost, self.amount) - self.level) / self.rate)
+
+    def reset(self) -> float:
+        """Seconds until full again (OpenAI's x-ratelimit-reset-*)."""
+        return (self.amount - self.level) / self.rate
+
+
+def _usage_tokens(body: Any) -> int:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return 0
+    return int(usage.get("total_tokens") or (usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+               + (usage.get("completion_tokens") or usage.get("output_tokens") or 0))
+
+
+def _rate_headers(request: LlmRequest, buckets: dict[str, _Bucket], now: float) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kind, bucket in buckets.items():
+        if request.anthropic:
+            reset = datetime.fromtimestamp(time.time() + bucket.reset(), UTC).isoformat().replace("+00:00", "Z")
+            out |= {f"anthropic-ratelimit-{kind}-limit": str(int(bucket.amount)),
+                    f"anthropic-ratelimit-{kind}-remaining": str(max(0, int(bucket.level))),
+                    f"anthropic-ratelimit-{kind}-reset": reset}
+        else:
+            out |= {f"x-ratelimit-limit-{kind}": str(int(bucket.amount)),
+                    f"x-ratelimit-remaining-{kind}": str(max(0, int(bucket.level))),
+                    f"x-ratelimit-reset-{kind}": f"{bucket.reset() * 1000:.0f}ms"}
+    return out
 
 
 class LlmPeer:
@@ -108,6 +159,18 @@ class LlmPeer:
         self.responder: Callable[[LlmRequest], dict[str, Any] | Reply] = _default
         self._server: _Server | None = None
         self.url = ""
+        self._buckets: dict[str, _Bucket] = {}
+        self.rejections: list[LlmRequest] = []
+        self.accepted: list[float] = []
+
+    def limit(self, *, requests: float | None = None, tokens: float | None = None, per: float = 60.0) -> None:
+        """Enforce a request and/or token rate (`amount` per `per` seconds); buckets start full."""
+        with self._lock:
+            self._buckets = {}
+            if requests is not None:
+                self._buckets["requests"] = _Bucket(requests, per)
+            if tokens is not None:
+                self._buckets["tokens"] = _Bucket(tokens, per)
 
     @property
     def openai_url(self) -> str:
@@ -159,10 +222,34 @@ class LlmPeer:
         with self._lock:
             self._requests.append(request)
             self._lock.notify_all()
-            item: Script = self._script.popleft() if self._script else self.responder
+            scripted = bool(self._script)
+            original: Script = self._script.popleft() if scripted else self.responder
+        item = original
         while callable(item) and not isinstance(item, Reply | dict):
             item = item(request)
-        return item if isinstance(item, Reply) else Reply(200, {}, item)
+        reply = item if isinstance(item, Reply) else Reply(200, {}, item)
+        if not self._buckets or reply.status != 200:
+            return reply
+        with self._lock:
+            now = time.monotonic()
+            costs = {"requests": 1.0, "tokens": float(_usage_tokens(reply.body))}
+            for bucket in self._buckets.values():
+                bucket.refill(now)
+            waits = {kind: b.wait_for(costs[kind]) for kind, b in self._buckets.items()}
+            if any(waits.values()):
+                self.rejections.append(request)
+                if scripted:
+                    self._script.appendleft(original)  # the scripted answer is for the request that gets through
+                wait = max(waits.values())
+                over = ", ".join(kind for kind, w in waits.items() if w)
+                return Reply(429, {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": f"{wait * 1000:.0f}",
+                                   **_rate_headers(request, self._buckets, now)},
+                             {"error": {"type": "rate_limit_error", "message": f"Rate limit reached for {over}"}})
+            for kind, bucket in self._buckets.items():
+                bucket.level -= costs[kind]
+            self.accepted.append(now)
+            return Reply(reply.status, {**_rate_headers(request, self._buckets, now), **reply.headers}, reply.body,
+                         reply.delay)
 
 
 def _handler(peer: LlmPeer) -> type[http.server.BaseHTTPRequestHandler]:

@@ -46,12 +46,16 @@ class StartRun(BaseModel):
     workflow: str = Field(min_length=1, max_length=200, description="the workflow's name")
     inputs: dict[str, Any] = Field(default_factory=dict, description="the run's inputs (validated against "
                                                                       "the workflow's `inputs:`)")
+    priority: Literal["high", "normal", "low"] | None = Field(
+        None, description="under contention for workers, high runs go first (weighted: 4 high, 2 normal, 1 low of "
+                          "every 7); default: the workflow's `priority:`")
 
 
 class RunCreated(BaseModel):
     run_id: str
     workflow: str
-    status: str
+    status: str = Field(description="pending; queued (behind its concurrency key); cancelled (its key was full, "
+                                    "on_full: cancel_newest); existing (the Idempotency-Key's earlier run)")
     created: bool = Field(description="false: the Idempotency-Key was used before; this is that run")
 
 
@@ -70,6 +74,8 @@ class RunOut(BaseModel):
     trigger: str | None = Field(None, description="what started it: api, event, schedule, webhook, parent; "
                                                   "null: a person (CLI, console)")
     wake_at: str | None = Field(None, description="a waiting run: when it wakes by itself (a deadline, a timer)")
+    priority: Literal["high", "normal", "low"] = "normal"
+    concurrency_key: str | None = Field(None, description="the key its workflow's `concurrency:` rendered for it")
 
 
 class RunList(BaseModel):
@@ -81,6 +87,7 @@ class RunDetailOut(RunOut):
     output: Any
     steps: list[dict[str, Any]]
     children: list[str]
+    queue: dict[str, Any] | None = Field(None, description="a queued run: `{key, limit, ahead, active}`")
 
 
 class CancelRun(BaseModel):
@@ -161,13 +168,13 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
                         traceparent: Annotated[str | None, Header()] = None) -> RunCreated:
         """Start a run. With `Idempotency-Key`, the same key (from the same token) returns the run it started
         (200) instead of starting another; the key with another workflow or other inputs is a 409."""
-        run_id, created = await caller.client.start_run_once(
+        started = await caller.client.start(
             body.workflow, body.inputs, idempotency_key=idempotency_key, traceparent=traceparent,
-            requested_by=caller.principal)
-        response.status_code = 201 if created else 200
-        response.headers["Location"] = f"/v1/runs/{run_id}"
-        return RunCreated(run_id=run_id, workflow=body.workflow, status="pending" if created else "existing",
-                          created=created)
+            requested_by=caller.principal, priority=body.priority)
+        response.status_code = 201 if started.created else 200
+        response.headers["Location"] = f"/v1/runs/{started.run_id}"
+        return RunCreated(run_id=started.run_id, workflow=body.workflow, status=started.status,
+                          created=started.created)
 
     @app.get("/v1/runs", response_model=RunList, tags=["runs"])
     async def list_runs(caller: Annotated[Caller, Depends(require("runs:read"))],
@@ -185,7 +192,7 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
         detail = await caller.client.get_run(run_id)
         data: dict[str, Any] = o.to_jsonable(detail)
         return {**data["summary"], "inputs": data["inputs"], "output": data["output"], "steps": data["steps"],
-                "children": data["children"]}
+                "children": data["children"], "queue": data["queue"]}
 
     @app.get("/v1/runs/{run_id}/events", tags=["runs"],
              responses={200: {"content": {"text/event-stream": {}},

@@ -23,7 +23,7 @@ class Publisher:
         self._redis = redis
         self._keys = keys
         self._events: list[dict[str, bytes]] = []
-        self._work: list[str] = []
+        self._work: list[tuple[str, str | None]] = []
         self._signals: list[str] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -51,8 +51,9 @@ class Publisher:
         self._events.append(encode_event(kind, type_, run_id, data))
         self._wakeup.set()
 
-    def enqueue(self, run_id: str) -> None:
-        self._work.append(run_id)
+    def enqueue(self, run_id: str, priority: str | None = None) -> None:
+        """Put "run X needs a worker" on the work stream of its priority (None: the normal one)."""
+        self._work.append((run_id, priority))
         self._wakeup.set()
 
     def signal(self, run_id: str) -> None:
@@ -74,8 +75,8 @@ class Publisher:
         self._events, self._work, self._signals = [], [], []
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for run_id in work:
-                    pipe.xadd(self._keys.work, {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
+                for run_id, priority in work:
+                    pipe.xadd(self._keys.work_lane(priority), {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
                 for fields in events:
                     pipe.xadd(self._keys.events, fields, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
                 for run_id in signals:

@@ -55,6 +55,13 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
         for f in files:
             try:
+                if f.name.startswith("notify.") and f.name in RESERVED_NAMES:  # notification targets and routes
+                    from worker.notify.config import load_notify_file
+
+                    spec = load_notify_file(f)
+                    results.append({"path": str(f), "ok": True, "name": f"notifications: {len(spec.targets)} "
+                                    f"target(s), {len(spec.routes)} route(s)", "version": "-"})
+                    continue
                 if f.name in RESERVED_NAMES:  # the shared MCP servers / prices file
                     tools = load_tools_file(f)
                     results.append({"path": str(f), "ok": True, "name": f"shared tools: {len(tools.servers)} "

@@ -44,6 +44,7 @@ from worker.errors import (
     StoreError,
     WorkerError,
 )
+from worker.models import RunStatus
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
     r.add_argument("--traceparent", default=None, metavar="HEADER",
                    help="W3C trace context: the run's trace joins the caller's (default: $TRACEPARENT)")
+    r.add_argument("--priority", choices=["high", "normal", "low"], default=None,
+                   help="under contention for workers, high goes first (default: the workflow's priority:)")
     r.add_argument("--json", action="store_true")
 
     rs = sub.add_parser("runs", help="list runs, newest first")
-    rs.add_argument("--status", choices=["pending", "running", "waiting", "completed", "failed", "cancelled"])
+    rs.add_argument("--status", choices=[s.value for s in RunStatus])
     rs.add_argument("--workflow")
     rs.add_argument("--limit", type=int, default=50)
     rs.add_argument("--json", action="store_true")
@@ -155,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Subsystems add their own commands: a module with `register(subparsers) -> {name: handler}`,
 # where a handler is `(args, settings) -> exit code` (see `with_client` for async ones).
 EXTENSION_MODULES = ("worker.secrets.cli", "worker.telemetry.cli", "worker.oversight.cli", "worker.ops.cli",
-                     "worker.api.cli", "worker.events.cli", "worker.schedules.cli")
+                     "worker.api.cli", "worker.events.cli", "worker.schedules.cli",
+                     "worker.limits.cli", "worker.notify.cli")
 
 
 def _extensions() -> list[Any]:

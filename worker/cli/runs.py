@@ -21,12 +21,17 @@ async def cmd_run(client: Any, args: argparse.Namespace) -> int:
     if not isinstance(args.input, dict):
         raise WorkerError("--input must be a JSON object")
     traceparent = getattr(args, "traceparent", None) or os.environ.get("TRACEPARENT") or None
-    run_id = await client.start_run(args.workflow, args.input, traceparent=traceparent)
+    started = await client.start(args.workflow, args.input, traceparent=traceparent,
+                                 priority=getattr(args, "priority", None))
+    run_id = started.run_id
     if not args.wait:
         if args.json:
-            o.print_json({"run_id": run_id, "workflow": args.workflow, "status": "pending"})
+            o.print_json({"run_id": run_id, "workflow": args.workflow, "status": started.status})
         else:
             o.out.print(run_id)
+            if started.status != "pending":  # stdout stays the id alone, for scripts
+                o.err.print(f"the run is {started.status} (its concurrency key): agentrt show {run_id[:8]}",
+                            markup=False)
         return EXIT_OK
     summary = await client.wait_for_run(run_id, timeout=args.timeout)
     detail = await client.get_run(run_id)
@@ -58,9 +63,13 @@ async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
         marker = ""
         if r.waiting_on == "human":
             marker = " [yellow]⏸ human[/]"
+        elif r.waiting_on and r.waiting_on.startswith("throttled: "):
+            marker = f" [yellow]◷ {escape(r.waiting_on)}[/]"
         elif r.waiting_on and r.waiting_on.startswith("event "):
             until = f", deadline {o.ago(r.wake_at)}" if r.wake_at is not None else ""
             marker = f" [yellow]⏸ {escape(r.waiting_on)}{until}[/]"
+        elif r.status.value == "queued" and r.concurrency_key is not None:
+            marker = f" [dim]key {escape(r.concurrency_key)}[/]"
         t.add_row(r.run_id[:8], r.workflow, o.status_text(r.status.value) + marker, r.current_step or "-",
                   r.trigger or "manual", o.ago(r.created_at), o.duration(r.duration_s))
     o.out.print(t)
@@ -87,6 +96,11 @@ async def cmd_show(client: Any, args: argparse.Namespace) -> int:
     if s.status.value == "waiting" and s.waiting_on:
         until = "" if s.wake_at is None else f" until {s.wake_at:%Y-%m-%d %H:%M:%S} UTC ({o.ago(s.wake_at)})"
         o.out.print(f"waiting on {s.waiting_on}{until}", markup=False)
+    if d.queue is not None:
+        o.out.print(d.queue.describe(), markup=False)
+    if s.priority != "normal" or s.concurrency_key is not None:
+        key = "" if s.concurrency_key is None else f", concurrency key {s.concurrency_key}"
+        o.out.print(f"priority {s.priority}{key}", markup=False)
     if s.parent_run_id:
         o.out.print(f"parent run {s.parent_run_id}")
     o.out.print(f"inputs: {o.compact(d.inputs)}", markup=False)

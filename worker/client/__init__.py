@@ -10,7 +10,9 @@ from here):
 - `base`: `ClientBase`: connecting and closing, the acting identity and authorization (`_actor`,
   `_authorize`), nudges, `resolve_run_id`, `register_local`, opening sealed payloads for display,
   the active definition of a workflow, `health`, `watch_events`.
-- `runs`: `RunsApi`: start (one or many), list (`RUN_ORDERS`), count, get (with agent progress), cancel,
+- `starts`: `StartsApi`: start runs, one (`start`: its id and status; `start_run`, `start_run_once`) or
+  many (`start_runs`), with a priority and admitted under their workflow's concurrency key.
+- `runs`: `RunsApi`: list (`RUN_ORDERS`), count, get (with agent progress and a queued run's place), cancel,
   wait for and replay runs, `matching_runs`.
 - `tasks`: `TasksApi`: human tasks: list, get, decide (approve/reject), resolve.
 - `observe`: `ObserveApi`: spans, step logs, audit, workflows (list, versions, diff, events), workers.
@@ -18,7 +20,9 @@ from here):
 - `events`: `EventsApi`: events from the outside world start the runs of the workflows that subscribe.
 - `webhooks`: `WebhooksApi`: the workflow behind a webhook path, its HMAC secret (from Vault, with the
   workflow's own policy), starting its runs once per delivery, auditing refused deliveries.
+- `limits`: `LimitsApi`: the operator's limits (limits.yaml) and their use across the fleet (`agentrt limits`).
 - `schedules`: `SchedulesApi`: the workflows' schedules (next fire, last run), pause and resume (audited).
+- `notifications`: `NotificationsApi`: the outbox of webhooks to the operator's notify.yaml targets.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from pathlib import Path
 
 from worker.client.access import AccessApi
 from worker.client.events import EventsApi
+from worker.client.limits import LimitsApi
+from worker.client.notifications import NotificationsApi
 from worker.client.observe import ObserveApi
 from worker.client.runs import RUN_ORDERS, RunsApi
 from worker.client.schedules import SchedulesApi
+from worker.client.starts import StartsApi
 from worker.client.tasks import TasksApi
 from worker.client.webhooks import WebhooksApi
 from worker.config import Settings
@@ -38,7 +45,8 @@ from worker.definitions.model import Definition
 __all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
 
 
-class RuntimeClient(RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi, WebhooksApi, SchedulesApi):
+class RuntimeClient(StartsApi, RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi, WebhooksApi, SchedulesApi,
+                    LimitsApi, NotificationsApi):
     """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
 
 

@@ -25,6 +25,7 @@ from worker.identity import current as current_person
 from worker.oversight import audit
 from worker.oversight.policy import Action, Authorizer
 from worker.secrets.transit import CipherError, build_cipher, is_sealed, open_fields
+from worker.store.concurrency import Admitted
 from worker.store.definitions import active_version
 from worker.store.pool import create_pool
 
@@ -88,6 +89,23 @@ class ClientBase:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(self.keys.work, {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
                 if signal:
+                    pipe.publish(self.keys.signals, run_id)
+                await pipe.execute()
+        except (RedisError, OSError):
+            pass  # the reconciler re-derives the work from Postgres
+
+    async def _nudge_admitted(self, admitted: list[Admitted]) -> None:
+        """Tell the workers what admissions did: startable runs on their priority's stream, cancels as signals."""
+        wake = [w for a in admitted for w in a.wake]
+        signal = [r for a in admitted for r in a.signal]
+        if not wake and not signal:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for run_id, priority in wake:
+                    pipe.xadd(self.keys.work_lane(priority), {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
+                for run_id in signal:
+                    pipe.xadd(self.keys.work, {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
                     pipe.publish(self.keys.signals, run_id)
                 await pipe.execute()
         except (RedisError, OSError):

@@ -3,7 +3,8 @@ and resume the runs whose `wait` step waits for them.
 
 `send_event(name, key, data)`: every active workflow with `on: {event: {name: NAME}}` gets a run whose
 inputs are the event's `data` (validated against the workflow's `inputs:` like any start; a workflow
-whose inputs the data does not satisfy is reported as refused, the others start). The event, the runs
+whose inputs the data does not satisfy, or whose concurrency key they cannot render, is reported as
+refused, the others start; a started run may be queued behind its concurrency key). The event, the runs
 it started and the refusals are written in one transaction, so a sender's `idempotency_key` replays the
 delivery (same event id, same runs) instead of repeating it, however many times it is sent at once.
 """
@@ -23,13 +24,15 @@ from worker.client.base import ClientBase, check_idempotency_key
 from worker.definitions.model import Definition
 from worker.definitions.schema import EVENT_NAME
 from worker.engine import events as ev
+from worker.engine.admission import admission_for
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.errors import Conflict, WorkerError
 from worker.models import RunId
 from worker.oversight import audit
 from worker.secrets.transit import seal_fields
+from worker.store import concurrency, waits
 from worker.store import runs as store
-from worker.store import waits
+from worker.store.concurrency import Admission, Admitted
 
 _NAME = re.compile(EVENT_NAME)
 MAX_KEY = 500
@@ -101,12 +104,13 @@ class EventsApi(ClientBase):
                 return replay
         event_id = str(uuid.uuid4())
         trigger = {"kind": "event", "event_id": event_id, "name": name, "key": key}
-        planned: list[tuple[str, str, str, dict[str, Any], ev.Event]] = []
+        planned: list[tuple[str, str, str, dict[str, Any], ev.Event, Admission]] = []
         refused: list[dict[str, str]] = []
         for workflow, def_hash, defn in await self.subscribers(name):
             try:
                 inputs = resolve_inputs(defn.spec, data)
-            except InputError as exc:
+                admission = await admission_for(defn, inputs)
+            except (InputError, WorkerError) as exc:
                 refused.append({"workflow": workflow, "reason": str(exc)})
                 continue
             created = ev.Event(ev.RUN_CREATED, time.time(),
@@ -115,18 +119,23 @@ class EventsApi(ClientBase):
             if self._encrypts(defn):
                 await seal_fields(self.cipher, [created.data])
                 inputs = created.data["inputs"]
-            planned.append((str(uuid.uuid4()), workflow, def_hash, inputs, created))
+            planned.append((str(uuid.uuid4()), workflow, def_hash, inputs, created, admission))
         delivered: list[str] = []
+        admitted: list[Admitted] = []
         async with self.pool.acquire() as conn, conn.transaction():
             await waits.lock_event_txn(conn, name, key)  # first: the lock order of store/waits.py
+            await concurrency.lock_txn(conn, {(p[1], p[5].key) for p in planned if p[5].key is not None})
             inserted = await conn.fetchval(
                 """INSERT INTO external_events (event_id, name, key, data, sent_by, idem_key, started, refused)
                    VALUES ($1, $2, $3, $4, $5, $6, $7::uuid[], $8) ON CONFLICT DO NOTHING RETURNING true""",
                 event_id, name, key, data, sender, idempotency_key, [p[0] for p in planned], refused)
             if inserted:
-                for run_id, workflow, def_hash, inputs, created in planned:
-                    await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash,
-                                               inputs=inputs, created=created, requested_by=f"event:{name}")
+                for run_id, workflow, def_hash, inputs, created, admission in planned:
+                    done = await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash,
+                                                      inputs=inputs, created=created, requested_by=f"event:{name}",
+                                                      admission=admission)
+                    if done is not None:
+                        admitted.append(done)
                 if self.identity.via is None:
                     # a person at the terminal (CLI, console): audited; API sends are on record in
                     # external_events with their token's principal. Before deliver_txn: lock order.
@@ -138,8 +147,7 @@ class EventsApi(ClientBase):
             replay = await self._delivery(sender, idempotency_key, name, key, data)
             assert replay is not None
             return replay
-        for run_id, *_ in planned:
-            await self._nudge(run_id)
+        await self._nudge_admitted(admitted)
         for run_id in delivered:
             await self._nudge(run_id, signal=True)
         return EventDelivery(event_id, name, key, tuple(RunId(p[0]) for p in planned), tuple(refused),

@@ -1,44 +1,38 @@
-"""RuntimeClient, part runs: start (one or many), list, count, get, cancel, wait for and replay runs.
+"""RuntimeClient, part runs: list, count, get, cancel, wait for and replay runs (starting them: `starts`).
 
 A run's detail shows unfinished agent steps with their progress so far (tokens, cost and a short copy of
-each LLM turn and tool call, read from the step journal).
+each LLM turn and tool call, read from the step journal), and a queued run its place in its key's queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
-from redis.exceptions import RedisError
 
-from worker.bus.streams import WORK_MAXLEN
-from worker.client.base import ClientBase, check_idempotency_key
-from worker.engine import events as ev
-from worker.engine.inputs import InputError, resolve_inputs
+from worker.client.base import ClientBase
+from worker.engine.inputs import InputError
 from worker.engine.views import step_views
-from worker.errors import Conflict, InvalidRequest, NotFound, WorkerError
+from worker.errors import Conflict, NotFound, WorkerError
 from worker.models import EventView, RunDetail, RunId, RunStatus, RunSummary, StepStatus, StepView
 from worker.oversight import audit
-from worker.secrets.transit import seal_fields
+from worker.store import concurrency
 from worker.store import runs as store
 
 _RUN_COLS = """run_id::text, workflow, def_hash, status, created_at, updated_at, finished_at, current_step,
-               waiting_on, parent_run_id::text, error, trigger, wake_at"""
+               waiting_on, parent_run_id::text, error, trigger, wake_at, priority, concurrency_key"""
 
 
 def _summary(r: asyncpg.Record) -> RunSummary:
     return RunSummary(RunId(r["run_id"]), r["workflow"], r["def_hash"], RunStatus(r["status"]), r["created_at"],
                       r["updated_at"], r["finished_at"], r["current_step"], r["waiting_on"],
                       RunId(r["parent_run_id"]) if r["parent_run_id"] else None, r["error"], r["trigger"],
-                      r["wake_at"] if r["status"] == "waiting" else None)
+                      r["wake_at"] if r["status"] == "waiting" else None, r["priority"], r["concurrency_key"])
 
 
 RUN_ORDERS: dict[str, str] = {
@@ -51,119 +45,7 @@ RUN_ORDERS: dict[str, str] = {
 
 
 class RunsApi(ClientBase):
-    """Starting, reading, cancelling, waiting for and replaying runs."""
-
-    async def start_run(self, workflow: str, inputs: dict[str, Any] | None = None, *,
-                        requested_by: str | None = None, traceparent: str | None = None) -> RunId:
-        """Start a run; `traceparent` (W3C) makes its trace part of the caller's."""
-        run_id, _ = await self.start_run_once(workflow, inputs, requested_by=requested_by, traceparent=traceparent)
-        return run_id
-
-    async def start_run_once(self, workflow: str, inputs: dict[str, Any] | None = None, *,
-                             idempotency_key: str | None = None, requested_by: str | None = None,
-                             traceparent: str | None = None,
-                             trigger: dict[str, Any] | None = None) -> tuple[RunId, bool]:
-        """Start a run; (its id, True) — or, when this caller already started one with `idempotency_key`,
-        (that run's id, False). The same key with another workflow or other inputs is a Conflict. Concurrent
-        calls with one key start one run (the key's row is written in the run's own transaction).
-        `trigger` (`{"kind": ...}`) records what started it (default: `api` for a caller of the HTTP API)."""
-        traceparent = _check_traceparent(traceparent)
-        request_hash = None
-        check_idempotency_key(idempotency_key)
-        if idempotency_key is not None:
-            request_hash = hashlib.sha256(orjson.dumps({"workflow": workflow, "inputs": inputs or {}},
-                                                       option=orjson.OPT_SORT_KEYS)).hexdigest()
-            existing = await self._requested_run(idempotency_key, request_hash)
-            if existing is not None:
-                return existing, False
-        def_hash, defn = await self._active_definition(workflow)
-        try:
-            resolved = resolve_inputs(defn.spec, inputs or {})
-        except InputError as exc:
-            raise WorkerError(f"{workflow}: {exc}") from exc
-        run_id = str(uuid.uuid4())
-        data: dict[str, Any] = {"workflow": workflow, "def_hash": def_hash, "inputs": resolved,
-                                "requested_by": requested_by or str(self.identity)}
-        if trigger is not None:
-            data["trigger"] = trigger
-        elif self.identity.via is not None:
-            data["trigger"] = {"kind": "api", "via": self.identity.via}
-        created = ev.Event(ev.RUN_CREATED, time.time(), data=data)
-        if self._encrypts(defn):
-            await seal_fields(self.cipher, [created.data])
-            resolved = created.data["inputs"]
-        claimed = True  # the run is ours to create (no key, or the key's row was written by this call)
-        async with self.pool.acquire() as conn, conn.transaction():
-            if idempotency_key is not None:
-                # a concurrent call with the key waits here until the first commits, then finds its row
-                claimed = await conn.fetchval(
-                    """INSERT INTO run_requests (principal, idem_key, request_hash, run_id) VALUES ($1, $2, $3, $4)
-                       ON CONFLICT DO NOTHING RETURNING true""",
-                    self.identity.user, idempotency_key, request_hash, run_id) is not None
-            if claimed:
-                await store.insert_run_txn(conn, run_id=run_id, workflow=workflow, def_hash=def_hash,
-                                           inputs=resolved, created=created,
-                                           requested_by=requested_by or str(self.identity), traceparent=traceparent)
-        if not claimed:
-            assert idempotency_key is not None and request_hash is not None
-            existing = await self._requested_run(idempotency_key, request_hash)
-            assert existing is not None
-            return existing, False
-        await self._nudge(run_id)
-        return RunId(run_id), True
-
-    async def _requested_run(self, key: str, request_hash: str) -> RunId | None:
-        row = await self.pool.fetchrow(
-            "SELECT request_hash, run_id::text FROM run_requests WHERE principal = $1 AND idem_key = $2",
-            self.identity.user, key)
-        if row is None:
-            return None
-        if row["request_hash"] != request_hash:
-            raise Conflict(f"idempotency key {key!r} was used for another request (run {row['run_id']}): "
-                           "use a new key for a different workflow or inputs")
-        return RunId(row["run_id"])
-
-    async def start_runs(self, workflow: str, inputs: list[dict[str, Any]], *,
-                         requested_by: str | None = None, traceparent: str | None = None) -> list[RunId]:
-        """Start many runs of one workflow in one transaction (bulk start); returns their ids in order.
-
-        With `traceparent` (W3C), every run's trace is part of the caller's trace."""
-        traceparent = _check_traceparent(traceparent)
-        def_hash, defn = await self._active_definition(workflow)
-        who = requested_by or str(self.identity)
-        resolved = []
-        for i, given in enumerate(inputs):
-            try:
-                resolved.append(resolve_inputs(defn.spec, given))
-            except InputError as exc:
-                raise WorkerError(f"{workflow}: run {i}: {exc}") from exc
-        if self._encrypts(defn):
-            holders = [{"inputs": r} for r in resolved]
-            await seal_fields(self.cipher, holders)
-            resolved = [h["inputs"] for h in holders]
-        ids = [str(uuid.uuid4()) for _ in resolved]
-        now = datetime.now(tz=UTC)
-        trigger = None if self.identity.via is None else {"kind": "api", "via": self.identity.via}
-        created = [{"workflow": workflow, "def_hash": def_hash, "inputs": r, "requested_by": who,
-                    **({"trigger": trigger} if trigger else {})} for r in resolved]
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO runs (run_id, workflow, def_hash, inputs, requested_by, enqueued_at, next_seq,
-                                     traceparent, trigger)
-                   SELECT id, $2, $3, inp, $4, now(), 2, $6, $7 FROM unnest($1::uuid[], $5::jsonb[]) AS t(id, inp)""",
-                ids, workflow, def_hash, who, resolved, traceparent, trigger and "api")
-            await conn.execute(
-                """INSERT INTO events (run_id, seq, ts, type, data)
-                   SELECT id, 1, $2, $3, d FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, d)""",
-                ids, now, ev.RUN_CREATED, created)
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for run_id in ids:
-                    pipe.xadd(self.keys.work, {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
-                await pipe.execute()
-        except (RedisError, OSError):
-            pass  # the reconciler re-derives the work from Postgres
-        return [RunId(i) for i in ids]
+    """Reading, cancelling, waiting for and replaying runs."""
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
                         before: datetime | None = None, search: str | None = None,
@@ -208,6 +90,7 @@ class RunsApi(ClientBase):
             events=tuple(EventView(e.seq, datetime.fromtimestamp(e.ts, tz=UTC), e.type, e.step_id, e.item,
                                    e.attempt, e.data) for e in events),
             children=tuple(RunId(r["run_id"]) for r in children),
+            queue=await concurrency.queue_position(self.pool, run_id) if row["status"] == "queued" else None,
         )
 
     async def events_after(self, run_id: str, after_seq: int = 0, *,
@@ -260,19 +143,30 @@ class RunsApi(ClientBase):
         return [replace(v, progress=progress.get((v.step_id, -1 if v.item is None else v.item))) for v in steps]
 
     async def cancel(self, run_id: str, *, by: str | None = None, reason: str | None = None) -> RunSummary:
+        """Cancel a run (audited): a queued run ends at once; a worker stops an admitted one."""
         run_id = await self.resolve_run_id(run_id)
         who = self._actor(by)
-        workflow = await self.pool.fetchval("SELECT workflow FROM runs WHERE run_id = $1", run_id)
-        if workflow is None:
+        head = await self.pool.fetchrow("SELECT workflow, status, concurrency_key FROM runs WHERE run_id = $1", run_id)
+        if head is None:
             raise NotFound(f"no run {run_id!r}")
+        workflow = head["workflow"]
         await self._authorize(who, "cancel", workflow, run_id=run_id)
+        why = f"cancelled by {who}" + (f": {reason}" if reason else "")
+        if head["status"] == "queued":  # no worker holds it: it ends here, under its key's lock
+            async with self.pool.acquire() as conn, conn.transaction():
+                await concurrency.lock_txn(conn, [(workflow, head["concurrency_key"])])
+                if await concurrency.cancel_queued_txn(conn, run_id, why):
+                    await audit.append_txn(conn, who, "cancel", run_id=run_id, workflow=workflow, reason=reason,
+                                           seen={"status": "queued", "concurrency_key": head["concurrency_key"]})
+                    return _summary(await conn.fetchrow(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id))
+            # admitted meanwhile: cancelled like any admitted run
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"""UPDATE runs SET cancel_requested = true, cancel_reason = $2,
                            signal_version = signal_version + 1, updated_at = now()
                     WHERE run_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
                     RETURNING {_RUN_COLS}""",
-                run_id, f"cancelled by {who}" + (f": {reason}" if reason else ""))
+                run_id, why)
             if row is not None:
                 await audit.append_txn(conn, who, "cancel", run_id=run_id, workflow=workflow,
                                        seen={"status": row["status"], "current_step": row["current_step"]},
@@ -319,11 +213,11 @@ class RunsApi(ClientBase):
         if dry_run:
             return plan, None
         async with self.pool.acquire() as conn, conn.transaction():
-            new_id = await create_replay(conn, plan, str(who), cipher=self.cipher,
-                                         encrypt=self.settings.encrypt_payloads)
+            new_id, admitted = await create_replay(conn, plan, str(who), cipher=self.cipher,
+                                                   encrypt=self.settings.encrypt_payloads)
             await audit.append_txn(conn, who, "replay", run_id=run_id, workflow=workflow, seen=plan_as_dict(plan),
                                    decision={"new_run": new_id})
-        await self._nudge(new_id)
+        await self._nudge_admitted([admitted])
         return plan, RunId(new_id)
 
     async def matching_runs(self, *, status: str | None, workflow: str | None, limit: int = 10_000) -> list[RunSummary]:
@@ -365,16 +259,3 @@ def _journal_call(index: int, entry: Any, calls: list[dict[str, Any]]) -> dict[s
         text = json.dumps(entry["content"], ensure_ascii=False, default=str)
     return {"index": index, "type": "tool", "name": asked.get("name"), "arguments": asked.get("arguments"),
             "text": _clip(text), "isError": bool(entry.get("isError")), "approval": entry.get("approval")}
-
-
-def _check_traceparent(value: str | None) -> str | None:
-    """A valid W3C traceparent (normalised), None for None; anything else is a usage error."""
-    if value is None:
-        return None
-    from worker.telemetry.spans import parse_traceparent
-
-    ctx = parse_traceparent(value)
-    if ctx is None:
-        raise InvalidRequest(f"traceparent {value!r} is not a valid W3C trace context "
-                          "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>)")
-    return ctx.header()

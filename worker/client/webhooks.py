@@ -38,7 +38,7 @@ from worker.oversight import audit
 from worker.secrets.policies import workflow_policy_name
 
 if TYPE_CHECKING:
-    from worker.client.runs import RunsApi
+    from worker.client.starts import StartsApi
     from worker.secrets.provider import VaultSecretProvider
 
 _PATH = re.compile(WEBHOOK_PATH)
@@ -178,7 +178,7 @@ class WebhooksApi(ClientBase):
         trigger: dict[str, Any] = {"kind": "webhook", "path": target.path}
         if delivery_id is not None:
             trigger["delivery_id"] = delivery_id
-        runs = cast("RunsApi", starter)  # RuntimeClient combines this part with RunsApi
+        runs = cast("StartsApi", starter)  # RuntimeClient combines this part with StartsApi
         return await runs.start_run_once(target.workflow, inputs, idempotency_key=delivery_id,
                                          requested_by=who.user, trigger=trigger)
 

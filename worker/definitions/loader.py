@@ -16,10 +16,10 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -34,6 +34,7 @@ MAX_FILE_BYTES = 1024 * 1024
 """Files larger than this are refused before parsing."""
 MAX_DEPTH = 64
 """Deepest accepted nesting of mappings and lists."""
+_M = TypeVar("_M", bound=BaseModel)
 
 _YAML = "tag:yaml.org,2002:"
 _STR, _MAP, _SEQ, _MERGE, _TIMESTAMP = (_YAML + t for t in ("str", "map", "seq", "merge", "timestamp"))
@@ -342,34 +343,44 @@ def load_file(path: Path, root: Path | None = None, checks: Sequence[TrustCheck]
     return load_bytes(_read_regular_file(real, where), where, checks)
 
 
-def load_tools_text(text: str, path: str | Path = "<tools>") -> ToolsFileSpec:
-    """Parse and validate a shared `tools.yaml` (MCP servers, prices); DefinitionError with line:column."""
+def load_operator_text(text: str, path: str | Path, model: type[_M], holds: str) -> _M:
+    """Parse and validate an operator file (`tools.yaml`, `limits.yaml`) against `model`; DefinitionError with
+    line:column. An empty file is the model's defaults; `holds` names what the top-level mapping holds."""
     where = str(path)
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise DefinitionError(where, f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB)", 1)
     root = _compose(text, where)
     if root is None:
-        return ToolsFileSpec()
+        return model()
     try:
         data = _Converter().convert(root)
     except _RefusalError as refusal:
         raise _error_at(where, text, refusal.reason, refusal.mark) from None
     if not isinstance(data, dict):
-        raise _error_at(where, text, "the top level must be a mapping with servers:", root.start_mark)
+        raise _error_at(where, text, f"the top level must be a mapping with {holds}", root.start_mark)
     try:
-        return ToolsFileSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        problems = problems_from_validation(exc, ToolsFileSpec, data)
+        problems = problems_from_validation(exc, model, data)
         if not problems:  # pragma: no cover
             raise DefinitionError(where, str(exc)) from None
         raise _first_problem(where, text, root, problems) from None
 
 
-def load_tools_file(path: Path) -> ToolsFileSpec:
-    """Load `tools.yaml` (a regular file of at most 1 MiB)."""
+def read_operator_file(path: Path) -> str:
+    """The text of an operator file (a regular file of at most 1 MiB, UTF-8)."""
     data = _read_regular_file(Path(path), str(path))
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise DefinitionError(str(path), "the file is not valid UTF-8") from None
-    return load_tools_text(text, path)
+
+
+def load_tools_text(text: str, path: str | Path = "<tools>") -> ToolsFileSpec:
+    """Parse and validate a shared `tools.yaml` (MCP servers, prices); DefinitionError with line:column."""
+    return load_operator_text(text, path, ToolsFileSpec, "servers:")
+
+
+def load_tools_file(path: Path) -> ToolsFileSpec:
+    """Load `tools.yaml` (a regular file of at most 1 MiB)."""
+    return load_tools_text(read_operator_file(path), path)

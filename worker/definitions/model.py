@@ -23,6 +23,7 @@ from worker.definitions.expressions import (
     root_reads,
     single_expression,
 )
+from worker.definitions.flow import concurrency_problems
 from worker.definitions.problems import (
     CONTEXT_ROOTS,
     FOREACH_ROOTS,
@@ -182,7 +183,7 @@ def _structure_problems(spec: WorkflowSpec) -> list[Problem]:
             reason = f"{here}.foreach: must be a list or a single `${{{{ ... }}}}` expression"
             problems.append(Problem(("steps", i, "foreach"), reason))
     problems += _syntax_problems(spec.output, ("output",))
-    problems += trigger_problems(spec)
+    problems += trigger_problems(spec) + concurrency_problems(spec)
     return problems
 
 

@@ -1,8 +1,9 @@
 """The set of workflow definitions found in a directory, and how it changes as files change.
 
-Files named `tools.yaml` / `tools.yml` are reserved for shared tool-server configuration and are
-not workflows; they are skipped here. Hidden files and editor temporaries (`.#x.yaml`, `x.yaml~`,
-`.x.yaml.swp`) are ignored too.
+Files named `tools.yaml` / `tools.yml` (shared tool servers) and `limits.yaml` / `limits.yml` (the operator's
+rate limits, worker/limits) and `notify.yaml` / `notify.yml` (notification targets, worker/notify) are reserved
+and are not workflows; they are validated, not loaded, here. Hidden
+files and editor temporaries (`.#x.yaml`, `x.yaml~`, `.x.yaml.swp`) are ignored too.
 
 A workflow name, and a webhook path (`on: {webhook: {path: ...}}`), belongs to one file: a file that
 claims one another file holds is refused (its previous version, if any, stays active).
@@ -21,8 +22,8 @@ from worker.definitions.trust import TrustCheck
 from worker.errors import DefinitionError
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml")
-RESERVED_NAMES = frozenset({"tools.yaml", "tools.yml"})
-"""Reserved for shared tool servers; never loaded as workflows."""
+RESERVED_NAMES = frozenset({"tools.yaml", "tools.yml", "limits.yaml", "limits.yml", "notify.yaml", "notify.yml"})
+"""Reserved for the operator's shared tool servers, limits and notifications; never loaded as workflows."""
 
 ChangeKind = Literal["loaded", "unchanged", "invalid", "deleted"]
 
@@ -37,6 +38,20 @@ def is_workflow_file(path: Path) -> bool:
     )
 
 
+def load_operator_file(path: Path) -> None:
+    """Validate a reserved file (`tools.yaml`, `limits.yaml`); DefinitionError with file:line:column."""
+    if path.name.startswith("limits."):
+        from worker.limits.file import load_limits_file  # the limits capability owns its format
+
+        load_limits_file(path)
+    elif path.name.startswith("notify."):
+        from worker.notify.config import load_notify_file  # the notifications capability owns its format
+
+        load_notify_file(path)
+    else:
+        load_tools_file(path)
+
+
 def scan_directory(root: Path, checks: Sequence[TrustCheck] = ()) -> dict[Path, Definition | DefinitionError]:
     """Load every workflow file directly inside `root` (not recursive), sorted by file name.
 
@@ -48,7 +63,7 @@ def scan_directory(root: Path, checks: Sequence[TrustCheck] = ()) -> dict[Path, 
         if path.name in RESERVED_NAMES and path.is_file():
             # not a workflow; an invalid one is listed with the workflow errors (file:line:column)
             try:
-                load_tools_file(path)
+                load_operator_file(path)
             except DefinitionError as error:
                 results[path] = error
             continue

@@ -9,8 +9,20 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from worker.limits.spec import LIMIT_KINDS
 from worker.schedules.ticks import check_cron, check_every, check_timezone
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -109,6 +121,8 @@ class StepSpec(_Model):
     idempotent: bool = True
     continue_on_error: bool = False
     secrets: list[str] = Field(default_factory=list)
+    limit: str | None = Field(None, min_length=1, max_length=100)  # a named limit of the operator's limits.yaml
+    limits: list[str] = Field(default_factory=list, max_length=16)  # several (worker/limits)
 
     @field_validator("needs")
     @classmethod
@@ -116,6 +130,26 @@ class StepSpec(_Model):
         if value is not None and len(set(value)) != len(value):
             raise ValueError("needs lists a step twice")
         return value
+
+    @field_validator("limit", "limits")
+    @classmethod
+    def _limit_kinds(cls, value: Any, info: ValidationInfo) -> Any:
+        uses = info.data.get("uses")
+        if value and uses is not None and uses not in LIMIT_KINDS:
+            raise ValueError(f"a {uses} step cannot take a limit (only {', '.join(sorted(LIMIT_KINDS))} steps can)")
+        if info.field_name == "limits" and len(set(value)) != len(value):
+            raise ValueError("limits names a limit twice")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_limits(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave `limit`/`limits` out of the stored form while unset: a step without them keeps its hash."""
+        data: dict[str, Any] = handler(self)
+        if data.get("limit") is None:
+            data.pop("limit", None)
+        if not data.get("limits"):
+            data.pop("limits", None)
+        return data
 
 
 class McpServerSpec(_Model):
@@ -221,6 +255,20 @@ class TriggerSpec(_Model):
     schedule: ScheduleTrigger | None = None
 
 
+Priority = Literal["high", "normal", "low"]
+"""A run's priority (see worker/store/concurrency.py and worker/bus/intake.py for what it changes)."""
+
+
+class ConcurrencySpec(_Model):
+    """`concurrency: {key: "${{ inputs.customer_id }}", limit: 2, on_full: queue}`: at most `limit` runs of the
+    workflow per key value are active at once (checked in worker/definitions/flow.py, kept in Postgres by
+    worker/store/concurrency.py). The key may read only `inputs`; it is rendered when a run is created."""
+
+    key: str = Field(min_length=1, max_length=4096)
+    limit: StrictInt = Field(ge=1, le=100_000)
+    on_full: Literal["queue", "cancel_newest", "cancel_oldest"] = "queue"
+
+
 class WorkflowSpec(_Model):
     name: str = Field(pattern=WORKFLOW_NAME)
     description: str = ""
@@ -233,6 +281,19 @@ class WorkflowSpec(_Model):
     output: Any = None  # expression template; default: the output of the last step
     encrypt_payloads: bool = False  # store step inputs/outputs as Vault transit ciphertext (needs Vault)
     on: TriggerSpec | None = None  # what starts runs besides a caller (events, webhooks, schedules)
+    concurrency: ConcurrencySpec | None = None  # at most `limit` active runs per key value
+    priority: Priority = "normal"  # of its runs, unless a run is started with its own
+
+    @model_serializer(mode="wrap")
+    def _omit_flow_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave `concurrency` and `priority` out of the stored form while unset: a file that does not use them
+        keeps the content hash it had before they existed (no new version appears on upgrade)."""
+        data: dict[str, Any] = handler(self)
+        if data.get("concurrency") is None:
+            data.pop("concurrency", None)
+        if data.get("priority") == "normal":
+            data.pop("priority", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod

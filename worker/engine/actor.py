@@ -17,22 +17,17 @@ from worker import faults
 from worker.definitions.model import Definition
 from worker.definitions.step_args import ARGS_MODELS, WorkflowArgs
 from worker.engine import events as ev
-from worker.engine.attempt import Outcome, RunLease, parked_task_id, run_attempt, task_id_for
+from worker.engine.attempt import Outcome, RunLease, run_attempt
 from worker.engine.commands import (
-    Complete,
-    CompleteRun,
     Decision,
-    Expand,
-    Fail,
     FailRun,
-    Skip,
     Start,
     TimeoutTask,
     TimeoutWait,
 )
 from worker.engine.host import ActorHost
+from worker.engine.outcomes import command_event, record_outcome
 from worker.engine.parking import PARKING_KINDS, orphan_events, park, run_update, signal_events
-from worker.engine.retry import next_retry_at
 from worker.engine.scheduler import decide, expression_context
 from worker.engine.state import Instance, InstanceKey, RunState
 from worker.errors import LeaseLost
@@ -135,10 +130,13 @@ class RunActor:
                 child.inputs = child.created.data["inputs"]
         append = Append(self.run_id, self.lease.epoch, stored, update, self._tasks, self._children, self._waits,
                         self._cancel_tasks, signal_parent)
+        append.notices = self.service.notices.for_commit(self.state, events, append.tasks, self.lease.workflow)
         self._pending, self._tasks, self._children, self._waits, self._cancel_tasks = [], [], [], [], False
         ok = await self.service.writer.append(append)
         if not ok:
             raise LeaseLost(self.run_id)
+        if append.notices:
+            self.service.notices.wake()  # this worker delivers them at once (worker/notify)
         self.service.telemetry.committed(self.run_id, self.defn.name if self.defn else "", events)
         pub = self.service.publisher
         if events:
@@ -284,21 +282,11 @@ class RunActor:
                                                                                      StepStatus.WAITING))
                     continue
                 progressed = True
-                if isinstance(cmd, Skip):
-                    self._emit(ev.STEP_SKIPPED, step_id=cmd.step_id, reason=cmd.reason)
-                elif isinstance(cmd, Expand):
-                    self._emit(ev.STEP_EXPANDED, step_id=cmd.step_id, count=cmd.count)
-                elif isinstance(cmd, Complete):
-                    inst = self.state.instances.get((cmd.step_id, cmd.item))
-                    self._emit(ev.STEP_COMPLETED, step_id=cmd.step_id, item=cmd.item,
-                               attempt=inst.attempt if inst is not None else None, output=cmd.output)
-                elif isinstance(cmd, Fail):
-                    self._emit(ev.STEP_FAILED, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
-                               error=cmd.error, retryable=False, final=True)
-                elif isinstance(cmd, CompleteRun):
-                    self._emit(ev.RUN_COMPLETED, output=cmd.output)
-                elif isinstance(cmd, FailRun):
+                if isinstance(cmd, FailRun):
                     self._fail_run(cmd)
+                elif (found := command_event(cmd, self.state)) is not None:
+                    self._emit(found.type, step_id=found.step_id, item=found.item, attempt=found.attempt,
+                               **found.data)
             if not progressed or self.state.terminal:
                 return decision.wake_at, timeouts
 
@@ -378,46 +366,17 @@ class RunActor:
             await self._absorb_signals()
 
     def _record(self, outcome: Outcome) -> None:
+        """What the attempt ended with (worker/engine/outcomes.py), recorded with its task or child run."""
         assert self.defn is not None
-        step_id, item = outcome.key
-        common: dict[str, Any] = {"step_id": step_id, "item": item, "attempt": outcome.attempt}
-        if outcome.park is not None:  # first: a parked step has neither output nor failure
-            self._park(outcome)
-            return
-        if outcome.failure is None:
-            out = outcome.output
-            if isinstance(out, dict) and isinstance(out.get("_child"), NewChild):
-                child: NewChild = out["_child"]
-                self._children.append(child)
-                self._emit(ev.STEP_WAITING, reason="child", child_run_id=child.run_id, workflow=child.workflow,
-                           **common)
-                return
-            self._emit(ev.STEP_COMPLETED, output=out, **common)
-            return
-        failure = outcome.failure
-        assert failure is not None
-        policy = self.defn.retry_for(self.defn.step(step_id))
-        failures = self.state.instance(step_id, item).failures + 1
-        retry_at = next_retry_at(policy, failures, time.time(), random.random(),
-                                 retryable=failure.retryable, retry_after=failure.retry_after)
-        self.log.info("step %s attempt %d failed: %s%s", step_id, outcome.attempt, failure.reason,
-                      "" if retry_at is None else f" (retry in {retry_at - time.time():.2f}s)")
-        self._emit(ev.STEP_FAILED, error=failure.reason, retryable=failure.retryable, retry_at=retry_at,
-                   final=retry_at is None, **common)
-
-    def _park(self, outcome: Outcome) -> None:
-        """The executor asked a human (StepParked): raise the task and wait; the step resumes after."""
-        p = outcome.park
-        assert p is not None
-        step_id, item = outcome.key
-        task_id = (task_id_for(self.run_id, step_id, item, "approval", 0) if not p.key
-                   else parked_task_id(self.run_id, step_id, item, p.key))
-        deadline = time.time() + p.timeout if p.timeout else None
-        self._tasks.append(NewTask(task_id, step_id, item, "approval", p.prompt, p.context, deadline, p.on_timeout,
-                                   task_key=p.key))
-        self._emit(ev.STEP_WAITING, step_id=step_id, item=item, attempt=outcome.attempt, reason="approval",
-                   resume=True, task_id=task_id, deadline=deadline, on_timeout=p.on_timeout, prompt=p.prompt,
-                   key=p.key)
+        found = record_outcome(self.defn, self.state, self.run_id, outcome, now=time.time(), rand=random.random())
+        if found.task is not None:
+            self._tasks.append(found.task)
+        if found.child is not None:
+            self._children.append(found.child)
+        if found.note is not None:
+            self.log.info("%s", found.note)
+        e = found.event
+        self._emit(e.type, step_id=e.step_id, item=e.item, attempt=e.attempt, **e.data)
 
     async def _absorb_signals(self) -> None:
         sig = await store.load_signals(self.service.pool, self.run_id)

@@ -7,6 +7,7 @@ Nothing here commits events: the actor (worker/engine/actor.py) does, after the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -17,11 +18,14 @@ from typing import Any
 from worker.definitions.model import Definition
 from worker.definitions.step_args import WorkflowArgs
 from worker.engine import events as ev
+from worker.engine.admission import admission_for
 from worker.engine.commands import Start
 from worker.engine.host import ActorHost
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.engine.state import InstanceKey
-from worker.errors import LeaseLost, StepFailed, StepParked
+from worker.errors import LeaseLost, StepFailed, StepParked, StepThrottled, WorkerError
+from worker.limits.gate import StepGate, run_step_gated
+from worker.limits.spec import LIMIT_KINDS, MATCHED_KINDS
 from worker.secrets.transit import open_fields, seal_fields
 from worker.steps.base import StepContext, idempotency_key
 from worker.store import runs as store
@@ -48,13 +52,15 @@ def child_run_id_for(run_id: str, step_id: str, item: int | None) -> str:
 
 @dataclass(slots=True)
 class Outcome:
-    """What one attempt ended with: an output, a failure, or a request to park (at most one)."""
+    """What one attempt ended with: an output, a failure, a request to park, or to wait (at most one)."""
 
     key: InstanceKey
     attempt: int
     output: Any = None
     failure: StepFailed | None = None
     park: StepParked | None = None
+    throttle: StepThrottled | None = None
+    """The step waits for capacity under a limit (not a failure: the same attempt starts again later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,7 @@ async def run_attempt(host: ActorHost, defn: Definition, run: RunLease, cmd: Sta
         decisions = await store.load_step_decisions(host.pool, run.run_id, cmd.step_id, cmd.item)
     secrets: Any = {}
     args = cmd.inputs
+    gate = _gate(host, defn, run.run_id, cmd)
     try:
         args, secrets = await host.secrets.prepare(defn, step, cmd.inputs, context)
         if journal is not None:
@@ -133,15 +140,21 @@ async def run_attempt(host: ActorHost, defn: Definition, run: RunLease, cmd: Sta
             idempotency_key=idempotency_key(run.run_id, cmd.step_id, cmd.item), timeout=timeout,
             settings=host.settings, logger=run.log, idempotent=step.idempotent, journal=journal,
             decisions=decisions, secrets=secrets,
-            traceparent=host.telemetry.traceparent(run.run_id, cmd.step_id, cmd.item, cmd.attempt),
+            traceparent=host.telemetry.traceparent(run.run_id, cmd.step_id, cmd.item, cmd.attempt), gate=gate,
         )
         if secrets:  # the step's own log lines (captured per step) are redacted too
             register_step_secrets([str(v) for values in secrets.values() for v in values.values()])
+        if gate is not None and step.uses not in MATCHED_KINDS and gate.matters:
+            # tool, http, python: one call per attempt (llm and agent ask the gate before each LLM request)
+            call = functools.partial(run_step_gated, gate, ctx.idempotency_key, functools.partial(
+                executor.execute, args, ctx))
+        else:
+            call = functools.partial(executor.execute, args, ctx)
         if timeout is not None:
             async with asyncio.timeout(timeout):
-                output = await executor.execute(args, ctx)
+                output = await call()
         else:
-            output = await executor.execute(args, ctx)
+            output = await call()
     except TimeoutError:
         return Outcome(key, cmd.attempt, failure=StepFailed(f"timed out after {timeout:g}s", retryable=True))
     except StepFailed as exc:
@@ -155,6 +168,8 @@ async def run_attempt(host: ActorHost, defn: Definition, run: RunLease, cmd: Sta
                              context=host.secrets.redact(exc.context, secrets), timeout=exc.timeout,
                              on_timeout=exc.on_timeout)
         return Outcome(key, cmd.attempt, park=exc)
+    except StepThrottled as exc:
+        return Outcome(key, cmd.attempt, throttle=exc)
     except (asyncio.CancelledError, LeaseLost):
         raise
     except Exception as exc:  # noqa: BLE001 - an executor bug is a retryable step failure, not a crash
@@ -165,6 +180,17 @@ async def run_attempt(host: ActorHost, defn: Definition, run: RunLease, cmd: Sta
     if secrets:
         output = host.secrets.redact(output, secrets)
     return Outcome(key, cmd.attempt, output=output)
+
+
+def _gate(host: ActorHost, defn: Definition, run_id: str, cmd: Start) -> StepGate | None:
+    """The attempt's pre-call gate: for the step kinds that may be limited, on a worker with a limiter."""
+    limiter = getattr(host, "limiter", None)
+    step = defn.step(cmd.step_id)
+    if limiter is None or step.uses not in LIMIT_KINDS:
+        return None
+    names = ((step.limit,) if step.limit else ()) + tuple(step.limits)
+    return limiter.gate(run_id=run_id, workflow=defn.name, step_id=cmd.step_id, item=cmd.item, kind=step.uses,
+                        names=names)
 
 
 async def start_child(host: ActorHost, run_id: str, cmd: Start) -> Outcome:
@@ -179,7 +205,8 @@ async def start_child(host: ActorHost, run_id: str, cmd: Start) -> Outcome:
     child_defn = Definition.from_json(spec_json)
     try:
         inputs = resolve_inputs(child_defn.spec, args.inputs)
-    except InputError as exc:
+        admission = await admission_for(child_defn, inputs, inherit=True, off_loop=host.off_loop)
+    except (InputError, WorkerError) as exc:  # WorkerError: its concurrency key
         return Outcome(key, cmd.attempt, failure=StepFailed(f"child inputs: {exc}", retryable=False))
     child_id = child_run_id_for(run_id, cmd.step_id, cmd.item)
     return Outcome(key, cmd.attempt, output={
@@ -187,4 +214,4 @@ async def start_child(host: ActorHost, run_id: str, cmd: Start) -> Outcome:
                            ev.Event(ev.RUN_CREATED, time.time(), data={"workflow": args.workflow,
                                                                        "def_hash": def_hash, "inputs": inputs,
                                                                        "parent_run_id": run_id}),
-                           cmd.step_id, cmd.item)})
+                           cmd.step_id, cmd.item, admission)})

@@ -11,9 +11,16 @@ from pathlib import Path
 import asyncpg
 
 from worker.bus.publisher import Publisher
-from worker.definitions.loader import load_file, load_tools_file
+from worker.definitions.loader import load_file
 from worker.definitions.model import Definition
-from worker.definitions.registry import RESERVED_NAMES, Registry, RegistryChange, is_workflow_file, scan_directory
+from worker.definitions.registry import (
+    RESERVED_NAMES,
+    Registry,
+    RegistryChange,
+    is_workflow_file,
+    load_operator_file,
+    scan_directory,
+)
 from worker.definitions.trust import TrustCheck
 from worker.definitions.watcher import watch_directory
 from worker.errors import DefinitionError
@@ -98,12 +105,16 @@ class DefinitionsSync:
         return await self._apply(path, result)
 
     async def _reload_tools(self, path: Path) -> RegistryChange:
-        """The shared tools file: steps read it themselves when it changes (steps/tool.py); here its
-        validation status is kept up to date, so an invalid save is reported (file:line) like a workflow's
-        and a fix clears the report."""
+        """The shared tools and limits files: steps read them themselves when they change (steps/tool.py,
+        worker/limits); here their validation status is kept up to date, so an invalid save is reported
+        (file:line) like a workflow's and a fix clears the report. A saved limits file changes which limit
+        names workflow files may use: every workflow file is checked again."""
+        if path.name.startswith("limits."):
+            for workflow in sorted(p for p in self.registry.paths() if p.name not in RESERVED_NAMES):
+                await self.reload(workflow)
         if await asyncio.to_thread(path.is_file):
             try:
-                await asyncio.to_thread(load_tools_file, path)
+                await asyncio.to_thread(load_operator_file, path)
             except DefinitionError as exc:
                 return await self._apply(path, exc)
         self.registry.remove(path)

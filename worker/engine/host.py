@@ -13,6 +13,8 @@ import asyncpg
 
 from worker.bus.publisher import Publisher
 from worker.config import Settings
+from worker.limits.gate import Limiter
+from worker.notify.dispatcher import Notifier
 from worker.secrets import SecretProvider
 from worker.secrets.transit import PayloadCipher
 from worker.steps.base import StepExecutor
@@ -32,6 +34,10 @@ class ActorHost(Protocol):
     secrets: SecretProvider
     telemetry: Telemetry
     cipher: PayloadCipher | None
+    limiter: Limiter | None
+    """The operator's limits (worker/limits): each attempt's pre-call gate comes from it."""
+    notices: Notifier
+    """Notifications (worker/notify): the outbox rows each commit causes."""
 
     @property
     def executors(self) -> Mapping[str, StepExecutor]: ...

@@ -160,6 +160,9 @@ def run_update(state: RunState) -> RunUpdate:
             wait = inst.wait or {}
             key = wait.get("key")
             reason = f"event {wait.get('event')}" + ("" if key is None else f" key {key}")
+        elif reason == "throttled":
+            wait = inst.wait or {}
+            reason = f"throttled: {wait.get('limit')} (next slot in {float(wait.get('next_slot_in') or 0):.1f}s)"
         waiting_on = reason
     status = "running" if running or not waiting else "waiting"
     return RunUpdate(status=status, current_step=current, waiting_on=None if running else waiting_on)

@@ -88,6 +88,13 @@ def _waiting(inst: Instance, now: float, wake: list[float]) -> Command | None:
             return Complete(inst.step_id, inst.item, {"slept_until": wake_at})
         wake.append(wake_at)
         return None
+    if reason == "throttled":
+        # waiting for capacity under a limit: the same attempt starts again at its turn (no attempt burnt)
+        wake_at = float(wait.get("wake_at") or 0.0)
+        if now >= wake_at:
+            return Start(inst.step_id, inst.item, inst.attempt, "", inst.inputs)
+        wake.append(wake_at)
+        return None
     if reason == "event":
         if decision is not None:
             if decision.get("received"):
@@ -164,7 +171,7 @@ def _instance_commands(defn: Definition, step: StepSpec, inst: Instance, ctx: di
         return None
     if inst.status == StepStatus.WAITING:
         cmd = _waiting(inst, now, wake)
-        if isinstance(cmd, Start):  # uncertain -> retry, or resume after a decision: same inputs and key
+        if isinstance(cmd, Start):  # uncertain -> retry, resume after a decision or a throttle: same inputs and key
             return Start(cmd.step_id, cmd.item, cmd.attempt, step.uses, cmd.inputs)
         return cmd
     return None

@@ -1,7 +1,8 @@
 """WorkerService: the I/O shell around the engine.
 
-Loops: consume the work stream, heartbeat (renew leases, notice signals and lost leases), reconcile
-(re-derive work from Postgres, reclaim dead consumers' entries), listen for signals, watch the
+Loops: consume the work streams (one per priority, read weighted fair: worker/bus/intake.py), heartbeat (renew
+leases, notice signals and lost leases), reconcile (re-derive work from Postgres, reclaim dead consumers'
+entries, admit concurrency-key queues that could move), listen for signals, watch the
 workflow files, and fire schedule ticks (worker/schedules/loop.py). Every loop survives Postgres and
 Redis outages: it logs, backs off and carries on.
 """
@@ -27,18 +28,22 @@ from redis.exceptions import RedisError, ResponseError
 
 from worker import faults
 from worker.boundary import load_checks
+from worker.bus.intake import Entry, WorkIntake
 from worker.bus.publisher import Publisher
 from worker.bus.streams import WORK_GROUP, Keys
 from worker.config import Settings
 from worker.definitions.expressions import set_budget as set_expression_budget
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
+from worker.limits.gate import Limiter
+from worker.notify.dispatcher import Notifier
 from worker.schedules.loop import SchedulerLoop
 from worker.secrets import SecretProvider, build_secret_provider
 from worker.secrets.identity import forget_identity
 from worker.secrets.transit import PayloadCipher, build_cipher
 from worker.steps.base import StepExecutor
 from worker.steps.registry import build_executors, close_executors, start_executors
+from worker.store import concurrency
 from worker.store import runs as store
 from worker.store.definitions import DefinitionCache
 from worker.store.migrate import migrate_conn
@@ -63,13 +68,16 @@ class WorkerService:
         self._full_reconcile = asyncio.Event()
         self._full_reconcile.set()  # on start: anything unleased and due is (re)enqueued at once
         self._last_consumer_gc = 0.0
+        self._last_repair = 0.0
         self.pool: asyncpg.Pool
         self.redis: aioredis.Redis
         self.writer: EventWriter
         self.publisher: Publisher
         self.definitions: DefinitionCache
+        self.notices: Notifier
         self.executors: dict[str, StepExecutor] = {}
         self.sync: DefinitionsSync | None = None
+        self.limiter: Limiter | None = None  # the operator's limits (worker/limits), shared by the fleet in Redis
         self.started = asyncio.Event()
         # `decide` for runs whose expressions can do real work (sorted, join, ...): off the event loop, in
         # one thread, so at most one evaluation competes with the loop for the GIL
@@ -88,10 +96,11 @@ class WorkerService:
             await migrate_conn(conn)
         self.redis = aioredis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5,
                                        health_check_interval=15)
-        self.writer = EventWriter(self.pool, s.worker_id)
+        self.writer = EventWriter(self.pool, s.worker_id, on_commit=self._wake_runs)
         self.writer.start()
         self.publisher = Publisher(self.redis, self.keys)
         self.publisher.start()
+        self.intake = WorkIntake(self.redis, self.keys, s.worker_id)
         self.definitions = DefinitionCache(self.pool)
         self.executors = build_executors(s)
         await start_executors(self.executors)  # the warm sandbox processes (a setup error fails the start)
@@ -107,6 +116,9 @@ class WorkerService:
             """INSERT INTO workers (worker_id, hostname, pid, concurrency, lease_ttl) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL""",
             s.worker_id, socket.gethostname(), os.getpid(), s.concurrency, s.lease_ttl)
+        self.limiter = Limiter(s, self.pool)
+        await self.limiter.start()
+        self.notices = Notifier(s, self.pool, self.secrets, self._stopping)  # notifications (worker/notify)
         self._loops = [
             asyncio.create_task(self._guard("consume", self._consume_loop)),
             asyncio.create_task(self._guard("heartbeat", self._heartbeat_loop)),
@@ -118,6 +130,8 @@ class WorkerService:
         self.schedules = SchedulerLoop(self.pool, self.publisher, self.definitions, worker_id=s.worker_id,
                                        encrypt_payloads=s.encrypt_payloads, cipher=self.cipher, off_loop=self.off_loop)
         self._loops.append(asyncio.create_task(self._guard("schedules", lambda: self.schedules.run(self._stopping))))
+        self._loops += [asyncio.create_task(self._guard("notify", self.notices.dispatch_loop)),
+                        asyncio.create_task(self._guard("notify-scan", self.notices.scan_loop))]
         self.publisher.event("worker", "worker.started", None, {"worker": s.worker_id})
         logger.info("worker %s started: workflows %s, concurrency %d", s.worker_id, workflows, s.concurrency)
         self.started.set()
@@ -141,22 +155,27 @@ class WorkerService:
             _done, pending = await asyncio.wait(self._actor_tasks, timeout=grace)
             # steps still executing after the grace period are interrupted; their runs are handed back
             # now (not after the lease TTL) and the next owner retries the interrupted attempts
-            held = {run_id: actor.lease.epoch for run_id, actor in self.actors.items()}
+            held = {run_id: actor.lease for run_id, actor in self.actors.items()}
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            for run_id, epoch in held.items():
+            for run_id, lease in held.items():
                 try:
-                    await store.drop_lease(self.pool, run_id, self.settings.worker_id, epoch)
-                    self.publisher.enqueue(run_id)  # another worker picks it up at once
+                    await store.drop_lease(self.pool, run_id, self.settings.worker_id, lease.epoch)
+                    self.publisher.enqueue(run_id, lease.priority)  # another worker picks it up at once
                 except Exception:  # noqa: BLE001
                     logger.debug("could not hand back %s; its lease will expire", run_id)
         if heartbeat is not None:
             heartbeat.cancel()
             await asyncio.wait({heartbeat}, timeout=5.0)
+        with contextlib.suppress(RedisError, OSError):
+            await self.intake.hand_back()  # entries read but not taken: to the other workers at once
         await self.writer.stop()
+        await self.notices.aclose()
         await self.publisher.stop()
         await close_executors(self.executors)
+        if self.limiter is not None:
+            await self.limiter.aclose()
         self._expression_threads.shutdown(wait=False, cancel_futures=True)
         await self.secrets.aclose()
         await self.telemetry.aclose()
@@ -197,15 +216,12 @@ class WorkerService:
 
     # -- work ------------------------------------------------------------------------------
     async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.keys.work, WORK_GROUP, id="0", mkstream=True)
-            logger.info("created consumer group %s on %s", WORK_GROUP, self.keys.work)
+        if await self.intake.ensure_groups():
+            logger.info("created consumer group %s on the work streams", WORK_GROUP)
             self._full_reconcile.set()
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
     async def _consume_loop(self) -> None:
+        """Take work while there are free slots: the intake reads the priorities' streams weighted fair."""
         await self._ensure_group()
         while not self._stopping.is_set():
             free = self.settings.concurrency - len(self.actors)
@@ -214,8 +230,7 @@ class WorkerService:
                 await self._capacity.wait()
                 continue
             try:
-                reply = await self.redis.xreadgroup(WORK_GROUP, self.settings.worker_id, {self.keys.work: ">"},
-                                                    count=min(free, 500), block=1000)
+                batch = await self.intake.read(min(free, 500))
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost the stream (flush, restart without persistence)
                     logger.warning("work stream or group missing in Redis: recreating it, re-deriving work "
@@ -223,12 +238,18 @@ class WorkerService:
                     await self._ensure_group()
                     continue
                 raise
-            streams: list[Any] = list(reply or [])  # redis-py types replies loosely
-            for _stream, entries in streams:
-                await self._take(entries)
+            await self._take(batch)
 
-    async def _take(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        ids = [entry_id for entry_id, _ in entries]
+    def _wake_runs(self, wake: list[tuple[str, str]], signal: list[str]) -> None:
+        """After a commit: runs it made startable (a concurrency key's queue moved), runs asked to cancel."""
+        for run_id, priority in wake:
+            self.publisher.enqueue(run_id, priority)
+        for run_id in signal:
+            self.publisher.enqueue(run_id)
+            self.publisher.signal(run_id)
+
+    async def _take(self, batch: dict[str, list[Entry]]) -> None:
+        entries = [entry for found in batch.values() for entry in found]
         wanted: list[str] = []
         for _entry_id, fields in entries:
             run_id = fields.get(b"run", b"").decode() if fields else ""
@@ -244,13 +265,16 @@ class WorkerService:
                                                     self.settings.lease_ttl):
                 self._spawn(lease)
             faults.reached("after-commit-before-ack")
-        if ids:
-            await self.redis.xack(self.keys.work, WORK_GROUP, *ids)
+        for stream, found in batch.items():
+            if found:
+                await self.redis.xack(stream, WORK_GROUP, *[entry_id for entry_id, _ in found])
 
     def _spawn(self, lease: store.Lease) -> None:
         run_id = lease.run_id
         actor = RunActor(self, lease)
         self.actors[run_id] = actor
+        if lease.concurrency_key is not None:  # its end frees a slot of its key (see EventWriter.keyed)
+            self.writer.keyed[run_id] = (lease.workflow, lease.concurrency_key)
         task = asyncio.create_task(actor.run(), name=f"run:{run_id}")
         self._actor_tasks.add(task)
         task.add_done_callback(functools.partial(self._actor_done, run_id))
@@ -258,6 +282,7 @@ class WorkerService:
     def _actor_done(self, run_id: str, task: asyncio.Task[None]) -> None:
         self._actor_tasks.discard(task)
         self.actors.pop(run_id, None)
+        self.writer.keyed.pop(run_id, None)
         self._capacity.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error("run %s actor crashed: %r", run_id, task.exception())
@@ -290,10 +315,16 @@ class WorkerService:
             full = self._full_reconcile.is_set()
             self._full_reconcile.clear()
             run_ids = await store.reconcile(self.pool, s.redeliver_after, full=full)
+            if full or time.monotonic() - self._last_repair > 10 * s.reconcile_interval:
+                self._last_repair = time.monotonic()
+                admitted = await concurrency.repair(self.pool)  # queues that could move but did not
+                if admitted:
+                    logger.info("reconciler: admitted %d queued run(s) whose key had room", len(admitted))
+                run_ids += admitted
             if run_ids:
                 logger.info("reconciler: re-enqueued %d run(s)%s", len(run_ids), " (full)" if full else "")
-                for run_id in run_ids:
-                    self.publisher.enqueue(run_id)
+                for run_id, priority in run_ids:
+                    self.publisher.enqueue(run_id, priority)
                 await self.publisher.flush()
             await self._reclaim()
             await self._forget_dead_consumers()
@@ -307,31 +338,23 @@ class WorkerService:
             return
         self._last_consumer_gc = now
         try:
-            consumers = await self.redis.xinfo_consumers(self.keys.work, WORK_GROUP)
-            for c in consumers:
-                name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
-                if name != self.settings.worker_id and c["pending"] == 0 and c["idle"] > idle_ms:
-                    await self.redis.xgroup_delconsumer(self.keys.work, WORK_GROUP, name)
+            await self.intake.forget_idle_consumers(idle_ms)
         except (RedisError, OSError) as exc:
             logger.debug("consumer cleanup skipped: %s", exc)
 
     async def _reclaim(self) -> None:
-        """Take over entries that a dead consumer read but never acknowledged."""
+        """Take over entries that a dead consumer read but never acknowledged (each priority's stream)."""
         try:
-            reply = await self.redis.xautoclaim(self.keys.work, WORK_GROUP, self.settings.worker_id,
-                                                min_idle_time=int(self.settings.lease_ttl * 1000), count=100)
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                return
+            found = await self.intake.claim_stale(int(self.settings.lease_ttl * 1000))
+        except ResponseError:
             raise
         except (RedisError, OSError) as exc:
             logger.debug("reclaim skipped: %s", exc)
             return
-        entries = reply[1] if reply else []
-        if entries:
-            logger.info("reclaimed %d pending entr(y/ies) from dead consumers", len(entries))
+        if found:
+            logger.info("reclaimed %d pending entr(y/ies) from dead consumers", sum(map(len, found.values())))
             faults.reached("during-reclaim")
-            await self._take([e for e in entries if e and e[1] is not None])
+            await self._take(found)
 
     # -- signals ---------------------------------------------------------------------------
     async def _signal_loop(self) -> None:

@@ -90,12 +90,14 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
         o.print_json({"dry_run": s.dry_run, "cutoff": s.cutoff.isoformat(), "runs": s.runs, "events": s.events,
                       "human_tasks": s.tasks, "journal_entries": s.journal, "run_trees": s.trees,
                       "kept_trees": s.kept_trees, "batches": s.batches, "workflow_events": s.workflow_events,
-                      "workers": s.workers, "external_events": s.external_events})
+                      "workers": s.workers, "external_events": s.external_events,
+                      "notifications": s.notifications})
         return EXIT_OK
     verb = "would delete" if s.dry_run else "deleted"
     o.out.print(f"{verb} {s.runs} run(s) finished before {s.cutoff:%Y-%m-%d %H:%M:%S} UTC: {s.events} event(s), "
                 f"{s.tasks} human task(s), {s.journal} journal entr(y/ies); {s.workflow_events} workflow "
-                f"file event(s), {s.workers} stopped worker row(s), {s.external_events} outside event(s)")
+                f"file event(s), {s.workers} stopped worker row(s), {s.external_events} outside event(s), "
+                f"{s.notifications} worker.lost notification(s)")
     if s.kept_trees:
         o.out.print(f"kept {s.kept_trees} old finished run(s) whose parent or child runs are still active or "
                     "finished after the cutoff")

@@ -51,6 +51,7 @@ class GcSummary:
     workflow_events: int = 0
     external_events: int = 0  # events sent from outside (their delivery records, the `wait` lookback window)
     workers: int = 0
+    notifications: int = 0  # delivered or given-up worker.lost notifications (the others go with their run)
     deleted_ids: list[str] = field(default_factory=list, repr=False)
 
 
@@ -155,6 +156,8 @@ async def collect(pool: asyncpg.Pool, older_than: timedelta, *, dry_run: bool = 
                 "SELECT count(*) FROM workers WHERE stopped_at < $1 OR heartbeat_at < $1", cutoff)
             summary.external_events = await conn.fetchval(
                 "SELECT count(*) FROM external_events WHERE received_at < $1", cutoff)
+            summary.notifications = await conn.fetchval(
+                "SELECT count(*) FROM notifications WHERE run_id IS NULL AND finished_at < $1", cutoff)
         else:
             summary.workflow_events = _rowcount(await conn.execute(
                 "DELETE FROM workflow_events WHERE at < $1", cutoff))
@@ -162,6 +165,8 @@ async def collect(pool: asyncpg.Pool, older_than: timedelta, *, dry_run: bool = 
                 "DELETE FROM workers WHERE stopped_at < $1 OR heartbeat_at < $1", cutoff))
             summary.external_events = _rowcount(await conn.execute(
                 "DELETE FROM external_events WHERE received_at < $1", cutoff))
+            summary.notifications = _rowcount(await conn.execute(
+                "DELETE FROM notifications WHERE run_id IS NULL AND finished_at < $1", cutoff))
     logger.info("gc: %s %d runs older than %s", "would delete" if dry_run else "deleted", summary.runs, cutoff)
     return summary
 

@@ -12,6 +12,7 @@ from worker import output as o
 from worker.cli.support import json_arg as _json_arg
 from worker.cli.support import with_client
 from worker.errors import WorkerError
+from worker.models import RunStatus
 
 
 def register(sub: Any) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def register(sub: Any) -> dict[str, Any]:
 
     bk = sub.add_parser("bulk", help="cancel or retry every run matching a filter (dry-run count first)")
     bk.add_argument("action", choices=["cancel", "retry"])
-    bk.add_argument("--status", choices=["pending", "running", "waiting", "completed", "failed", "cancelled"])
+    bk.add_argument("--status", choices=[s.value for s in RunStatus])
     bk.add_argument("--workflow")
     bk.add_argument("--limit", type=int, default=1000)
     bk.add_argument("--rate", type=float, default=20.0, help="actions per second (default 20)")

@@ -18,12 +18,14 @@ import asyncpg
 from worker.definitions.model import Definition
 from worker.definitions.schema import EXTERNAL_KINDS
 from worker.engine import events as ev
+from worker.engine.admission import admission_for
 from worker.engine.inputs import resolve_inputs
 from worker.engine.state import RunState
 from worker.errors import NotFound, WorkerError
 from worker.models import StepStatus
 from worker.secrets.transit import PayloadCipher, open_fields, seal_fields
 from worker.store import runs as store
+from worker.store.concurrency import Admission, Admitted
 from worker.store.definitions import active_version, load_spec
 
 _REUSABLE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
@@ -50,6 +52,7 @@ class ReplayPlan:
     latest: bool = False
     notes: list[str] = field(default_factory=list)
     encrypt: bool = False  # the workflow stores its payloads encrypted
+    admission: Admission | None = None  # the new run's priority (the original's) and concurrency key
 
 
 def _descendants(defn: Definition, step_id: str) -> set[str]:
@@ -81,7 +84,8 @@ def _call_detail(defn: Definition, step_id: str) -> str:
 async def plan_replay(pool: asyncpg.Pool, run_id: str, *, from_step: str | None = None,
                       inputs: dict[str, Any] | None = None, latest: bool = False,
                       cipher: PayloadCipher | None = None) -> ReplayPlan:
-    row = await pool.fetchrow("SELECT workflow, def_hash, inputs, status FROM runs WHERE run_id = $1", run_id)
+    row = await pool.fetchrow("SELECT workflow, def_hash, inputs, status, priority FROM runs WHERE run_id = $1",
+                              run_id)
     if row is None:
         raise NotFound(f"no run {run_id!r}")
     original = {"inputs": row["inputs"]}
@@ -135,7 +139,8 @@ async def plan_replay(pool: asyncpg.Pool, run_id: str, *, from_step: str | None 
             calls.append(ExternalCall(sid, defn.step(sid).uses, _call_detail(defn, sid), count))
     return ReplayPlan(run_id, row["workflow"], def_hash, from_step, reused,
                       [sid for sid in defn.order if sid in rerun], calls, new_inputs, latest, notes,
-                      encrypt=defn.spec.encrypt_payloads)
+                      encrypt=defn.spec.encrypt_payloads,
+                      admission=await admission_for(defn, new_inputs, priority=row["priority"]))
 
 
 def _reused_events(events: list[ev.Event], reused: set[str], source_run: str) -> list[ev.Event]:
@@ -150,8 +155,9 @@ def _reused_events(events: list[ev.Event], reused: set[str], source_run: str) ->
 
 
 async def create_replay(conn: asyncpg.Connection, plan: ReplayPlan, requested_by: str, *,
-                        cipher: PayloadCipher | None = None, encrypt: bool = False) -> str:
-    """Insert the new run with its seeded log (inside the caller's transaction); returns its id.
+                        cipher: PayloadCipher | None = None, encrypt: bool = False) -> tuple[str, Admitted]:
+    """Insert the new run with its seeded log (inside the caller's transaction); returns its id and how it was
+    admitted (a run its concurrency key cancelled at once gets no seeded log).
 
     Reused events are copied as stored (ciphertext stays ciphertext); new inputs are sealed when the
     workflow (or the deployment) encrypts payloads."""
@@ -162,18 +168,20 @@ async def create_replay(conn: asyncpg.Connection, plan: ReplayPlan, requested_by
         "replay_of": plan.source_run, "replay_from": plan.from_step})
     if encrypt or plan.encrypt:
         await seal_fields(cipher, [created.data])
-    await store.insert_run_txn(conn, run_id=run_id, workflow=plan.workflow, def_hash=plan.def_hash,
-                               inputs=created.data["inputs"], created=created, requested_by=requested_by)
+    admitted = await store.insert_run_txn(conn, run_id=run_id, workflow=plan.workflow, def_hash=plan.def_hash,
+                                          inputs=created.data["inputs"], created=created, requested_by=requested_by,
+                                          admission=plan.admission)
+    assert admitted is not None  # a new id
     await conn.execute("UPDATE runs SET replay_of = $2, replay_from = $3 WHERE run_id = $1",
                        run_id, plan.source_run, plan.from_step)
     seeded = _reused_events(await store.load_events(conn, plan.source_run), set(plan.reused), plan.source_run)
-    if seeded:
+    if seeded and admitted.status != "cancelled":
         await conn.executemany(
             """INSERT INTO events (run_id, seq, ts, type, step_id, item, attempt, data)
                VALUES ($1, $2, to_timestamp($3), $4, $5, $6, $7, $8)""",
             [(run_id, i + 2, now, e.type, e.step_id, e.item, e.attempt, e.data) for i, e in enumerate(seeded)])
         await conn.execute("UPDATE runs SET next_seq = $2 WHERE run_id = $1", run_id, len(seeded) + 2)
-    return run_id
+    return run_id, admitted
 
 
 def plan_as_dict(plan: ReplayPlan) -> dict[str, Any]:

@@ -34,13 +34,15 @@ from worker.bus.publisher import Publisher
 from worker.definitions.expressions import is_template
 from worker.definitions.model import Definition
 from worker.engine import events as ev
+from worker.engine.admission import admission_for
 from worker.engine.inputs import InputError
-from worker.errors import ExpressionError
+from worker.errors import ExpressionError, WorkerError
 from worker.schedules import store
 from worker.schedules.inputs import cadence_of, render_inputs
 from worker.schedules.ticks import plan_fire
 from worker.secrets.transit import PayloadCipher, seal_fields
 from worker.store import runs as runs_store
+from worker.store.concurrency import Admission
 from worker.store.definitions import DefinitionCache
 from worker.store.pool import TRANSIENT_ERRORS
 
@@ -113,7 +115,7 @@ class SchedulerLoop:
         budget = self.max_fires_per_pass
         advanced = 0
         more = False
-        fired: list[str] = []
+        fired: list[tuple[str, str]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             now: datetime = await conn.fetchval("SELECT now()")
             due = await store.lock_due_txn(conn, now, MAX_SCHEDULES_PER_PASS)
@@ -124,39 +126,51 @@ class SchedulerLoop:
                     break
                 try:
                     async with conn.transaction():  # a savepoint: one schedule's failure leaves the others
-                        runs = await self._fire_one(conn, schedule, now, budget)
+                        started_runs, wake = await self._fire_one(conn, schedule, now, budget)
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as exc:  # noqa: BLE001 - retried next pass; the others go on
                     self._complain(schedule.workflow, exc)
                     continue
                 advanced += 1
-                budget -= max(1, len(runs))
-                fired += runs
+                budget -= max(1, started_runs)
+                fired += wake
         self.longest_pass = max(self.longest_pass, time.monotonic() - started)
-        for run_id in fired:
-            self.publisher.enqueue(run_id)
+        for run_id, priority in fired:
+            if priority == "signal":  # asked to cancel (on_full: cancel_oldest)
+                self.publisher.enqueue(run_id)
+                self.publisher.signal(run_id)
+            else:
+                self.publisher.enqueue(run_id, priority)
         return advanced, more
 
     async def _fire_one(self, conn: asyncpg.Connection, schedule: store.DueSchedule, now: datetime,
-                        budget: int) -> list[str]:
+                        budget: int) -> tuple[int, list[tuple[str, str]]]:
+        """Fire the schedule's due ticks (inside the pass's transaction): how many runs it created, and the runs
+        to wake after the commit with their priorities (or `signal`: runs a concurrency key asked to cancel)."""
         defn = await self.definitions.get(schedule.def_hash)
         trigger = defn.spec.on.schedule if defn.spec.on is not None else None
         if trigger is None:  # cannot happen: the row's spec comes from this version
             raise RuntimeError(f"version {schedule.def_hash[:12]} of {schedule.workflow} has no schedule")
         cadence = cadence_of(trigger)
         plan = plan_fire(cadence, schedule.next_fire_at, now, trigger.catch_up, budget)
-        runs: list[str] = []
+        runs: list[tuple[str, str]] = []
+        created_runs = 0
         last: tuple[datetime, str] | None = None
         for tick in plan.fire:
             run_id: str | None = str(uuid.uuid4())
             error: str | None = None
             created: ev.Event | None = None
             inputs: dict[str, Any] = {}
+            admission = Admission()
             try:
                 inputs = await self._render(defn, tick)
+                admission = await admission_for(defn, inputs, off_loop=self._off_loop)
             except (ExpressionError, InputError) as exc:
                 run_id, error = None, f"inputs: {exc}"
+            except WorkerError as exc:  # the concurrency key
+                run_id, error = None, str(exc)
+            if error is not None:
                 logger.warning("schedule %s: tick %s not started: %s", schedule.workflow, tick.isoformat(), error)
             if run_id is not None:
                 created = ev.Event(ev.RUN_CREATED, time.time(), data={
@@ -172,17 +186,19 @@ class SchedulerLoop:
                 continue  # fired before: next_fire_at moves under the row lock, so only a bug gets here
             faults.reached("schedule-before-insert")
             if run_id is not None and created is not None:
-                await runs_store.insert_run_txn(conn, run_id=run_id, workflow=schedule.workflow,
-                                                def_hash=schedule.def_hash, inputs=inputs, created=created,
-                                                requested_by=f"schedule:{schedule.workflow}")
-                runs.append(run_id)
+                admitted = await runs_store.insert_run_txn(
+                    conn, run_id=run_id, workflow=schedule.workflow, def_hash=schedule.def_hash, inputs=inputs,
+                    created=created, requested_by=f"schedule:{schedule.workflow}", admission=admission)
+                if admitted is not None:
+                    runs += admitted.wake + [(victim, "signal") for victim in admitted.signal]
+                created_runs += 1
                 last = (tick, run_id)
         await store.advance_txn(conn, schedule.workflow, plan.next_fire_at, fired_at=last[0] if last else None,
                                 run_id=last[1] if last else None, skipped=plan.skipped)
         if plan.skipped:
             logger.info("schedule %s: skipped %d missed tick(s) (catch_up: %s)", schedule.workflow, plan.skipped,
                         trigger.catch_up)
-        return runs
+        return created_runs, runs
 
     async def _render(self, defn: Definition, tick: datetime) -> dict[str, Any]:
         assert defn.spec.on is not None and defn.spec.on.schedule is not None

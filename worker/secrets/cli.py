@@ -61,13 +61,20 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.secrets.policies import STEP_TOKEN_ROLE, apply_policies, load_workflows, policies_for
+    from worker.secrets.policies import STEP_TOKEN_ROLE, Policy, apply_policies, load_workflows, policies_for
 
     directory = args.workflows or settings.workflows_dir
     defns, errors = load_workflows(directory)
-    policies = policies_for(defns)
+    notify_path = f"{settings.notify_vault_mount}/data/{settings.notify_vault_path}"
+    policies: list[Policy] = []
+    refused: list[Policy] = []
+    for p in policies_for(defns):  # the notification secrets are the worker's alone (worker/notify)
+        (refused if any(q == notify_path or q.startswith(notify_path + "/") for q in p.paths) else policies).append(p)
     for error in errors:
         o.err.print(f"skipped invalid workflow file {error}", markup=False)
+    for p in refused:
+        o.err.print(f"refused policy {p.name} ({p.source}): it grants {notify_path}, the notification secrets",
+                    markup=False)
     applied = False
     if args.apply:
         if not settings.vault_addr or not settings.vault_token:
@@ -80,7 +87,7 @@ def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
 
         try:
             apply_policies(hvac.Client(url=settings.vault_addr, token=settings.vault_token, timeout=10), policies,
-                           token_role=settings.vault_token_role or STEP_TOKEN_ROLE)
+                           token_role=settings.vault_token_role or STEP_TOKEN_ROLE, notify_path=notify_path)
         except (hvac.exceptions.VaultError, requests.RequestException) as exc:
             wrapped = wrap_errors(exc, settings.vault_addr)
             o.err.print(f"could not apply policies: {wrapped or exc}", markup=False)
@@ -98,4 +105,4 @@ def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
         if applied:
             o.err.print(f"applied {len(policies)} workflow policies, the worker policy and the step token role",
                         markup=False)
-    return EXIT_FAIL if errors else EXIT_OK
+    return EXIT_FAIL if errors or refused else EXIT_OK

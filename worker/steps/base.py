@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from worker.config import Settings
 from worker.models import RunId
+
+if TYPE_CHECKING:
+    from worker.limits.gate import StepGate
 
 
 class Journal(Protocol):
@@ -46,6 +49,7 @@ class StepContext:
     decisions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # task key -> decided task
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # credential name -> values
     traceparent: str | None = None  # W3C trace context of this attempt's span
+    gate: StepGate | None = None  # the pre-call gate of the operator's limits (worker/limits); None: no limiter
 
     def key_for(self, call_index: int) -> str:
         return self.idempotency_key if call_index == 0 else f"{self.idempotency_key}.{call_index}"

@@ -161,9 +161,9 @@ def _status_failure(request: httpx.Request, response: httpx.Response, body: byte
         reason += f": {excerpt}"
     if status in RETRYABLE_STATUSES or status >= 500:
         return StepFailed(
-            reason, retryable=True, retry_after=parse_retry_after(response.headers.get("retry-after"))
+            reason, retryable=True, retry_after=parse_retry_after(response.headers.get("retry-after")), status=status
         )
-    return StepFailed(reason, retryable=False)
+    return StepFailed(reason, retryable=False, status=status)
 
 
 def _decode_body(response: httpx.Response, body: bytes) -> tuple[Any, str | None]:

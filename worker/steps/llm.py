@@ -4,13 +4,15 @@
 URL against the egress policy (`worker.egress`), sends one request with the step's idempotency key and
 classifies failures (429/5xx/timeouts are retryable, honouring Retry-After). Environment variables are
 read only through the policy (names the operator allows), and a key read from the environment is sent
-only to its provider's own host or to hosts the operator lists; redirects are never followed.
+only to its provider's own host or to hosts the operator lists; redirects are never followed. When limits
+apply (`limit:` or a `match:` of limits.yaml) each request goes through the step's gate (worker/limits).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -20,12 +22,15 @@ from worker.config import Settings
 from worker.definitions.step_args import LlmArgs
 from worker.egress.policy import EgressPolicy
 from worker.errors import StepFailed
+from worker.limits.provider import DEFAULT_OUTPUT_TOKENS, estimate_tokens, observe
 from worker.steps.base import StepContext
 from worker.steps.http_wire import USER_AGENT, parse_retry_after, validate_args
 from worker.steps.providers import ChatRequest, MalformedResponse, Message, Provider, get_provider
 from worker.steps.tool import SharedTools
 
 DEFAULT_TIMEOUT = 120.0
+MAX_LIMITED_429 = 5
+"""429s in a row a limited call waits through before its attempt fails."""
 EXCERPT_CHARS = 300
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
@@ -58,7 +63,7 @@ class LlmClient:
             headers.setdefault("traceparent", ctx.traceparent)
         await self.policy.check(url)
         try:
-            return await self._send(spec, request, ctx, provider, url, wire.body, headers, sent_key=key is not None)
+            return await self._gated(spec, request, ctx, provider, url, wire.body, headers, sent_key=key is not None)
         except StepFailed as failure:
             # A peer that echoes an environment key in its error must not put it in the event log (a Vault
             # credential's value is redacted by the engine, which knows it).
@@ -67,8 +72,48 @@ class LlmClient:
                                  retryable=failure.retryable, retry_after=failure.retry_after) from None
             raise
 
+    async def _gated(self, spec: LlmArgs, request: ChatRequest, ctx: StepContext, provider: Provider, url: str,
+                     body: dict[str, Any], headers: dict[str, str], *, sent_key: bool) -> dict[str, Any]:
+        """One request through the step's gate (worker/limits): the limits it obeys admit it with its expected
+        tokens reserved (or the step waits: StepThrottled), and it is settled with the real usage and what the
+        provider's headers say. A 429 on a limited call is waiting, not failing: the limit is tightened and the
+        call asks again (at most MAX_LIMITED_429 times in a row)."""
+        gate = ctx.gate
+        if gate is None or not gate.matters:
+            return await self._send(spec, request, ctx, provider, url, body, headers, sent_key=sent_key)
+        tokens = estimate_tokens(request)
+        price = spec.pricing.get(request.model)
+        output = request.max_tokens if request.max_tokens is not None else DEFAULT_OUTPUT_TOKENS
+        cost = None if price is None else ((tokens - output) * price.input + output * price.output) / 1e6
+        for _ in range(MAX_LIMITED_429):
+            permit = await gate.before_llm(call_key=request.idempotency_key or ctx.key_for(0), provider=provider.name,
+                                           model=request.model, host=httpx.URL(url).host, tokens=tokens, cost_usd=cost)
+            if permit is None:
+                return await self._send(spec, request, ctx, provider, url, body, headers, sent_key=sent_key)
+            seen: list[httpx.Response] = []
+            try:
+                result = await self._send(spec, request, ctx, provider, url, body, headers, sent_key=sent_key,
+                                          seen=seen)
+            except StepFailed as failure:
+                said = observe(seen[-1].headers, datetime.now(UTC)) if seen else None
+                await permit.done(observation=said, status=failure.status, wait=failure.status == 429)
+                if failure.status != 429:
+                    raise
+                ctx.logger.info("llm %s: 429 under limit(s) %s; waiting for the tightened limit", provider.name,
+                                ", ".join(permit.limits))
+                continue
+            except BaseException:
+                await permit.done()
+                raise
+            said = observe(seen[-1].headers, datetime.now(UTC)) if seen else None
+            await permit.done(used_tokens=int(result["usage"]["total_tokens"]), observation=said, status=200)
+            return result
+        raise StepFailed(f"{provider.name}: HTTP 429 {MAX_LIMITED_429} times in a row from POST {_safe(url)} although "
+                         "the limits let each call go", retryable=True, status=429)
+
     async def _send(self, spec: LlmArgs, request: ChatRequest, ctx: StepContext, provider: Provider, url: str,
-                    body: dict[str, Any], headers: dict[str, str], *, sent_key: bool) -> dict[str, Any]:
+                    body: dict[str, Any], headers: dict[str, str], *, sent_key: bool,
+                    seen: list[httpx.Response] | None = None) -> dict[str, Any]:
         timeout = spec.timeout or ctx.timeout or DEFAULT_TIMEOUT
         started = time.monotonic()
         try:
@@ -82,6 +127,8 @@ class LlmClient:
                              retryable=True) from exc
         ctx.logger.debug("llm %s %s -> %d in %.0fms", provider.name, _safe(url), response.status_code,
                          (time.monotonic() - started) * 1000)
+        if seen is not None:
+            seen.append(response)
         if len(response.content) > MAX_RESPONSE_BYTES:
             raise StepFailed(f"{provider.name}: response larger than {MAX_RESPONSE_BYTES} bytes", retryable=False)
         if response.status_code >= 300:
@@ -156,8 +203,9 @@ def _status_failure(provider: str, url: str, response: httpx.Response, spec: Llm
         where = spec.api_key_env or "api_key_env / credential"
         reason += f" (no API key was sent: set {where})"
     if status in (408, 409, 429) or status >= 500:
-        return StepFailed(reason, retryable=True, retry_after=parse_retry_after(response.headers.get("retry-after")))
-    return StepFailed(reason, retryable=False)
+        return StepFailed(reason, retryable=True, retry_after=parse_retry_after(response.headers.get("retry-after")),
+                          status=status)
+    return StepFailed(reason, retryable=False, status=status)
 
 
 def conversation(spec: LlmArgs) -> list[Message]:

@@ -8,6 +8,8 @@ from typing import Any
 import asyncpg
 
 from worker.engine.events import Event
+from worker.store import concurrency
+from worker.store.concurrency import Admission, Admitted
 from worker.store.waits import closed_waits, ts_to_dt
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -21,32 +23,44 @@ def row_to_event(row: asyncpg.Record) -> Event:
 async def insert_run_txn(conn: asyncpg.Connection, *, run_id: str, workflow: str, def_hash: str,
                          inputs: dict[str, Any], created: Event, requested_by: str | None,
                          parent_run_id: str | None = None, parent_step: str | None = None,
-                         parent_item: int | None = None, traceparent: str | None = None) -> bool:
-    """Insert a run and its `run.created` event (seq 1). False when the run already existed.
+                         parent_item: int | None = None, traceparent: str | None = None,
+                         admission: Admission | None = None) -> Admitted | None:
+    """Insert a run and its `run.created` event (seq 1); None when the run already existed.
 
     `traceparent` (W3C) makes the run's trace a part of the caller's (see worker/telemetry). The run's
     `trigger` column (what started it, for listings) is the kind of the event's `trigger` entry, `parent`
-    for a child run, NULL for a person.
+    for a child run, NULL for a person. `admission` gives its priority (default: its parent's, else normal)
+    and its concurrency key: such a run is admitted or queued under its key's lock (worker/store/concurrency.py).
+    What the result's `wake` and `signal` list goes to the work stream after the commit.
     """
     trigger = created.data.get("trigger")
     kind = trigger.get("kind") if isinstance(trigger, dict) else None
     if kind is None and parent_run_id is not None:
         kind = "parent"
-    inserted = await conn.fetchval(
+    adm = admission or Admission()
+    if adm.key is not None:
+        await concurrency.lock_txn(conn, [(workflow, adm.key)])
+    priority = await conn.fetchval(
         """INSERT INTO runs (run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step,
-                             parent_item, enqueued_at, next_seq, traceparent, trigger)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), 2, $9, $10)
-           ON CONFLICT (run_id) DO NOTHING RETURNING true""",
+                             parent_item, enqueued_at, next_seq, traceparent, trigger, status, priority,
+                             concurrency_key, concurrency_limit, admit_seq)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), 2, $9, $10,
+                   CASE WHEN $12::text IS NULL THEN 'pending' ELSE 'queued' END,
+                   coalesce($11, (SELECT p.priority FROM runs p WHERE p.run_id = $6), 'normal'),
+                   $12, $13, CASE WHEN $12::text IS NULL THEN NULL ELSE nextval('runs_admit_seq') END)
+           ON CONFLICT (run_id) DO NOTHING RETURNING priority""",
         run_id, workflow, def_hash, inputs, requested_by, parent_run_id, parent_step, parent_item, traceparent,
-        kind,
+        kind, adm.priority, adm.key, adm.limit if adm.key is not None else None,
     )
-    if not inserted:
-        return False
+    if priority is None:
+        return None
     await conn.execute(
         "INSERT INTO events (run_id, seq, ts, type, data) VALUES ($1, 1, $2, $3, $4)",
         run_id, ts_to_dt(created.ts), created.type, created.data,
     )
-    return True
+    if adm.key is None:
+        return Admitted("pending", priority, wake=[(run_id, priority)])
+    return await concurrency.admit_txn(conn, run_id, workflow, adm, priority=priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +74,11 @@ class Lease:
     cancel_reason: str | None
     previous_owner: str | None
     parent_run_id: str | None = None
+    workflow: str = ""
+    priority: str = "normal"
+    """high | normal | low: what the run's work (and, later, its limits) are ordered by."""
+    concurrency_key: str | None = None
+    """Its key when its workflow has `concurrency:`: its end releases the key's slot (worker/store/writer.py)."""
 
 
 async def acquire_leases(pool: asyncpg.Pool, run_ids: list[str], worker_id: str, ttl: float) -> list[Lease]:
@@ -71,7 +90,7 @@ async def acquire_leases(pool: asyncpg.Pool, run_ids: list[str], worker_id: str,
     rows = await pool.fetch(
         """WITH prev AS (
                SELECT run_id, lease_owner FROM runs
-               WHERE run_id = ANY($1::uuid[]) AND status NOT IN ('completed', 'failed', 'cancelled')
+               WHERE run_id = ANY($1::uuid[]) AND status NOT IN ('queued', 'completed', 'failed', 'cancelled')
                  AND (lease_owner IS NULL OR lease_expires < now())
                FOR UPDATE SKIP LOCKED)
            UPDATE runs SET lease_owner = $2, lease_epoch = runs.lease_epoch + 1,
@@ -82,11 +101,12 @@ async def acquire_leases(pool: asyncpg.Pool, run_ids: list[str], worker_id: str,
            WHERE runs.run_id = prev.run_id
            RETURNING runs.run_id::text, runs.lease_epoch, runs.def_hash, runs.status, runs.signal_version,
                      runs.cancel_requested, runs.cancel_reason, prev.lease_owner AS previous_owner,
-                     runs.parent_run_id::text""",
+                     runs.parent_run_id::text, runs.workflow, runs.priority, runs.concurrency_key""",
         run_ids, worker_id, ttl,
     )
     return [Lease(r["run_id"], r["lease_epoch"], r["def_hash"], r["status"], r["signal_version"],
-                  r["cancel_requested"], r["cancel_reason"], r["previous_owner"], r["parent_run_id"]) for r in rows]
+                  r["cancel_requested"], r["cancel_reason"], r["previous_owner"], r["parent_run_id"],
+                  r["workflow"], r["priority"], r["concurrency_key"]) for r in rows]
 
 
 async def load_events(pool: asyncpg.Pool | asyncpg.Connection, run_id: str) -> list[Event]:
@@ -195,8 +215,10 @@ async def timeout_task(pool: asyncpg.Pool, task_id: str) -> str:
     return row or ""
 
 
-async def reconcile(pool: asyncpg.Pool, redeliver_after: float, *, full: bool, limit: int = 2000) -> list[str]:
-    """Runs that should be in the work stream but may not be: unleased active runs that are due.
+async def reconcile(pool: asyncpg.Pool, redeliver_after: float, *, full: bool,
+                    limit: int = 2000) -> list[tuple[str, str]]:
+    """Runs that should be in the work stream but may not be: unleased active runs that are due, with their
+    priorities (queued runs are not: their keys admit them, worker/store/concurrency.py).
 
     Only one worker reconciles at a time (a transaction-scoped advisory lock). It is ONE statement, so
     the lock is never held between statements: a worker frozen (SIGSTOP, GC pause) mid-reconcile cannot
@@ -214,10 +236,10 @@ async def reconcile(pool: asyncpg.Pool, redeliver_after: float, *, full: bool, l
                     OR signal_version > seen_signal_version OR cancel_requested)
                AND ($1 OR enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $2))
              ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-           RETURNING run_id""",
+           RETURNING run_id, priority""",
         full, redeliver_after, limit,
     )
-    return [str(r["run_id"]) for r in rows]
+    return [(str(r["run_id"]), r["priority"]) for r in rows]
 
 
 async def signal_run_txn(conn: asyncpg.Connection, run_id: str) -> None:

@@ -1,19 +1,24 @@
 """Group commit of run events: appends from many runs share one round trip and one transaction.
 
-Every append is fenced: it commits only if the worker still owns the run at the epoch it holds.
+Every append is fenced: it commits only if the worker still owns the run at the epoch it holds. The end of a
+run with a concurrency key (`EventWriter.keyed`) commits in the transaction that admits the next queued runs
+of its key (worker/store/concurrency.py); runs made startable are handed to `on_commit` after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from worker.engine.events import Event
-from worker.store import waits
+from worker.notify import outbox
+from worker.store import concurrency, waits
+from worker.store.concurrency import Admission
 from worker.store.pool import dumps
 from worker.store.runs import insert_run_txn, signal_run_txn, ts_to_dt
 
@@ -68,6 +73,8 @@ class NewChild:
     created: Event
     parent_step: str
     parent_item: int | None
+    admission: Admission | None = None
+    """Its concurrency key (rendered from its plaintext inputs); its priority is its parent's."""
 
 
 @dataclass(slots=True)
@@ -82,10 +89,13 @@ class Append:
     cancel_tasks: bool = False
     signal_parent: str | None = None
     future: asyncio.Future[bool] | None = None
+    notices: list[outbox.OutboxRow] = field(default_factory=list)
+    """Notifications this commit causes (worker/notify): written last in its transaction."""
 
     @property
     def simple(self) -> bool:
-        return not (self.tasks or self.children or self.waits or self.cancel_tasks or self.signal_parent)
+        return not (self.tasks or self.children or self.waits or self.cancel_tasks or self.signal_parent
+                    or self.notices)
 
 
 _APPEND_SQL = """
@@ -138,7 +148,15 @@ def _params(worker_id: str, batch: list[Append]) -> list[Any]:
     return [worker_id, [a.run_id for a in batch], [a.epoch for a in batch], *ev_cols, *up_cols]
 
 
-async def _extras_txn(conn: asyncpg.Connection, a: Append) -> None:
+@dataclass(slots=True)
+class Woken:
+    """What a batch's commit must tell the workers: runs made startable (run id, priority), runs asked to cancel."""
+
+    wake: list[tuple[str, str]] = field(default_factory=list)
+    signal: list[str] = field(default_factory=list)
+
+
+async def _extras_txn(conn: asyncpg.Connection, a: Append, woken: Woken) -> None:
     for t in a.tasks:
         await conn.execute(
             """INSERT INTO human_tasks (task_id, run_id, step_id, item, kind, prompt, context, deadline, on_timeout,
@@ -150,9 +168,13 @@ async def _extras_txn(conn: asyncpg.Connection, a: Append) -> None:
             t.task_key, t.approvers, t.min_approvals, t.forbid_requester,
         )
     for c in a.children:
-        await insert_run_txn(conn, run_id=c.run_id, workflow=c.workflow, def_hash=c.def_hash, inputs=c.inputs,
-                             created=c.created, requested_by=f"run:{a.run_id}", parent_run_id=a.run_id,
-                             parent_step=c.parent_step, parent_item=c.parent_item)
+        admitted = await insert_run_txn(
+            conn, run_id=c.run_id, workflow=c.workflow, def_hash=c.def_hash, inputs=c.inputs, created=c.created,
+            requested_by=f"run:{a.run_id}", parent_run_id=a.run_id, parent_step=c.parent_step,
+            parent_item=c.parent_item, admission=c.admission)
+        if admitted is not None:
+            woken.wake += admitted.wake
+            woken.signal += admitted.signal
     for w in a.waits:
         await waits.register_txn(conn, a.run_id, w.step_id, w.item, w.attempt, w.name, w.key, w.since, w.deadline)
     if a.cancel_tasks:
@@ -164,29 +186,46 @@ async def _extras_txn(conn: asyncpg.Connection, a: Append) -> None:
         await signal_run_txn(conn, a.signal_parent)
 
 
-async def write_batch(conn: asyncpg.Connection, worker_id: str, batch: list[Append]) -> set[str]:
-    """Commit a batch; returns the run ids whose appends committed (the others were fenced out)."""
+async def write_batch(conn: asyncpg.Connection, worker_id: str, batch: list[Append], *,
+                      keyed: dict[str, tuple[str, str]] | None = None, woken: Woken | None = None) -> set[str]:
+    """Commit a batch; returns the run ids whose appends committed (the others were fenced out).
+
+    `keyed`: (workflow, concurrency key) of runs that hold a slot; their ends promote their keys' queues in
+    this transaction. What must be told to the workers after the commit is added to `woken`."""
     params = _params(worker_id, batch)
-    if all(a.simple for a in batch):
+    releasing = {a.run_id: keyed[a.run_id] for a in batch if a.update.finished and keyed and a.run_id in keyed}
+    if not releasing and all(a.simple for a in batch):
         rows = await conn.fetch(_APPEND_SQL, *params)
         return {str(r["run_id"]) for r in rows}
+    woken = woken if woken is not None else Woken()
+    child_keys = {(c.workflow, c.admission.key) for a in batch for c in a.children
+                  if c.admission is not None and c.admission.key is not None}
     async with conn.transaction():
-        # the waits' locks before any run row: the order an event's delivery takes them in (no deadlock)
+        # the waits' locks, then the concurrency keys' locks, before any run row: the order an event's delivery
+        # and a run's admission take them in (no deadlock)
         await waits.lock_txn(conn, [(w.name, w.key) for a in batch for w in a.waits])
+        await concurrency.lock_txn(conn, set(releasing.values()) | child_keys)
         rows = await conn.fetch(_APPEND_SQL, *params)
         ok = {str(r["run_id"]) for r in rows}
         for a in batch:
             if a.run_id in ok and not a.simple:
-                await _extras_txn(conn, a)
+                await _extras_txn(conn, a, woken)
+        for workflow, key in sorted({slot for run_id, slot in releasing.items() if run_id in ok}):
+            woken.wake += await concurrency.promote_txn(conn, workflow, key)
+        await outbox.insert_txn(conn, [n for a in batch if a.run_id in ok for n in a.notices])
     return ok
 
 
 class EventWriter:
     """Collects appends and commits them in batches (group commit), several batches in flight."""
 
-    def __init__(self, pool: asyncpg.Pool, worker_id: str, *, max_batch: int = 256, parallel: int = 4) -> None:
+    def __init__(self, pool: asyncpg.Pool, worker_id: str, *, max_batch: int = 256, parallel: int = 4,
+                 on_commit: Callable[[list[tuple[str, str]], list[str]], None] | None = None) -> None:
         self._pool = pool
         self._worker_id = worker_id
+        self._on_commit = on_commit
+        self.keyed: dict[str, tuple[str, str]] = {}
+        """(workflow, concurrency key) of the runs this worker drives that hold a slot (set by the service)."""
         self._queue: list[Append] = []
         self._wakeup = asyncio.Event()
         self._max_batch = max_batch
@@ -231,8 +270,11 @@ class EventWriter:
 
     async def _flush(self, batch: list[Append]) -> None:
         try:
+            woken = Woken()
             async with self._pool.acquire() as conn:
-                ok = await write_batch(conn, self._worker_id, batch)
+                ok = await write_batch(conn, self._worker_id, batch, keyed=self.keyed, woken=woken)
+            if self._on_commit is not None and (woken.wake or woken.signal):
+                self._on_commit(woken.wake, woken.signal)
         except BaseException as exc:
             for a in batch:
                 if a.future and not a.future.done():

@@ -25,7 +25,7 @@ _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 ERROR_CHARS = 200
 QUEUE_SPAN_MIN = 0.001  # seconds: shorter queue delays are only an attribute
 WAIT_NAMES = {"approval": "approval wait", "sleep": "sleep", "child": "child workflow", "event": "event wait",
-              "uncertain": "uncertain effect: waiting for a human"}
+              "uncertain": "uncertain effect: waiting for a human", "throttled": "throttled"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +256,8 @@ class RunTracer:
                                       e.ts, attributes={"agentrt.queue.reason": "run"}))
         key: Key = (e.step_id or "", e.item)
         if t == ev.STEP_STARTED:
+            if key in self._waits:  # a throttled step starts again (the same attempt): its wait ends here
+                out.append(self._close_wait(key, e.ts, {}))
             self._open_attempt(e, key, out)
         elif t == ev.STEP_WAITING:
             reason = str(e.data.get("reason") or "wait")
@@ -276,10 +278,13 @@ class RunTracer:
                 attrs["agentrt.child.run_id"] = str(e.data["child_run_id"])
             if e.data.get("prompt") is not None:
                 attrs["agentrt.approval.prompt.size"] = len(str(e.data["prompt"]))
+            if e.data.get("limit"):  # throttled (a step throttled twice in one attempt: two spans, by seq)
+                attrs["agentrt.limit.name"] = str(e.data["limit"])
             if key in self._waits:
                 out.append(self._close_wait(key, e.ts, {}))
             self._waits[key] = _Wait(reason, e.ts, parent,
-                                     span_id_for("wait", self.run_id, key[0], key[1], e.attempt, reason), attrs)
+                                     span_id_for("wait", self.run_id, key[0], key[1], e.attempt, reason,
+                                                 *((e.seq,) if reason == "throttled" else ())), attrs)
         elif t in (ev.TASK_DECIDED, ev.CHILD_FINISHED):
             self.last_progress = e.ts
             if key in self._waits:
