@@ -52,6 +52,10 @@ from worker.store.writer import EventWriter
 from worker.telemetry import Telemetry, build_telemetry
 
 logger = logging.getLogger(__name__)
+
+STOP_STEP_TIMEOUT = 10.0
+"""Seconds one part of stopping (the writer, the notifier, the pool...) may take before it is passed over."""
+
 _T = TypeVar("_T")
 
 
@@ -158,7 +162,8 @@ class WorkerService:
             held = {run_id: actor.lease for run_id, actor in self.actors.items()}
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                await self._bounded("interrupted runs", asyncio.wait(pending))
             for run_id, lease in held.items():
                 try:
                     await store.drop_lease(self.pool, run_id, self.settings.worker_id, lease.epoch)
@@ -170,21 +175,31 @@ class WorkerService:
             await asyncio.wait({heartbeat}, timeout=5.0)
         with contextlib.suppress(RedisError, OSError):
             await self.intake.hand_back()  # entries read but not taken: to the other workers at once
-        await self.writer.stop()
-        await self.notices.aclose()
-        await self.publisher.stop()
-        await close_executors(self.executors)
+        await self._bounded("the event writer", self.writer.stop())
+        await self._bounded("the notifier", self.notices.aclose())
+        await self._bounded("the publisher", self.publisher.stop())
+        await self._bounded("the step executors", close_executors(self.executors))
         if self.limiter is not None:
-            await self.limiter.aclose()
+            await self._bounded("the limiter", self.limiter.aclose())
         self._expression_threads.shutdown(wait=False, cancel_futures=True)
         await self.secrets.aclose()
         await self.telemetry.aclose()
         with contextlib.suppress(Exception):
             await self.pool.execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1",
                                     self.settings.worker_id)
-        await self.pool.close()
+        if not await self._bounded("the Postgres pool (a connection still in use)", self.pool.close()):
+            self.pool.terminate()
         await self.redis.aclose()
         logger.info("worker %s stopped", self.settings.worker_id)
+
+    async def _bounded(self, what: str, step: Awaitable[Any]) -> bool:
+        """One step of stopping, bounded: a stuck part is reported and passed over, never a hung stop."""
+        try:
+            await asyncio.wait_for(step, STOP_STEP_TIMEOUT)
+        except TimeoutError:
+            logger.warning("stopping: %s did not finish within %.0fs; going on without it", what, STOP_STEP_TIMEOUT)
+            return False
+        return True
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await self.start()
