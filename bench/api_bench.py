@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stack import bench_servers  # noqa: E402
+from stack import bench_servers, start_api  # noqa: E402
 
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
@@ -67,11 +66,6 @@ done = function(summary, latency, requests)
 end
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_wrk(url: str, token: str, seconds: float, connections: int, keyed: bool) -> dict[str, float]:
@@ -137,21 +131,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             await client.start_run("ping")  # registers the workflow (no worker runs in this benchmark)
         finally:
             await client.close()
-        port = free_port()
         env = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
                "AGENTRT_WORKFLOWS_DIR": str(srv.workflows), "AGENTRT_LOG_LEVEL": "WARNING"}
         with (srv.tmp / "api.log").open("ab") as log:
-            api = subprocess.Popen([sys.executable, "-m", "worker", "serve", "--port", str(port)], cwd=ROOT,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+            api, base = await start_api(env, log)
         try:
-            async with httpx.AsyncClient(base_url=base, timeout=1) as probe:
-                for _ in range(100):
-                    try:
-                        if (await probe.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.1)
             use_wrk = shutil.which("wrk") is not None and not args.httpx
             for i in range(args.rounds):
                 if use_wrk:

@@ -107,3 +107,29 @@ def slope_per_min(samples: list[tuple[float, float]]) -> float:
     xs, ys = [t / 60 for t, _ in samples], [v for _, v in samples]
     mx, my = statistics.mean(xs), statistics.mean(ys)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / max(sum((x - mx) ** 2 for x in xs), 1e-9)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_api(env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
+    """`agentrt serve` on a free port; returns the process and its base URL once /healthz answers."""
+    import httpx
+
+    port = free_port()
+    api = subprocess.Popen([sys.executable, "-m", "worker", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                           stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=1) as probe:
+        for _ in range(100):
+            try:
+                if (await probe.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    return api, base

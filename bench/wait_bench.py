@@ -20,9 +20,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
+from stack import bench_servers, start_api, start_worker, stop_worker, wait_workflows  # noqa: E402
 
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
@@ -46,11 +44,6 @@ steps:
   - {id: after, uses: set, with: {done: true}}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], p: float) -> float:
@@ -146,12 +139,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         settings = Settings(database_url=url, redis_url=srv.redis.url(), workflows_dir=srv.workflows)
         env = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
                "AGENTRT_WORKFLOWS_DIR": str(srv.workflows), "AGENTRT_LOG_LEVEL": "WARNING"}
-        port = free_port()
         with (srv.tmp / "worker.log").open("ab") as log:
             worker = start_worker(env, log)
-            api = subprocess.Popen([sys.executable, "-m", "worker", "serve", "--port", str(port)], cwd=ROOT,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+            api, base = await start_api(env, log)
         try:
             client = await RuntimeClient.connect(settings)
             try:
@@ -159,13 +149,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 await wait_workflows(client, {"waiter"})
             finally:
                 await client.close()
-            async with httpx.AsyncClient(base_url=base, timeout=1) as probe:
-                for _ in range(100):
-                    try:
-                        if (await probe.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.1)
             for i in range(args.rounds):
                 figures = await a_round(srv, settings, base, token, args.runs, args.concurrency, f"r{i}")
                 rounds.append(figures)
