@@ -19,6 +19,8 @@ class RunStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"
+    PAUSED = "paused"
+    """Paused by a person (`agentrt pause`, the run or its workflow): starts no step, no worker holds it."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -52,6 +54,19 @@ class TaskStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class PauseInfo:
+    """Who paused a run (or its workflow), when and why (`agentrt pause`)."""
+
+    by: str
+    at: datetime
+    reason: str | None
+    scope: str = "run"
+    """run: the run itself was paused; workflow: its whole workflow was."""
+    now: bool = False
+    """The steps in flight were interrupted (`--now`) rather than let finish."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     run_id: RunId
     workflow: str
@@ -72,6 +87,8 @@ class RunSummary:
     """high | normal | low."""
     concurrency_key: str | None = None
     """The key its workflow's `concurrency:` rendered for it (None: no key)."""
+    paused: PauseInfo | None = None
+    """Set while the run or its workflow is paused (the run may still be finishing its step in flight)."""
 
     @property
     def duration_s(self) -> float | None:

@@ -62,9 +62,27 @@ def duration(secs: float | None) -> str:
 
 STATUS_STYLE = {
     "queued": "dim", "pending": "dim", "running": "cyan", "waiting": "yellow", "retrying": "yellow",
+    "paused": "magenta",
     "completed": "green", "failed": "red", "cancelled": "magenta", "skipped": "dim", "approved": "green",
     "rejected": "red", "timed_out": "red", "resolved": "green", "active": "green", "invalid": "red", "deleted": "dim",
 }
+
+
+def pause_text(p: Any) -> str:
+    """A PauseInfo as `paused by alice 3m ago: reason` (`paused (workflow) by ...` for a workflow's pause)."""
+    scope = " (workflow)" if p.scope == "workflow" else ""
+    return f"paused{scope} by {p.by} {ago(p.at)}" + (f": {p.reason}" if p.reason else "")
+
+
+def retry_text(r: Any, limit: int = 80) -> str:
+    """A RunSummary backing off between attempts: `retrying 3/5 (next in 12s): HTTP 503 from ...`."""
+    counts = (r.waiting_on or "retry").removeprefix("retry").strip()
+    when = ""
+    if r.wake_at is not None:
+        secs = (r.wake_at - datetime.now(tz=UTC)).total_seconds()
+        when = f" (next in {duration(secs)})" if secs > 0 else " (due)"
+    error = f": {r.error[:limit]}" if r.error else ""
+    return f"retrying {counts}{when}{error}".replace("retrying  ", "retrying ")
 
 
 def status_text(status: str) -> str:

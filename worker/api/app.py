@@ -9,6 +9,7 @@ Routes (every error is `{"error": {"code", "message"}}`, see worker.api.errors):
     GET  /v1/runs/{id}               one run: status, output, error, current step, steps     runs:read
     GET  /v1/runs/{id}/events        its events as Server-Sent Events (Last-Event-ID)         runs:read
     POST /v1/runs/{id}/cancel        cancel it                                                runs:write
+    POST /v1/runs/{id}/pause|resume, POST /v1/workflows/{name}/pause|resume, GET /v1/paused   (worker.api.pauses)
     GET  /v1/approvals               pending human tasks                                      runs:read
     POST /v1/approvals/{task_id}     approve or reject                                        approvals:decide
     POST /v1/events                  deliver an event: start the runs of subscribed workflows events:write
@@ -28,7 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker import output as o
-from worker.api import errors, webhooks
+from worker.api import errors, pauses, webhooks
 from worker.api.auth import Caller, TokenCache, require
 from worker.api.limits import BodyLimit
 from worker.api.streams import LiveHub, run_events_response
@@ -76,6 +77,8 @@ class RunOut(BaseModel):
     wake_at: str | None = Field(None, description="a waiting run: when it wakes by itself (a deadline, a timer)")
     priority: Literal["high", "normal", "low"] = "normal"
     concurrency_key: str | None = Field(None, description="the key its workflow's `concurrency:` rendered for it")
+    paused: dict[str, Any] | None = Field(None, description="set while it (scope run) or its workflow (scope "
+                                                            "workflow) is paused: `{by, at, reason, scope, now}`")
 
 
 class RunList(BaseModel):
@@ -248,5 +251,6 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
                 "replayed": delivery.replayed}
 
     webhooks.install(app)
+    pauses.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body)
     return app

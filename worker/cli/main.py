@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
 
     rs = sub.add_parser("runs", help="list runs, newest first")
-    rs.add_argument("--status", choices=[s.value for s in RunStatus])
+    rs.add_argument("--status", choices=[*(s.value for s in RunStatus), "retrying"],
+                    help="only runs in this status; `retrying`: backing off between attempts of a step")
     rs.add_argument("--workflow")
     rs.add_argument("--limit", type=int, default=50)
     rs.add_argument("--json", action="store_true")
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--yes", action="store_true", help="with --cancel/--retry: do it (default: count only)")
     rs.add_argument("--rate", type=float, default=20.0, help="with --cancel/--retry: actions per second")
     rs.add_argument("--reason", default=None, help="with --cancel: why (audited)")
+    rs.add_argument("--version", choices=["auto", "run", "current"], default="auto",
+                    help="with --retry: the workflow version each retry runs under: `run` (the one it started "
+                         "with), `current` (the file as it is now; runs it cannot take over are skipped), `auto` "
+                         "(default: current when the file changed since the run started and the check passes)")
 
     s = sub.add_parser("show", help="show a run: steps, attempts, inputs, outputs, events")
     s.add_argument("run_id", help="run id or a unique prefix of it")
@@ -159,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 # where a handler is `(args, settings) -> exit code` (see `with_client` for async ones).
 EXTENSION_MODULES = ("worker.secrets.cli", "worker.telemetry.cli", "worker.oversight.cli", "worker.ops.cli",
                      "worker.api.cli", "worker.events.cli", "worker.schedules.cli",
-                     "worker.limits.cli", "worker.notify.cli")
+                     "worker.limits.cli", "worker.notify.cli", "worker.pauses.cli")
 
 
 def _extensions() -> list[Any]:

@@ -61,7 +61,11 @@ async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
     t = o.table("RUN", "WORKFLOW", "STATUS", "STEP", "TRIGGER", "STARTED", "DURATION")
     for r in runs:
         marker = ""
-        if r.waiting_on == "human":
+        if r.paused is not None:
+            marker = f" [magenta]⏯ {escape(o.pause_text(r.paused))}[/]"
+        elif r.waiting_on and r.waiting_on.startswith("retry"):
+            marker = f" [yellow]↻ {escape(o.retry_text(r))}[/]"
+        elif r.waiting_on == "human":
             marker = " [yellow]⏸ human[/]"
         elif r.waiting_on and r.waiting_on.startswith("throttled: "):
             marker = f" [yellow]◷ {escape(r.waiting_on)}[/]"
@@ -96,6 +100,9 @@ async def cmd_show(client: Any, args: argparse.Namespace) -> int:
     if s.status.value == "waiting" and s.waiting_on:
         until = "" if s.wake_at is None else f" until {s.wake_at:%Y-%m-%d %H:%M:%S} UTC ({o.ago(s.wake_at)})"
         o.out.print(f"waiting on {s.waiting_on}{until}", markup=False)
+    if s.paused is not None:
+        o.out.print(o.pause_text(s.paused) + (" (steps in flight interrupted)" if s.paused.now else ""),
+                    markup=False)
     if d.queue is not None:
         o.out.print(d.queue.describe(), markup=False)
     if s.priority != "normal" or s.concurrency_key is not None:

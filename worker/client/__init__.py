@@ -23,6 +23,9 @@ from here):
 - `limits`: `LimitsApi`: the operator's limits (limits.yaml) and their use across the fleet (`agentrt limits`).
 - `schedules`: `SchedulesApi`: the workflows' schedules (next fire, last run), pause and resume (audited).
 - `notifications`: `NotificationsApi`: the outbox of webhooks to the operator's notify.yaml targets.
+- `pauses`: `PausesApi`: pause and resume a run or a whole workflow (worker/pauses), audited.
+- `retries`: `RetriesApi`: retry failed runs under their own version or the current one (default: the current
+  one when the file changed and can take the run over).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from worker.client.events import EventsApi
 from worker.client.limits import LimitsApi
 from worker.client.notifications import NotificationsApi
 from worker.client.observe import ObserveApi
+from worker.client.pauses import PausesApi
+from worker.client.retries import RetriesApi
 from worker.client.runs import RUN_ORDERS, RunsApi
 from worker.client.schedules import SchedulesApi
 from worker.client.starts import StartsApi
@@ -45,8 +50,8 @@ from worker.definitions.model import Definition
 __all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
 
 
-class RuntimeClient(StartsApi, RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi, WebhooksApi, SchedulesApi,
-                    LimitsApi, NotificationsApi):
+class RuntimeClient(StartsApi, RetriesApi, RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi, WebhooksApi,
+                    SchedulesApi, LimitsApi, NotificationsApi, PausesApi):
     """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
 
 

@@ -19,21 +19,41 @@ from worker.client.base import ClientBase
 from worker.engine.inputs import InputError
 from worker.engine.views import step_views
 from worker.errors import Conflict, NotFound, WorkerError
-from worker.models import EventView, RunDetail, RunId, RunStatus, RunSummary, StepStatus, StepView
+from worker.models import EventView, PauseInfo, RunDetail, RunId, RunStatus, RunSummary, StepStatus, StepView
 from worker.oversight import audit
 from worker.store import concurrency
 from worker.store import runs as store
 
 _RUN_COLS = """run_id::text, workflow, def_hash, status, created_at, updated_at, finished_at, current_step,
-               waiting_on, parent_run_id::text, error, trigger, wake_at, priority, concurrency_key"""
+               waiting_on, parent_run_id::text, error, trigger, wake_at, priority, concurrency_key,
+               CASE WHEN paused_by IS NOT NULL THEN
+                        jsonb_build_object('by', paused_by, 'at', extract(epoch FROM paused_at)::float8,
+                                           'reason', pause_reason, 'scope', 'run', 'now', pause_now)
+                    WHEN status NOT IN ('completed', 'failed', 'cancelled') THEN (
+                        SELECT jsonb_build_object('by', wp.paused_by, 'at', extract(epoch FROM wp.paused_at)::float8,
+                                                  'reason', wp.reason, 'scope', 'workflow', 'now', wp.pause_now)
+                        FROM workflow_pauses wp WHERE wp.workflow = runs.workflow) END AS pause"""
+"""The columns of a RunSummary (a statement over `runs`, unaliased): `pause` is the run's own pause, else its
+workflow's while the run is not finished."""
+
+
+def _pause(value: Any) -> PauseInfo | None:
+    if not isinstance(value, dict):
+        return None
+    return PauseInfo(str(value["by"]), datetime.fromtimestamp(float(value["at"]), tz=UTC), value.get("reason"),
+                     str(value.get("scope") or "run"), bool(value.get("now")))
 
 
 def _summary(r: asyncpg.Record) -> RunSummary:
     return RunSummary(RunId(r["run_id"]), r["workflow"], r["def_hash"], RunStatus(r["status"]), r["created_at"],
                       r["updated_at"], r["finished_at"], r["current_step"], r["waiting_on"],
                       RunId(r["parent_run_id"]) if r["parent_run_id"] else None, r["error"], r["trigger"],
-                      r["wake_at"] if r["status"] == "waiting" else None, r["priority"], r["concurrency_key"])
+                      r["wake_at"] if r["status"] == "waiting" else None, r["priority"], r["concurrency_key"],
+                      _pause(r["pause"]))
 
+
+RETRYING = "retrying"
+"""A `list_runs` status filter besides the RunStatus values: runs backing off between attempts."""
 
 RUN_ORDERS: dict[str, str] = {
     "newest": "created_at DESC",
@@ -51,22 +71,30 @@ class RunsApi(ClientBase):
                         before: datetime | None = None, search: str | None = None,
                         order: str = "newest") -> list[RunSummary]:
         """Runs in `order` (RUN_ORDERS: newest first by default). `search`: a case-insensitive POSIX regex over
-        run id, workflow, current step, error."""
+        run id, workflow, current step, error. `status` is a RunStatus, or `retrying`: runs backing off between
+        attempts of a step (status waiting, `waiting_on` `retry N/M`)."""
         if order not in RUN_ORDERS:
             raise WorkerError(f"unknown run order {order!r}; one of {', '.join(RUN_ORDERS)}")
+        retrying = status == RETRYING
         rows = await self.pool.fetch(
             f"""SELECT {_RUN_COLS} FROM runs
                 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
+                  AND (NOT $6 OR waiting_on LIKE 'retry%')
                   AND ($4::timestamptz IS NULL OR created_at < $4)
                   AND ($5::text IS NULL OR run_id::text ~* $5 OR workflow ~* $5 OR current_step ~* $5
                        OR error ~* $5)
                 ORDER BY {RUN_ORDERS[order]} LIMIT $3""",
-            status, workflow, limit, before, search)
+            "waiting" if retrying else status, workflow, limit, before, search, retrying)
         return [_summary(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
 
     async def count_runs(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
         return {r["status"]: r["n"] for r in rows}
+
+    async def count_retrying(self) -> int:
+        """Runs backing off between attempts of a step (a part of the `waiting` ones)."""
+        return int(await self.pool.fetchval(
+            "SELECT count(*) FROM runs WHERE status = 'waiting' AND waiting_on LIKE 'retry%'"))
 
     async def get_run(self, run_id: str) -> RunDetail:
         run_id = await self.resolve_run_id(run_id)

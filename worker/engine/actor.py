@@ -27,7 +27,14 @@ from worker.engine.commands import (
 )
 from worker.engine.host import ActorHost
 from worker.engine.outcomes import command_event, record_outcome
-from worker.engine.parking import PARKING_KINDS, orphan_events, park, run_update, signal_events
+from worker.engine.parking import (
+    PARKING_KINDS,
+    interrupted_events,
+    orphan_events,
+    park,
+    run_update,
+    signal_events,
+)
 from worker.engine.scheduler import decide, expression_context
 from worker.engine.state import Instance, InstanceKey, RunState
 from worker.errors import LeaseLost
@@ -105,7 +112,7 @@ class RunActor:
         return event
 
     def _update(self) -> RunUpdate:
-        return run_update(self.state)
+        return run_update(self.state, self.defn)
 
     async def _commit(self) -> None:
         if not self._pending and not self._tasks and not self._children and not self._waits and not self._cancel_tasks:
@@ -197,7 +204,8 @@ class RunActor:
             return
         self._encrypt = svc.settings.encrypt_payloads or self.defn.spec.encrypt_payloads
         self._recover()
-        if self.lease.cancel_requested or self.state.waiting_instances():
+        if (self.lease.cancel_requested or self.lease.paused or self.state.paused is not None
+                or self.state.waiting_instances()):
             await self._absorb_signals()
         horizon = min(5.0, svc.settings.lease_ttl / 2)
         while True:
@@ -207,6 +215,10 @@ class RunActor:
                 if not self._running:
                     raise _HandBack
                 await self._wait(None)
+                continue
+            if self.state.paused is not None:
+                if await self._hold_paused():
+                    return
                 continue
             wake_at, timeouts = await self._advance()
             await self._commit()
@@ -235,6 +247,19 @@ class RunActor:
                     await self._absorb_signals()
                     continue
             await self._wait(wake_at)
+
+    async def _hold_paused(self) -> bool:
+        """Paused: record what finishes, start nothing; once idle, park as `paused` (True: parked)."""
+        await self._commit()
+        if self._running:
+            await self._wait(None)
+            return False
+        if await store.release_lease(self.service.pool, self.run_id, self.service.settings.worker_id,
+                                     self.lease.epoch, seen_signal_version=self._seen_signal_version, wake_at=None):
+            self.log.info("run %s paused by %s", self.run_id, (self.state.paused or {}).get("by"))
+            return True
+        await self._absorb_signals()
+        return False
 
     def _recover(self) -> None:
         """After a takeover: attempts that were in flight on the lost worker."""
@@ -386,8 +411,28 @@ class RunActor:
             self._emit(signal.type, step_id=signal.step_id, item=signal.item, attempt=signal.attempt, **signal.data)
             if signal.type == ev.TASK_DECIDED:
                 faults.reached("after-decision-before-commit")
+            if signal.type == ev.RUN_PAUSED and signal.data.get("now") and self._running:
+                await self._interrupt(str(signal.data.get("by")))
         if sig.cancel_requested and not self.state.terminal:
             await self._cancel(sig.cancel_reason)
+
+    async def _interrupt(self, by: str) -> None:
+        """`pause --now`: stop the attempts in flight; each is retried on resume (or asks a human)."""
+        assert self.defn is not None
+        running, self._running = self._running, {}
+        for task in running.values():
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)
+        cut: list[Instance] = []
+        for key, task in running.items():
+            if not task.cancelled() and task.exception() is None:
+                self._record(task.result())  # it finished before the interruption reached it
+            else:
+                cut.append(self.state.instances[key])
+        found = interrupted_events(self.defn, self.state, cut, now=time.time(), by=by)
+        for signal in found.events:
+            self._emit(signal.type, step_id=signal.step_id, item=signal.item, attempt=signal.attempt, **signal.data)
+        self._tasks.extend(found.tasks)
 
     async def _cancel(self, reason: str | None) -> None:
         for task in self._running.values():

@@ -4,8 +4,10 @@
   human task or event wait to register with that commit.
 - `signal_events`: the events that record what was decided outside (a task decision, a finished child,
   an event that resumed a wait or a deadline that closed it) for the instances still waiting on it.
+  It also records a pause or its end (run.paused / run.unpaused) when the runs row says so.
 - `orphan_events`: after a takeover, what becomes of the attempts that were in flight on the lost worker
-  (retried, or, for a non-idempotent external call, a human asked whether its effect happened).
+  (retried, or, for a non-idempotent external call, a human asked whether its effect happened);
+  `interrupted_events`: the same for the attempts `agentrt pause --now` interrupted.
 - `run_update`: what the `runs` row says about the run (status, current step, what it waits on).
 """
 
@@ -20,7 +22,7 @@ from worker.definitions.schema import EXTERNAL_KINDS
 from worker.engine import events as ev
 from worker.engine.attempt import task_id_for
 from worker.engine.retry import next_retry_at
-from worker.engine.state import RunState
+from worker.engine.state import Instance, RunState
 from worker.models import StepStatus
 from worker.steps.base import idempotency_key
 from worker.store.runs import Signals
@@ -102,6 +104,10 @@ def signal_events(state: RunState, sig: Signals) -> list[SignalEvent]:
             continue
         data = {"received": True, "event": w["event"]} if w["received"] else {"received": False, "timed_out": True}
         out.append(SignalEvent(ev.EVENT_RECEIVED, inst.step_id, inst.item, inst.attempt, data))
+    if sig.pause is not None and state.paused is None:
+        out.append(SignalEvent(ev.RUN_PAUSED, None, None, None, dict(sig.pause)))
+    elif sig.pause is None and state.paused is not None:
+        out.append(SignalEvent(ev.RUN_UNPAUSED, None, None, None, {}))
     return out
 
 
@@ -123,27 +129,47 @@ def orphan_events(defn: Definition, state: RunState, *, now: float, worker: str,
     out.events.append(SignalEvent(ev.RUN_RESUMED, None, None, None, {
         "worker": worker, "epoch": epoch, "previous_owner": previous_owner, "orphans": len(orphans)}))
     for inst in orphans:
-        step = defn.step(inst.step_id)
-        if step.idempotent or step.uses not in EXTERNAL_KINDS:
-            retry_at = next_retry_at(defn.retry_for(step), inst.failures + 1, now, 0.0, retryable=True)
-            out.events.append(SignalEvent(ev.STEP_FAILED, inst.step_id, inst.item, inst.attempt, {
-                "error": f"worker lost during attempt {inst.attempt}", "crashed": True, "retryable": True,
-                "retry_at": now if retry_at is not None else None, "final": retry_at is None}))
-            continue
-        task_id = task_id_for(state.run_id, inst.step_id, inst.item, "uncertain", inst.attempt)
-        prompt = (f"Step '{inst.step_id}' ({step.uses}, idempotent: false) was in flight when its worker "
-                  f"was lost. Did its effect happen? retry / mark done / fail")
-        out.tasks.append(NewTask(task_id, inst.step_id, inst.item, "uncertain", prompt,
-                                 {"inputs": inst.inputs, "attempt": inst.attempt,
-                                  "idempotency_key": idempotency_key(state.run_id, inst.step_id, inst.item)},
-                                 None, None))
-        out.events.append(SignalEvent(ev.STEP_WAITING, inst.step_id, inst.item, inst.attempt,
-                                      {"reason": "uncertain", "task_id": task_id}))
+        _lost(out, defn, state, inst, now, error=f"worker lost during attempt {inst.attempt}",
+              why="was in flight when its worker was lost")
     return out
 
 
-def run_update(state: RunState) -> RunUpdate:
-    """The run row: status, up to three current steps, and what a parked run waits on."""
+def interrupted_events(defn: Definition, state: RunState, insts: list[Instance], *, now: float,
+                       by: str) -> Orphans:
+    """`agentrt pause --now` cancelled these attempts mid-flight: retried on resume like a lost worker's
+    (a non-idempotent external call asks a human whether its effect happened)."""
+    out = Orphans()
+    for inst in insts:
+        _lost(out, defn, state, inst, now, error=f"interrupted by pause --now ({by}) during attempt {inst.attempt}",
+              why=f"was interrupted by a pause --now ({by})", mark="interrupted")
+    return out
+
+
+def _lost(out: Orphans, defn: Definition, state: RunState, inst: Instance, now: float, *, error: str,
+          why: str, mark: str = "crashed") -> None:
+    step = defn.step(inst.step_id)
+    if step.idempotent or step.uses not in EXTERNAL_KINDS:
+        retry_at = next_retry_at(defn.retry_for(step), inst.failures + 1, now, 0.0, retryable=True)
+        out.events.append(SignalEvent(ev.STEP_FAILED, inst.step_id, inst.item, inst.attempt, {
+            "error": error, mark: True, "retryable": True,
+            "retry_at": now if retry_at is not None else None, "final": retry_at is None}))
+        return
+    task_id = task_id_for(state.run_id, inst.step_id, inst.item, "uncertain", inst.attempt)
+    prompt = (f"Step '{inst.step_id}' ({step.uses}, idempotent: false) {why}. "
+              f"Did its effect happen? retry / mark done / fail")
+    out.tasks.append(NewTask(task_id, inst.step_id, inst.item, "uncertain", prompt,
+                             {"inputs": inst.inputs, "attempt": inst.attempt,
+                              "idempotency_key": idempotency_key(state.run_id, inst.step_id, inst.item)},
+                             None, None))
+    out.events.append(SignalEvent(ev.STEP_WAITING, inst.step_id, inst.item, inst.attempt,
+                                  {"reason": "uncertain", "task_id": task_id}))
+
+
+def run_update(state: RunState, defn: Definition | None = None) -> RunUpdate:
+    """The run row: status, up to three current steps, and what a parked run waits on.
+
+    A run backing off between attempts waits on `retry N/M` (N: the next attempt, M: its step's max_attempts,
+    when `defn` is known), with its last error and the time of the next attempt (`wake_at`)."""
     if state.terminal:
         return RunUpdate(status=state.status.value, output=state.output, error=state.error, finished=True)
     running = [i for i in state.instances.values() if i.status == StepStatus.RUNNING]
@@ -151,8 +177,15 @@ def run_update(state: RunState) -> RunUpdate:
     active = running or waiting
     current = ",".join(sorted({i.step_id for i in active})[:3]) or None
     waiting_on = None
+    last_error: str | None = None
+    retry_at: float | None = None
     for inst in waiting:
         reason = (inst.wait or {}).get("reason") if inst.status == StepStatus.WAITING else "retry"
+        if reason == "retry":
+            last_error = inst.error
+            retry_at = inst.retry_at if retry_at is None or (inst.retry_at or 0) < retry_at else retry_at
+            if defn is not None and inst.step_id in defn.needs:
+                reason = f"retry {inst.attempt + 1}/{defn.retry_for(defn.step(inst.step_id)).max_attempts}"
         if reason in ("approval", "uncertain"):
             waiting_on = "human"
             break
@@ -165,4 +198,9 @@ def run_update(state: RunState) -> RunUpdate:
             reason = f"throttled: {wait.get('limit')} (next slot in {float(wait.get('next_slot_in') or 0):.1f}s)"
         waiting_on = reason
     status = "running" if running or not waiting else "waiting"
-    return RunUpdate(status=status, current_step=current, waiting_on=None if running else waiting_on)
+    if state.paused is not None and not running:
+        status = "paused"
+    if running:
+        waiting_on, last_error, retry_at = None, None, None
+    return RunUpdate(status=status, current_step=current, waiting_on=waiting_on, error=last_error,
+                     wake_at=retry_at if waiting_on and waiting_on.startswith("retry") else None)

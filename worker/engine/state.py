@@ -57,6 +57,8 @@ class RunState:
     error: str | None = None
     last_seq: int = 0
     created_at: float = 0.0
+    paused: dict[str, Any] | None = None
+    """run.paused's data while the run is paused (no step starts); None once run.unpaused."""
 
     @classmethod
     def from_events(cls, run_id: str, events: list[ev.Event]) -> RunState:
@@ -187,6 +189,10 @@ class RunState:
         elif t == ev.RUN_CANCELLED:
             self.status = RunStatus.CANCELLED
             self.error = e.data.get("reason") or "cancelled"
+        elif t == ev.RUN_PAUSED:
+            self.paused = dict(e.data)
+        elif t == ev.RUN_UNPAUSED:
+            self.paused = None
         # run.resumed, task.requested: informational
 
     def running_instances(self) -> list[Instance]:

@@ -37,7 +37,7 @@ def step_views(run_id: str, events: list[ev.Event], kinds: dict[str, str], order
         elif e.type == ev.STEP_FAILED:
             a["finished"], a["error"] = e.ts, e.data.get("error")
             a["status"] = "cancelled" if e.data.get("cancelled") else (
-                "crashed" if e.data.get("crashed") else "failed")
+                "crashed" if e.data.get("crashed") else "interrupted" if e.data.get("interrupted") else "failed")
     views: list[StepView] = []
     for step_id in order:
         st = state.steps.get(step_id)

@@ -168,7 +168,7 @@ async def check_postgres(settings: Settings) -> Check:
                             f"worker opens up to AGENTRT_DB_POOL_SIZE={settings.db_pool_size}.")
         if has_table and not pending:
             row = await conn.fetchrow(
-                """SELECT count(*) FILTER (WHERE status IN ('pending', 'running', 'waiting')) AS active,
+                """SELECT count(*) FILTER (WHERE status IN ('pending', 'running', 'waiting', 'paused')) AS active,
                           count(*) AS total FROM runs""")
             workers = await conn.fetchval(
                 """SELECT count(*) FROM workers WHERE stopped_at IS NULL

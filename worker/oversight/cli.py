@@ -108,12 +108,13 @@ async def cmd_bulk(client: Any, args: argparse.Namespace) -> int:
         runs = [r for r in runs if not r.status.terminal]
     else:
         runs = [r for r in runs if r.status.value in ("failed", "cancelled")]
+    if args.action == "retry":
+        return await _bulk_retry(client, args, runs)
     if not args.yes:
         if args.json:
             o.print_json({"action": args.action, "matching": len(runs), "dry_run": True})
         else:
-            o.out.print(f"{len(runs)} run(s) would be {'cancelled' if args.action == 'cancel' else 'retried'}; "
-                        "add --yes to do it")
+            o.out.print(f"{len(runs)} run(s) would be cancelled; add --yes to do it")
         return 0
     done: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
@@ -122,12 +123,8 @@ async def cmd_bulk(client: Any, args: argparse.Namespace) -> int:
     for i, run in enumerate(runs, 1):
         t0 = time.monotonic()
         try:
-            if args.action == "cancel":
-                await client.cancel(run.run_id, reason=args.reason)
-                done.append({"run_id": run.run_id})
-            else:
-                _, new_id = await client.replay(run.run_id)
-                done.append({"run_id": run.run_id, "new_run": new_id})
+            await client.cancel(run.run_id, reason=args.reason)
+            done.append({"run_id": run.run_id})
         except WorkerError as exc:
             failed.append({"run_id": run.run_id, "error": str(exc)})
         if not args.json and (i % 10 == 0 or i == len(runs)):
@@ -146,4 +143,74 @@ async def cmd_bulk(client: Any, args: argparse.Namespace) -> int:
         o.out.print(f"{args.action}: {len(done)} succeeded, {len(failed)} failed")
         for f in failed:
             o.out.print(f"  {f['run_id']}: {f['error']}", markup=False)
+    return 0 if not failed else 1
+
+
+def _version_of(option: Any, choice: str) -> str | None:
+    """What `choice` means for this run: "current" / "run", or None when it cannot be retried that way."""
+    if not option.retryable:
+        return None
+    chosen = option.default if choice == "auto" else choice
+    if chosen == "current" and option.changed and not option.compatible:
+        return None
+    return str(chosen)
+
+
+async def _bulk_retry(client: Any, args: argparse.Namespace, runs: list[Any]) -> int:
+    """`agentrt runs --retry`: counts per version first (dry run without --yes), then one retry per run, paced."""
+    options = await client.retry_options([r.run_id for r in runs])
+    plan = [(opt, _version_of(opt, args.version)) for opt in options]
+    skipped = [{"run_id": opt.run_id, "reason": opt.problem or "cannot be retried"} for opt, v in plan if v is None]
+    per_version: dict[str, int] = {}
+    for opt, version in plan:
+        if version is not None:
+            label = f"current {(opt.current_version or '')[:12]}" if version == "current" and opt.changed else \
+                f"its own {opt.run_version[:12]}"
+            per_version[label] = per_version.get(label, 0) + 1
+    todo = [opt for opt, v in plan if v is not None]
+    if not args.yes:
+        if args.json:
+            o.print_json({"action": "retry", "matching": len(runs), "dry_run": True, "version": args.version,
+                          "per_version": per_version, "skipped": skipped})
+        else:
+            o.out.print(f"{len(todo)} run(s) would be retried; add --yes to do it", markup=False)
+            for label, n in sorted(per_version.items()):
+                o.out.print(f"  {n} under {'the ' + label if label.startswith('current') else label} version",
+                            markup=False)
+            for s in skipped:
+                o.out.print(f"  skipped {s['run_id'][:8]}: {s['reason']}", markup=False)
+        return 0
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    interval = 1.0 / args.rate if args.rate > 0 else 0.0
+    started = time.monotonic()
+    for i, opt in enumerate(todo, 1):
+        t0 = time.monotonic()
+        result = await client.retry(opt.run_id, args.version)
+        if result.new_run is not None:
+            done.append({"run_id": opt.run_id, "new_run": result.new_run, "version": result.version,
+                         "def_hash": result.def_hash})
+        else:
+            failed.append({"run_id": opt.run_id, "error": result.skipped or "not retried"})
+        if not args.json and (i % 10 == 0 or i == len(todo)):
+            sys.stderr.write(f"\r{i}/{len(todo)} ({len(failed)} failed)")
+            sys.stderr.flush()
+        wait = interval - (time.monotonic() - t0)
+        if wait > 0:
+            await asyncio.sleep(wait)
+    if not args.json and todo:
+        sys.stderr.write("\n")
+    summary = {"action": "retry", "matching": len(runs), "succeeded": len(done), "failed": len(failed),
+               "skipped": skipped, "per_version": per_version, "seconds": round(time.monotonic() - started, 2),
+               "results": done, "errors": failed}
+    if args.json:
+        o.print_json(summary)
+    else:
+        versions = ", ".join(f"{n} under {label}" for label, n in sorted(per_version.items()))
+        o.out.print(f"retry: {len(done)} succeeded ({versions}), {len(failed)} failed, {len(skipped)} skipped",
+                    markup=False)
+        for f in failed:
+            o.out.print(f"  {f['run_id']}: {f['error']}", markup=False)
+        for s in skipped:
+            o.out.print(f"  skipped {s['run_id'][:8]}: {s['reason']}", markup=False)
     return 0 if not failed else 1

@@ -104,6 +104,7 @@ async def plan_replay(pool: asyncpg.Pool, run_id: str, *, from_step: str | None 
     if from_step is not None and from_step not in defn.needs:
         raise WorkerError(f"step {from_step!r} is not in workflow {row['workflow']} "
                           f"(steps: {', '.join(defn.order)})")
+    asked = from_step
     if from_step is None:
         # the common case: retry from the first step that did not finish well
         for sid in defn.order:
@@ -118,6 +119,13 @@ async def plan_replay(pool: asyncpg.Pool, run_id: str, *, from_step: str | None 
             rerun |= _descendants(defn, sid)
     reused = [sid for sid in defn.order if sid not in rerun]
     if latest:
+        # where the run stopped under its own version must still be there, or the replay would skip it
+        stopped = next((sid for sid in pinned.order
+                        if (st := state.steps.get(sid)) is None or st.status not in _REUSABLE), None)
+        if stopped is not None and stopped not in defn.needs and asked is None:
+            raise WorkerError(f"the current version is not compatible with this run: step {stopped!r}, where it "
+                              "stopped, is not in the current version (renamed or removed); replay it under its "
+                              "own version")
         incompatible = [sid for sid in reused if sid not in pinned.needs
                         or pinned.step(sid).uses != defn.step(sid).uses]
         if incompatible:

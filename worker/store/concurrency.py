@@ -44,8 +44,8 @@ def rank(table: str = "") -> str:
 
 
 RANK = rank()
-ADMITTED = "('pending', 'running', 'waiting')"
-"""Statuses that hold a slot of their key."""
+ADMITTED = "('pending', 'running', 'waiting', 'paused')"
+"""Statuses that hold a slot of their key (a paused run keeps its slot)."""
 SYSTEM = Identity(user="system:concurrency")
 """Who cancels a run for `on_full: cancel_oldest` in the audit trail."""
 RUN_CANCELLED = "run.cancelled"  # worker.engine.events.RUN_CANCELLED (the store does not import the engine)

@@ -79,6 +79,8 @@ class Lease:
     """high | normal | low: what the run's work (and, later, its limits) are ordered by."""
     concurrency_key: str | None = None
     """Its key when its workflow has `concurrency:`: its end releases the key's slot (worker/store/writer.py)."""
+    paused: bool = False
+    """The run or its workflow is paused: the actor reads the signals before it decides anything."""
 
 
 async def acquire_leases(pool: asyncpg.Pool, run_ids: list[str], worker_id: str, ttl: float) -> list[Lease]:
@@ -101,12 +103,14 @@ async def acquire_leases(pool: asyncpg.Pool, run_ids: list[str], worker_id: str,
            WHERE runs.run_id = prev.run_id
            RETURNING runs.run_id::text, runs.lease_epoch, runs.def_hash, runs.status, runs.signal_version,
                      runs.cancel_requested, runs.cancel_reason, prev.lease_owner AS previous_owner,
-                     runs.parent_run_id::text, runs.workflow, runs.priority, runs.concurrency_key""",
+                     runs.parent_run_id::text, runs.workflow, runs.priority, runs.concurrency_key,
+                     (runs.paused_at IS NOT NULL OR EXISTS (
+                         SELECT 1 FROM workflow_pauses wp WHERE wp.workflow = runs.workflow)) AS paused""",
         run_ids, worker_id, ttl,
     )
     return [Lease(r["run_id"], r["lease_epoch"], r["def_hash"], r["status"], r["signal_version"],
                   r["cancel_requested"], r["cancel_reason"], r["previous_owner"], r["parent_run_id"],
-                  r["workflow"], r["priority"], r["concurrency_key"]) for r in rows]
+                  r["workflow"], r["priority"], r["concurrency_key"], r["paused"]) for r in rows]
 
 
 async def load_events(pool: asyncpg.Pool | asyncpg.Connection, run_id: str) -> list[Event]:
@@ -170,14 +174,36 @@ class Signals:
     tasks: list[dict[str, Any]]
     children: list[dict[str, Any]]
     waits: list[dict[str, Any]]
+    pause: dict[str, Any] | None = None
+    """The pause in force (the run's own, else its workflow's): {by, at, reason, scope, now}; None: not paused."""
+
+
+_PAUSE_HEAD = """
+    SELECT r.signal_version, r.cancel_requested, r.cancel_reason,
+           r.paused_by, extract(epoch FROM r.paused_at)::float8 AS paused_at, r.pause_reason, r.pause_now,
+           wp.paused_by AS wf_by, extract(epoch FROM wp.paused_at)::float8 AS wf_at, wp.reason AS wf_reason,
+           wp.pause_now AS wf_now
+    FROM runs r LEFT JOIN workflow_pauses wp ON wp.workflow = r.workflow WHERE r.run_id = $1"""
+
+
+def pause_in_force(head: Any) -> dict[str, Any] | None:
+    """The run's own pause, else its workflow's, from a row of `_PAUSE_HEAD`."""
+    if head is None:
+        return None
+    if head["paused_by"] is not None:
+        return {"by": head["paused_by"], "at": head["paused_at"], "reason": head["pause_reason"], "scope": "run",
+                "now": bool(head["pause_now"])}
+    if head["wf_by"] is not None:
+        return {"by": head["wf_by"], "at": head["wf_at"], "reason": head["wf_reason"], "scope": "workflow",
+                "now": bool(head["wf_now"])}
+    return None
 
 
 async def load_signals(pool: asyncpg.Pool, run_id: str) -> Signals:
     """Everything decided from outside for this run: task decisions, finished children, events that
     resumed (or deadlines that closed) its waits, cancel."""
     async with pool.acquire() as conn:
-        head = await conn.fetchrow(
-            "SELECT signal_version, cancel_requested, cancel_reason FROM runs WHERE run_id = $1", run_id)
+        head = await conn.fetchrow(_PAUSE_HEAD, run_id)
         tasks = await conn.fetch(
             """SELECT task_id, step_id, item, kind, status, decided_by, reason, decision FROM human_tasks
                WHERE run_id = $1 AND status NOT IN ('pending', 'cancelled')""", run_id)
@@ -192,6 +218,7 @@ async def load_signals(pool: asyncpg.Pool, run_id: str) -> Signals:
         tasks=[dict(r) for r in tasks],
         children=[dict(r) for r in children],
         waits=waits,
+        pause=pause_in_force(head),
     )
 
 
@@ -230,9 +257,9 @@ async def reconcile(pool: asyncpg.Pool, redeliver_after: float, *, full: bool,
            UPDATE runs SET enqueued_at = now()
            WHERE (SELECT got FROM lock) AND run_id IN (
              SELECT run_id FROM runs
-             WHERE status IN ('pending', 'running', 'waiting')
+             WHERE status IN ('pending', 'running', 'waiting', 'paused')
                AND (lease_owner IS NULL OR lease_expires < now())
-               AND (status <> 'waiting' OR (wake_at IS NOT NULL AND wake_at <= now())
+               AND (status NOT IN ('waiting', 'paused') OR (wake_at IS NOT NULL AND wake_at <= now())
                     OR signal_version > seen_signal_version OR cancel_requested)
                AND ($1 OR enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $2))
              ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)

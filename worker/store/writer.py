@@ -32,7 +32,10 @@ class RunUpdate:
     waiting_on: str | None = None
     output: Any = None
     error: str | None = None
+    """The run's error when it finished; while it lives, the last error of a step backing off (or None)."""
     finished: bool = False
+    wake_at: float | None = None
+    """While it lives: when a step backing off between attempts tries again (shown as `next in 12s`)."""
 
 
 @dataclass(slots=True)
@@ -115,14 +118,15 @@ WITH req AS (
 ), upd AS (
     UPDATE runs SET status = u.status, current_step = u.current_step, waiting_on = u.waiting_on,
            output = CASE WHEN u.finished THEN u.output::jsonb ELSE runs.output END,
-           error = CASE WHEN u.finished THEN u.error ELSE runs.error END,
+           error = u.error,
            finished_at = CASE WHEN u.finished THEN now() ELSE runs.finished_at END,
            lease_owner = CASE WHEN u.finished THEN NULL ELSE runs.lease_owner END,
            lease_expires = CASE WHEN u.finished THEN NULL ELSE runs.lease_expires END,
-           wake_at = CASE WHEN u.finished THEN NULL ELSE runs.wake_at END,
+           wake_at = CASE WHEN u.finished THEN NULL ELSE coalesce(to_timestamp(u.wake_at), runs.wake_at) END,
            next_seq = u.next_seq, updated_at = now()
     FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
-                $19::int[]) AS u(run_id, status, current_step, waiting_on, output, error, finished, next_seq)
+                $19::int[], $20::float8[]) AS u(run_id, status, current_step, waiting_on, output, error, finished,
+                                                next_seq, wake_at)
     WHERE runs.run_id = u.run_id AND runs.run_id IN (SELECT run_id FROM ok)
     RETURNING 1
 )
@@ -132,7 +136,7 @@ SELECT run_id FROM ok
 
 def _params(worker_id: str, batch: list[Append]) -> list[Any]:
     ev_cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
-    up_cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
+    up_cols: list[list[Any]] = [[], [], [], [], [], [], [], [], []]
     for a in batch:
         for e in a.events:
             for col, value in zip(ev_cols, (a.run_id, e.seq, e.ts, e.type, e.step_id, e.item, e.attempt, e.data),
@@ -143,7 +147,7 @@ def _params(worker_id: str, batch: list[Append]) -> list[Any]:
         # the output as JSON text: in a jsonb[] parameter asyncpg would read a list output as a sub-array
         output = dumps(u.output) if u.finished and u.output is not None else None
         for col, value in zip(up_cols, (a.run_id, u.status, u.current_step, u.waiting_on, output, u.error,
-                                        u.finished, next_seq), strict=True):
+                                        u.finished, next_seq, u.wake_at), strict=True):
             col.append(value)
     return [worker_id, [a.run_id for a in batch], [a.epoch for a in batch], *ev_cols, *up_cols]
 

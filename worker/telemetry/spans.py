@@ -323,7 +323,8 @@ class RunTracer:
                 out.append(self._close_wait(key, e.ts, {"agentrt.wait.outcome": "cancelled" if cancelled else
                                                         "failed"}))
             if key in self._attempts:
-                outcome = "crashed" if crashed else "cancelled" if cancelled else "failed"
+                outcome = ("crashed" if crashed else "cancelled" if cancelled
+                           else "interrupted" if e.data.get("interrupted") else "failed")
                 extra = {"agentrt.attempt.outcome": outcome, "agentrt.attempt.retryable": bool(e.data.get("retryable")),
                          "agentrt.attempt.final": final}
                 if crashed:
