@@ -113,8 +113,45 @@ def _info(name: str, spec: LimitSpec | None, b: Buckets | None, raw: RawStatus |
                      match=match, window=window, defined=spec is not None, **fields)
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetInfo:
+    """A workflow's `budget:` (its current version) and what its LLM calls spent today (UTC)."""
+
+    workflow: str
+    tokens_per_run: int | None
+    usd_per_run: float | None
+    usd_per_day: float | None
+    on_exceed: str
+    spent_today_usd: float
+    calls_today: int
+    asking: int
+    """Runs waiting for a person to answer a budget question."""
+
+
 class LimitsApi(ClientBase):
-    """`limits()`: the operator's limits and their use across the fleet."""
+    """`limits()`: the operator's limits and their use across the fleet; `budgets()`: the workflows' budgets."""
+
+    async def budgets(self) -> list[BudgetInfo]:
+        rows = await self.pool.fetch(
+            """SELECT DISTINCT ON (f.name) f.name, d.spec -> 'budget' AS budget
+                 FROM workflow_files f JOIN definitions d ON d.def_hash = f.def_hash
+                WHERE f.status <> 'deleted' AND d.spec ? 'budget'
+                ORDER BY f.name, f.updated_at DESC""")
+        out: list[BudgetInfo] = []
+        for r in rows:
+            if not self.authorizer.allowed(self.identity, "view", r["name"]) or not isinstance(r["budget"], dict):
+                continue
+            b = r["budget"]
+            spent = await self.pool.fetchrow(
+                """SELECT coalesce(sum(usd), 0)::float8 AS usd, count(*) AS calls FROM llm_spend
+                    WHERE workflow = $1 AND at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'""",
+                r["name"])
+            asking = await self.pool.fetchval(
+                """SELECT count(DISTINCT t.run_id) FROM human_tasks t JOIN runs ON runs.run_id = t.run_id
+                    WHERE runs.workflow = $1 AND t.task_key = 'budget' AND t.status = 'pending'""", r["name"])
+            out.append(BudgetInfo(r["name"], b.get("tokens_per_run"), b.get("usd_per_run"), b.get("usd_per_day"),
+                                  b.get("on_exceed", "ask"), float(spent["usd"]), int(spent["calls"]), int(asking)))
+        return out
 
     async def limits(self) -> LimitsReport:
         source = OperatorLimits(self.settings.workflows_dir)

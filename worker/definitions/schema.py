@@ -269,6 +269,25 @@ class ConcurrencySpec(_Model):
     on_full: Literal["queue", "cancel_newest", "cancel_oldest"] = "queue"
 
 
+class BudgetSpec(_Model):
+    """`budget: {tokens_per_run: 200000, usd_per_run: 2.00, usd_per_day: 50.00, on_exceed: ask}`: an LLM call
+    (an `llm` step, or one turn of an `agent` step) that would take the run or the workflow's day over a budget
+    does not go out: the run asks a human (`ask`: approve lets this run go on past its budgets, reject fails the
+    step) or the step fails (`fail`). Checked before each call with its estimated tokens (prompt estimate +
+    max_tokens) and cost (the price table), across workers (worker/budgets)."""
+
+    tokens_per_run: StrictInt | None = Field(None, gt=0, le=10**12)
+    usd_per_run: float | None = Field(None, gt=0, le=10**9)
+    usd_per_day: float | None = Field(None, gt=0, le=10**9)
+    on_exceed: Literal["ask", "fail"] = "ask"
+
+    @model_validator(mode="after")
+    def _something(self) -> BudgetSpec:
+        if self.tokens_per_run is None and self.usd_per_run is None and self.usd_per_day is None:
+            raise ValueError("a budget needs at least one of tokens_per_run, usd_per_run, usd_per_day")
+        return self
+
+
 class WorkflowSpec(_Model):
     name: str = Field(pattern=WORKFLOW_NAME)
     description: str = ""
@@ -283,6 +302,7 @@ class WorkflowSpec(_Model):
     on: TriggerSpec | None = None  # what starts runs besides a caller (events, webhooks, schedules)
     concurrency: ConcurrencySpec | None = None  # at most `limit` active runs per key value
     priority: Priority = "normal"  # of its runs, unless a run is started with its own
+    budget: BudgetSpec | None = None  # token and cost budgets of its LLM calls (worker/budgets)
 
     @model_serializer(mode="wrap")
     def _omit_flow_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -293,6 +313,8 @@ class WorkflowSpec(_Model):
             data.pop("concurrency", None)
         if data.get("priority") == "normal":
             data.pop("priority", None)
+        if data.get("budget") is None:
+            data.pop("budget", None)
         return data
 
     @model_validator(mode="before")

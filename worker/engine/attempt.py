@@ -190,7 +190,7 @@ def _gate(host: ActorHost, defn: Definition, run_id: str, cmd: Start) -> StepGat
         return None
     names = ((step.limit,) if step.limit else ()) + tuple(step.limits)
     return limiter.gate(run_id=run_id, workflow=defn.name, step_id=cmd.step_id, item=cmd.item, kind=step.uses,
-                        names=names)
+                        names=names, budget=defn.spec.budget)
 
 
 async def start_child(host: ActorHost, run_id: str, cmd: Start) -> Outcome:

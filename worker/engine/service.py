@@ -28,6 +28,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from worker import faults
 from worker.boundary import load_checks
+from worker.budgets.check import BudgetCheck
 from worker.bus.intake import Entry, WorkIntake
 from worker.bus.publisher import Publisher
 from worker.bus.streams import WORK_GROUP, Keys
@@ -121,6 +122,9 @@ class WorkerService:
                ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL""",
             s.worker_id, socket.gethostname(), os.getpid(), s.concurrency, s.lease_ttl)
         self.limiter = Limiter(s, self.pool)
+        budgets = BudgetCheck(self.pool)  # the workflows' `budget:` (worker/budgets)
+        self.limiter.checks.append(budgets)
+        self.limiter.after_llm.append(budgets.settle)
         await self.limiter.start()
         self.notices = Notifier(s, self.pool, self.secrets, self._stopping)  # notifications (worker/notify)
         self._loops = [

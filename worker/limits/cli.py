@@ -30,7 +30,7 @@ def _number(value: int | None) -> str:
 async def cmd_limits(client: Any, args: argparse.Namespace) -> int:
     report = await client.limits()
     if args.json:
-        o.print_json(report)
+        o.print_json({**o.to_jsonable(report), "budgets": await client.budgets()})
         return EXIT_OK
     table = o.table("LIMIT", "RATES", "USED THIS WINDOW", "NOW", "WAITING", "429s")
     for lim in report.limits:
@@ -50,6 +50,15 @@ async def cmd_limits(client: Any, args: argparse.Namespace) -> int:
         table.add_row(lim.name, "\n".join(r for r in rates if r), "\n".join(u for u in used if u) + f"\n/{lim.window}",
                       "\n".join(n for n in now if n) or "-", _number(lim.waiting), rejected)
     o.out.print(table)
+    budgets = await client.budgets()
+    if budgets:
+        spend = o.table("BUDGET (workflow)", "PER RUN", "PER DAY", "SPENT TODAY", "CALLS TODAY", "ASKING", "ON EXCEED")
+        for b in budgets:
+            per_run = " ".join(p for p in (f"{b.tokens_per_run:,} tok" if b.tokens_per_run else "",
+                                           f"${b.usd_per_run:,.2f}" if b.usd_per_run else "") if p) or "-"
+            spend.add_row(b.workflow, per_run, f"${b.usd_per_day:,.2f}" if b.usd_per_day else "-",
+                          f"${b.spent_today_usd:,.4f}", str(b.calls_today), str(b.asking), b.on_exceed)
+        o.out.print(spend)
     if report.file_error:
         o.err.print(f"limits.yaml is invalid (the workers keep its previous good version): {report.file_error}",
                     markup=False)

@@ -86,6 +86,8 @@ class CallInfo:
     """Estimated tokens (prompt estimate + max_tokens): what is reserved."""
     cost_usd: float | None = None
     """Estimated cost of `tokens`, when the step's price table knows the model."""
+    budget: Any = None
+    """The workflow's `budget:` (worker/definitions/schema.py BudgetSpec), None without one."""
 
 
 PreCallCheck = Callable[[CallInfo], Awaitable[None]]
@@ -99,6 +101,8 @@ class Limiter:
         self.file = OperatorLimits(settings.workflows_dir)
         self.checks: list[PreCallCheck] = []
         """Pre-call checks (budgets): see the module docstring."""
+        self.after_llm: list[Callable[[str, int, float | None], Awaitable[None]]] = []
+        """Told each LLM call's real usage (call key, tokens, cost) once it is answered (zeros when it failed)."""
         self.horizon = hold_horizon(settings)
         self.mode = "redis"
         self.mode_reason: str | None = None
@@ -142,8 +146,8 @@ class Limiter:
         await self._redis.aclose()
 
     def gate(self, *, run_id: str, workflow: str, step_id: str, item: int | None, kind: str,
-             names: tuple[str, ...]) -> StepGate:
-        return StepGate(self, run_id, workflow, step_id, item, kind, names)
+             names: tuple[str, ...], budget: Any = None) -> StepGate:
+        return StepGate(self, run_id, workflow, step_id, item, kind, names, budget)
 
     # -- which limits a call obeys --------------------------------------------------------------------------
     def applicable(self, names: tuple[str, ...], kind: str, provider: str | None = None, model: str | None = None,
@@ -302,15 +306,16 @@ class StepGate:
     """The gate of one attempt of one step: what the executor asks before each call."""
 
     def __init__(self, limiter: Limiter, run_id: str, workflow: str, step_id: str, item: int | None, kind: str,
-                 names: tuple[str, ...]) -> None:
+                 names: tuple[str, ...], budget: Any = None) -> None:
         self.limiter = limiter
         self.run_id, self.workflow, self.step_id, self.item, self.kind = run_id, workflow, step_id, item, kind
         self.names = names
+        self.budget = budget if kind in MATCHED_KINDS else None
 
     @property
     def matters(self) -> bool:
         """Whether any call of this step can be limited or checked (else executors skip the gate)."""
-        return bool(self.names) or bool(self.limiter.checks) or (
+        return bool(self.names) or bool(self.limiter.checks) or self.budget is not None or (
             self.kind in MATCHED_KINDS and any(s.match for s in self.limiter.file.current().limits.values()))
 
     async def before_llm(self, *, call_key: str, provider: str, model: str, host: str, tokens: int,
@@ -318,8 +323,15 @@ class StepGate:
         """Before one LLM request: the checks, then the named and matched limits, `tokens` reserved."""
         chosen = self.limiter.applicable(self.names, self.kind, provider, model, host)
         info = CallInfo(self.run_id, self.workflow, self.step_id, self.item, self.kind, call_key,
-                        tuple(b.name for b in chosen), provider, model, tokens, cost_usd)
+                        tuple(b.name for b in chosen), provider, model, tokens, cost_usd, self.budget)
         return await self.limiter.admission.admit(info, chosen, tokens)
+
+    async def after_llm(self, call_key: str, tokens: int, cost_usd: float | None) -> None:
+        """One LLM call was answered (or failed: zeros): its real usage, for the budgets."""
+        if self.budget is None:
+            return
+        for listener in self.limiter.after_llm:
+            await listener(call_key, tokens, cost_usd)
 
     async def before_step(self, call_key: str) -> Permit | None:
         """Before a `tool`, `http` or `python` attempt: the checks, then the named limits (requests and

@@ -85,16 +85,24 @@ class LlmClient:
         price = spec.pricing.get(request.model)
         output = request.max_tokens if request.max_tokens is not None else DEFAULT_OUTPUT_TOKENS
         cost = None if price is None else ((tokens - output) * price.input + output * price.output) / 1e6
+        call_key = request.idempotency_key or ctx.key_for(0)
         for _ in range(MAX_LIMITED_429):
-            permit = await gate.before_llm(call_key=request.idempotency_key or ctx.key_for(0), provider=provider.name,
-                                           model=request.model, host=httpx.URL(url).host, tokens=tokens, cost_usd=cost)
+            permit = await gate.before_llm(call_key=call_key, provider=provider.name, model=request.model,
+                                           host=httpx.URL(url).host, tokens=tokens, cost_usd=cost)
             if permit is None:
-                return await self._send(spec, request, ctx, provider, url, body, headers, sent_key=sent_key)
+                try:
+                    result = await self._send(spec, request, ctx, provider, url, body, headers, sent_key=sent_key)
+                except Exception:
+                    await gate.after_llm(call_key, 0, 0.0)
+                    raise
+                await gate.after_llm(call_key, int(result["usage"]["total_tokens"]), result.get("cost_usd"))
+                return result
             seen: list[httpx.Response] = []
             try:
                 result = await self._send(spec, request, ctx, provider, url, body, headers, sent_key=sent_key,
                                           seen=seen)
             except StepFailed as failure:
+                await gate.after_llm(call_key, 0, 0.0)
                 said = observe(seen[-1].headers, datetime.now(UTC)) if seen else None
                 await permit.done(observation=said, status=failure.status, wait=failure.status == 429)
                 if failure.status != 429:
@@ -107,6 +115,7 @@ class LlmClient:
                 raise
             said = observe(seen[-1].headers, datetime.now(UTC)) if seen else None
             await permit.done(used_tokens=int(result["usage"]["total_tokens"]), observation=said, status=200)
+            await gate.after_llm(call_key, int(result["usage"]["total_tokens"]), result.get("cost_usd"))
             return result
         raise StepFailed(f"{provider.name}: HTTP 429 {MAX_LIMITED_429} times in a row from POST {_safe(url)} although "
                          "the limits let each call go", retryable=True, status=429)
