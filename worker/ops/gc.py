@@ -3,7 +3,7 @@
 A run and its child runs (`workflow` steps) form a tree; a tree is deleted as a unit, and only when
 every run in it is finished (completed, failed or cancelled) and finished before the cutoff. So an
 active run never loses its parent or its children, and `agentrt show` never shows a dangling link.
-Deleting a run deletes its events, human tasks and step journal (ON DELETE CASCADE).
+Deleting a run deletes its events, human tasks, step journal and LLM spend (ON DELETE CASCADE).
 
 Each batch runs in one transaction that locks the tree's rows (and any child row pointing at them)
 and checks them again, so a run that a replay or a late child brought back to life is left alone.

@@ -4,7 +4,7 @@
 -- when it failed). One row per call key: a retry of the same call replaces its row.
 CREATE TABLE llm_spend (
     call_key  text PRIMARY KEY,
-    run_id    uuid NOT NULL,
+    run_id    uuid NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,  -- `agentrt gc` takes it with its run
     workflow  text NOT NULL,
     at        timestamptz NOT NULL DEFAULT now(),
     tokens    bigint NOT NULL DEFAULT 0,
