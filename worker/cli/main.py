@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--status", choices=[*(s.value for s in RunStatus), "retrying"],
                     help="only runs in this status; `retrying`: backing off between attempts of a step")
     rs.add_argument("--workflow")
+    rs.add_argument("--step", default=None, help="only runs on this step now")
+    rs.add_argument("--error", default=None, metavar="TEXT", help="only runs whose error contains TEXT")
+    rs.add_argument("--since", default=None, metavar="DURATION", help="only runs started within, e.g. 30m, 4h, 2d")
+    rs.add_argument("--waiting-on", default=None, metavar="WHAT",
+                    help="only runs waiting on human, event, retry, sleep, child, throttled, or on a person "
+                         "(or group:NAME) who may decide one of their pending tasks")
+    rs.add_argument("--view", default=None, metavar="NAME", help="start from a saved view (flags narrow it)")
+    rs.add_argument("--save-view", default=None, metavar="NAME",
+                    help="save these filters as a view everyone can use (agentrt views; the console's :view NAME)")
     rs.add_argument("--limit", type=int, default=50)
     rs.add_argument("--json", action="store_true")
     bulk = rs.add_mutually_exclusive_group()
@@ -164,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 # where a handler is `(args, settings) -> exit code` (see `with_client` for async ones).
 EXTENSION_MODULES = ("worker.secrets.cli", "worker.telemetry.cli", "worker.oversight.cli", "worker.ops.cli",
                      "worker.api.cli", "worker.events.cli", "worker.schedules.cli",
-                     "worker.limits.cli", "worker.notify.cli", "worker.pauses.cli")
+                     "worker.limits.cli", "worker.notify.cli", "worker.pauses.cli",
+                     "worker.search.cli")
 
 
 def _extensions() -> list[Any]:

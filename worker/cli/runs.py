@@ -15,6 +15,7 @@ from worker.cli.support import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from worker.errors import (
     WorkerError,
 )
+from worker.search.filters import RunFilter
 
 
 async def cmd_run(client: Any, args: argparse.Namespace) -> int:
@@ -47,6 +48,19 @@ async def cmd_run(client: Any, args: argparse.Namespace) -> int:
     return EXIT_OK if summary.status.value == "completed" else EXIT_FAIL
 
 
+async def run_filter(client: Any, args: argparse.Namespace) -> RunFilter:
+    """The filters of `agentrt runs`: a saved view (`--view`) narrowed by the flags; saved with `--save-view`."""
+    flags = RunFilter(workflow=args.workflow, status=args.status, step=getattr(args, "step", None),
+                      error=getattr(args, "error", None), since=getattr(args, "since", None),
+                      waiting=getattr(args, "waiting_on", None))
+    view = getattr(args, "view", None)
+    filters = (await client.get_view(view)).filters.merged(flags) if view else flags
+    if getattr(args, "save_view", None):
+        saved = await client.save_view(args.save_view, filters)
+        o.err.print(f"saved view {saved.name}: {saved.filters.describe()}", markup=False)
+    return filters
+
+
 async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
     if args.cancel or args.retry:
         from worker.oversight.cli import cmd_bulk
@@ -54,7 +68,8 @@ async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
         args.action = "cancel" if args.cancel else "retry"
         args.limit = max(args.limit, 1000) if args.limit == 50 else args.limit
         return await cmd_bulk(client, args)
-    runs = await client.list_runs(status=args.status, workflow=args.workflow, limit=args.limit)
+    filters = await run_filter(client, args)
+    runs = await client.list_runs(filters=filters, limit=args.limit)
     if args.json:
         o.print_json([{**o.to_jsonable(r), "duration_s": r.duration_s} for r in runs])
         return EXIT_OK

@@ -24,6 +24,7 @@ from here):
 - `schedules`: `SchedulesApi`: the workflows' schedules (next fire, last run), pause and resume (audited).
 - `notifications`: `NotificationsApi`: the outbox of webhooks to the operator's notify.yaml targets.
 - `pauses`: `PausesApi`: pause and resume a run or a whole workflow (worker/pauses), audited.
+- `search`: `SearchApi`: saved views (named run filters, worker/search) for `list_runs(filters=...)`.
 - `retries`: `RetriesApi`: retry failed runs under their own version or the current one (default: the current
   one when the file changed and can take the run over).
 """
@@ -41,6 +42,7 @@ from worker.client.pauses import PausesApi
 from worker.client.retries import RetriesApi
 from worker.client.runs import RUN_ORDERS, RunsApi
 from worker.client.schedules import SchedulesApi
+from worker.client.search import SearchApi
 from worker.client.starts import StartsApi
 from worker.client.tasks import TasksApi
 from worker.client.webhooks import WebhooksApi
@@ -51,7 +53,7 @@ __all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
 
 
 class RuntimeClient(StartsApi, RetriesApi, RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi, WebhooksApi,
-                    SchedulesApi, LimitsApi, NotificationsApi, PausesApi):
+                    SchedulesApi, LimitsApi, NotificationsApi, PausesApi, SearchApi):
     """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
 
 

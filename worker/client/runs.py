@@ -21,6 +21,8 @@ from worker.engine.views import step_views
 from worker.errors import Conflict, NotFound, WorkerError
 from worker.models import EventView, PauseInfo, RunDetail, RunId, RunStatus, RunSummary, StepStatus, StepView
 from worker.oversight import audit
+from worker.search import filters as search_filters
+from worker.search.filters import RunFilter
 from worker.store import concurrency
 from worker.store import runs as store
 
@@ -52,8 +54,6 @@ def _summary(r: asyncpg.Record) -> RunSummary:
                       _pause(r["pause"]))
 
 
-RETRYING = "retrying"
-"""A `list_runs` status filter besides the RunStatus values: runs backing off between attempts."""
 
 RUN_ORDERS: dict[str, str] = {
     "newest": "created_at DESC",
@@ -69,22 +69,19 @@ class RunsApi(ClientBase):
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
                         before: datetime | None = None, search: str | None = None,
-                        order: str = "newest") -> list[RunSummary]:
+                        order: str = "newest", filters: RunFilter | None = None) -> list[RunSummary]:
         """Runs in `order` (RUN_ORDERS: newest first by default). `search`: a case-insensitive POSIX regex over
         run id, workflow, current step, error. `status` is a RunStatus, or `retrying`: runs backing off between
-        attempts of a step (status waiting, `waiting_on` `retry N/M`)."""
+        attempts of a step (status waiting, `waiting_on` `retry N/M`). `filters` (worker/search) combines
+        more: step, error text, started within, waiting on what or whom; `status`, `workflow` and `search`
+        given here narrow it further."""
         if order not in RUN_ORDERS:
             raise WorkerError(f"unknown run order {order!r}; one of {', '.join(RUN_ORDERS)}")
-        retrying = status == RETRYING
+        f = (filters or RunFilter()).merged(RunFilter(workflow=workflow, status=status, search=search))
+        p = search_filters.params(f, before)
         rows = await self.pool.fetch(
-            f"""SELECT {_RUN_COLS} FROM runs
-                WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
-                  AND (NOT $6 OR waiting_on LIKE 'retry%')
-                  AND ($4::timestamptz IS NULL OR created_at < $4)
-                  AND ($5::text IS NULL OR run_id::text ~* $5 OR workflow ~* $5 OR current_step ~* $5
-                       OR error ~* $5)
-                ORDER BY {RUN_ORDERS[order]} LIMIT $3""",
-            "waiting" if retrying else status, workflow, limit, before, search, retrying)
+            f"SELECT {_RUN_COLS} FROM runs WHERE {search_filters.WHERE} ORDER BY {RUN_ORDERS[order]} LIMIT $3",
+            p[1], p[2], limit, p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11])
         return [_summary(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
 
     async def count_runs(self) -> dict[str, int]:
@@ -248,8 +245,9 @@ class RunsApi(ClientBase):
         await self._nudge_admitted([admitted])
         return plan, RunId(new_id)
 
-    async def matching_runs(self, *, status: str | None, workflow: str | None, limit: int = 10_000) -> list[RunSummary]:
-        return await self.list_runs(status=status, workflow=workflow, limit=limit)
+    async def matching_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 10_000,
+                            filters: RunFilter | None = None) -> list[RunSummary]:
+        return await self.list_runs(status=status, workflow=workflow, limit=limit, filters=filters)
 
 
 _CALL_TEXT = 500

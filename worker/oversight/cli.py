@@ -101,9 +101,12 @@ async def cmd_audit(client: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_bulk(client: Any, args: argparse.Namespace) -> int:
-    if args.status is None and args.workflow is None:
-        raise WorkerError("give at least --status or --workflow: bulk actions need a filter")
-    runs = await client.matching_runs(status=args.status, workflow=args.workflow, limit=args.limit)
+    from worker.cli.runs import run_filter
+
+    filters = await run_filter(client, args)
+    if not filters.as_dict():
+        raise WorkerError("give at least one filter (--status, --workflow, --view, ...): bulk actions need one")
+    runs = await client.matching_runs(filters=filters, limit=args.limit)
     if args.action == "cancel":
         runs = [r for r in runs if not r.status.terminal]
     else:
