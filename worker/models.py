@@ -89,6 +89,9 @@ class RunSummary:
     """The key its workflow's `concurrency:` rendered for it (None: no key)."""
     paused: PauseInfo | None = None
     """Set while the run or its workflow is paused (the run may still be finishing its step in flight)."""
+    waiting_for: str | None = None
+    """A run waiting on a human: who may decide (`fred, group:finance`; `anyone`), and for an uncertain effect
+    `uncertain effect: ` before it. Its deadline, if any, is `wake_at`."""
 
     @property
     def duration_s(self) -> float | None:

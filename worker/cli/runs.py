@@ -81,12 +81,17 @@ async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
         elif r.waiting_on and r.waiting_on.startswith("retry"):
             marker = f" [yellow]↻ {escape(o.retry_text(r))}[/]"
         elif r.waiting_on == "human":
-            marker = " [yellow]⏸ human[/]"
+            until = f", deadline {o.ago(r.wake_at)}" if r.wake_at is not None else ""
+            marker = f" [yellow]⏸ human: {escape(r.waiting_for or 'anyone')}{until}[/]"
         elif r.waiting_on and r.waiting_on.startswith("throttled: "):
             marker = f" [yellow]◷ {escape(r.waiting_on)}[/]"
         elif r.waiting_on and r.waiting_on.startswith("event "):
             until = f", deadline {o.ago(r.wake_at)}" if r.wake_at is not None else ""
             marker = f" [yellow]⏸ {escape(r.waiting_on)}{until}[/]"
+        elif r.waiting_on == "sleep":
+            marker = f" [yellow]◷ timer, wakes {o.ago(r.wake_at)}[/]" if r.wake_at else " [yellow]◷ timer[/]"
+        elif r.waiting_on == "child":
+            marker = " [yellow]◷ a child run[/]"
         elif r.status.value == "queued" and r.concurrency_key is not None:
             marker = f" [dim]key {escape(r.concurrency_key)}[/]"
         t.add_row(r.run_id[:8], r.workflow, o.status_text(r.status.value) + marker, r.current_step or "-",
@@ -114,7 +119,11 @@ async def cmd_show(client: Any, args: argparse.Namespace) -> int:
                 f"duration {o.duration(s.duration_s)}", markup=False)
     if s.status.value == "waiting" and s.waiting_on:
         until = "" if s.wake_at is None else f" until {s.wake_at:%Y-%m-%d %H:%M:%S} UTC ({o.ago(s.wake_at)})"
-        o.out.print(f"waiting on {s.waiting_on}{until}", markup=False)
+        whom = f" ({s.waiting_for})" if s.waiting_for else ""
+        if s.waiting_on.startswith("retry"):
+            o.out.print(o.retry_text(s, limit=500), markup=False)
+        else:
+            o.out.print(f"waiting on {s.waiting_on}{whom}{until}", markup=False)
     if s.paused is not None:
         o.out.print(o.pause_text(s.paused) + (" (steps in flight interrupted)" if s.paused.now else ""),
                     markup=False)

@@ -34,7 +34,10 @@ _RUN_COLS = """run_id::text, workflow, def_hash, status, created_at, updated_at,
                     WHEN status NOT IN ('completed', 'failed', 'cancelled') THEN (
                         SELECT jsonb_build_object('by', wp.paused_by, 'at', extract(epoch FROM wp.paused_at)::float8,
                                                   'reason', wp.reason, 'scope', 'workflow', 'now', wp.pause_now)
-                        FROM workflow_pauses wp WHERE wp.workflow = runs.workflow) END AS pause"""
+                        FROM workflow_pauses wp WHERE wp.workflow = runs.workflow) END AS pause,
+               CASE WHEN waiting_on = 'human' THEN (
+                   SELECT jsonb_build_object('kind', t.kind, 'approvers', t.approvers) FROM human_tasks t
+                   WHERE t.run_id = runs.run_id AND t.status = 'pending' ORDER BY t.created_at LIMIT 1) END AS human"""
 """The columns of a RunSummary (a statement over `runs`, unaliased): `pause` is the run's own pause, else its
 workflow's while the run is not finished."""
 
@@ -46,12 +49,19 @@ def _pause(value: Any) -> PauseInfo | None:
                      str(value.get("scope") or "run"), bool(value.get("now")))
 
 
+def _waiting_for(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    whom = ", ".join(str(a) for a in value.get("approvers") or []) or "anyone"
+    return f"uncertain effect: {whom}" if value.get("kind") == "uncertain" else whom
+
+
 def _summary(r: asyncpg.Record) -> RunSummary:
     return RunSummary(RunId(r["run_id"]), r["workflow"], r["def_hash"], RunStatus(r["status"]), r["created_at"],
                       r["updated_at"], r["finished_at"], r["current_step"], r["waiting_on"],
                       RunId(r["parent_run_id"]) if r["parent_run_id"] else None, r["error"], r["trigger"],
                       r["wake_at"] if r["status"] == "waiting" else None, r["priority"], r["concurrency_key"],
-                      _pause(r["pause"]))
+                      _pause(r["pause"]), _waiting_for(r["human"]))
 
 
 

@@ -62,6 +62,10 @@ async def test_filters_combine_and_saved_views_are_shared(settings: Settings) ->
         assert await ids(status="failed", since="1h") == {failed, other}
         assert await ids(status="completed", since="1h") == {done}
         assert await ids(waiting="human") == {gated}
+        (listed,) = await client.list_runs(filters=RunFilter(waiting="human"))
+        assert listed.waiting_for == "fred"  # whom it waits for, shown before opening it
+        code, out, err = await agentrt(settings, "runs", "--waiting-on", "human")
+        assert code == 0 and "⏸ human: fred" in out, (out, err)
         assert await ids(waiting="fred") == {gated}  # may decide its pending task
         assert await ids(waiting="mallory") == set()
         assert await ids(step="ask") == {gated}
