@@ -187,3 +187,23 @@ async def test_credits_are_taken_only_while_the_bucket_is_more_than_half_full(st
     grant = await store.acquire(conc, cost=0, holder="h", waiter="w", not_before=0.0, rate_done=False,
                                 horizon=HORIZON, go_now=GO_NOW, want=5)
     assert grant.extra == 0  # never under a concurrency cap: every call must hold its own slot
+
+
+async def test_higher_priorities_queue_ahead_of_lower_ones_beyond_the_horizon(store: RedisBuckets) -> None:
+    b = limit("ranked", requests="60/min")  # one a second; horizon 2 s: three reserved, the rest queue
+    assert [(await ask(store, b)).kind for _ in range(3)] == ["ok"] * 3
+
+    async def queue(waiter: str, priority: int) -> float:
+        grant = await store.acquire(b, cost=0, holder="h", waiter=waiter, not_before=0.0, rate_done=False,
+                                    horizon=HORIZON, go_now=GO_NOW, priority=priority)
+        assert grant.kind == "wait"
+        return round(grant.wait)
+
+    lows = [await queue(f"low-{i}", 2) for i in range(3)]
+    normals = [await queue(f"normal-{i}", 1) for i in range(3)]
+    high = await queue("high-0", 0)
+    assert lows == [3, 4, 5]
+    assert normals == [3, 4, 5]  # not behind the low ones
+    assert high == 3  # ahead of everyone who queued before it
+    assert await queue("low-3", 2) == 6  # a low one queues behind every priority
+    assert await queue("low-0", 2) == 3  # asking again keeps its place: delayed, never pushed back for ever

@@ -368,7 +368,7 @@ class RunActor:
     async def _execute(self, cmd: Start, inst: Instance) -> Outcome:
         assert self.defn is not None
         defn = self.defn
-        run = RunLease(self.run_id, self.lease.epoch, self._encrypt, self.lose, self.log)
+        run = RunLease(self.run_id, self.lease.epoch, self._encrypt, self.lose, self.log, self.lease.priority)
         return await run_attempt(self.service, defn, run, cmd, lambda: expression_context(defn, self.state))
 
     async def _wait(self, wake_at: float | None) -> None:

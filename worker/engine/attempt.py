@@ -73,6 +73,8 @@ class RunLease:
     on_lost: Callable[[], None]
     """Called when a fenced write finds the lease gone (the actor stops)."""
     log: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    priority: str = "normal"
+    """The run's priority (high | normal | low): orders its steps among those waiting for a limit."""
 
 
 class FencedJournal:
@@ -129,7 +131,7 @@ async def run_attempt(host: ActorHost, defn: Definition, run: RunLease, cmd: Sta
         decisions = await store.load_step_decisions(host.pool, run.run_id, cmd.step_id, cmd.item)
     secrets: Any = {}
     args = cmd.inputs
-    gate = _gate(host, defn, run.run_id, cmd)
+    gate = _gate(host, defn, run.run_id, cmd, run.priority)
     try:
         args, secrets = await host.secrets.prepare(defn, step, cmd.inputs, context)
         if journal is not None:
@@ -182,7 +184,7 @@ async def run_attempt(host: ActorHost, defn: Definition, run: RunLease, cmd: Sta
     return Outcome(key, cmd.attempt, output=output)
 
 
-def _gate(host: ActorHost, defn: Definition, run_id: str, cmd: Start) -> StepGate | None:
+def _gate(host: ActorHost, defn: Definition, run_id: str, cmd: Start, priority: str = "normal") -> StepGate | None:
     """The attempt's pre-call gate: for the step kinds that may be limited, on a worker with a limiter."""
     limiter = getattr(host, "limiter", None)
     step = defn.step(cmd.step_id)
@@ -190,7 +192,7 @@ def _gate(host: ActorHost, defn: Definition, run_id: str, cmd: Start) -> StepGat
         return None
     names = ((step.limit,) if step.limit else ()) + tuple(step.limits)
     return limiter.gate(run_id=run_id, workflow=defn.name, step_id=cmd.step_id, item=cmd.item, kind=step.uses,
-                        names=names, budget=defn.spec.budget)
+                        names=names, budget=defn.spec.budget, priority=priority)
 
 
 async def start_child(host: ActorHost, run_id: str, cmd: Start) -> Outcome:

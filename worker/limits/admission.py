@@ -155,6 +155,11 @@ class _Credits:
     expires: float
 
 
+PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+COME_BACK = (0.8, 0.5, 0.3)
+"""How far ahead of its expected slot (in horizons) a step that waits for a limit asks again, by priority."""
+
+
 class Admission:
     """Admits the calls of one worker (see the module docstring); remembers the slots of parked steps."""
 
@@ -192,7 +197,8 @@ class Admission:
             if grant.kind == "busy":
                 raise StepThrottled(failed, time.time() + BUSY_PARK_S, BUSY_PARK_S, "concurrency")
             # not reserved: come back shortly before the expected turn, and ask again
-            delay = max(GO_NOW, grant.wait - self.limiter.horizon / 2)
+            # higher priorities come back earlier before the same expected slot, so they reserve it first
+            delay = max(GO_NOW, grant.wait - self.limiter.horizon * COME_BACK[PRIORITY_RANK.get(info.priority, 1)])
             raise StepThrottled(failed, time.time() + delay, grant.wait)
 
     async def _acquire_all(self, store: BucketStore, *, info: CallInfo, chosen: list[Buckets], tokens: int,
@@ -204,7 +210,7 @@ class Admission:
             cost = float(tokens) if b.token_rate else 0.0
             grant = await store.acquire(b, cost=cost, holder=holder, waiter=info.call_key, not_before=not_before,
                                         rate_done=False, horizon=self.limiter.horizon, go_now=GO_NOW,
-                                        want=self._want(b, cost))
+                                        want=self._want(b, cost), priority=PRIORITY_RANK.get(info.priority, 1))
             if grant.kind != "ok":
                 await self._refund(store, parts, holder)
                 return grant, b.name, []

@@ -55,7 +55,9 @@ class Settlement:
 
 class BucketStore(Protocol):
     async def acquire(self, b: Buckets, *, cost: float, holder: str, waiter: str, not_before: float,
-                      rate_done: bool, horizon: float, go_now: float, want: int = 0) -> Grant: ...
+                      rate_done: bool, horizon: float, go_now: float, want: int = 0, priority: int = 1) -> Grant:
+        """`priority` 0 high, 1 normal, 2 low: the order of the steps waiting longer than the horizon."""
+        ...
 
     async def settle(self, b: Buckets, s: Settlement) -> None: ...
 
@@ -105,8 +107,9 @@ class LocalBuckets:
         return level
 
     async def acquire(self, b: Buckets, *, cost: float, holder: str, waiter: str, not_before: float,
-                      rate_done: bool, horizon: float, go_now: float, want: int = 0) -> Grant:
-        """As the ACQUIRE script, without credits (`want` is ignored: asking costs no round trip here)."""
+                      rate_done: bool, horizon: float, go_now: float, want: int = 0, priority: int = 1) -> Grant:
+        """As the ACQUIRE script, without credits (`want` is ignored: asking costs no round trip here) and
+        without a queue of waiters (`priority` is ignored: this worker's own share, while Redis is away)."""
         now = time.monotonic()
         mine, state = self._get(b, now)
         slot = now + not_before

@@ -88,6 +88,8 @@ class CallInfo:
     """Estimated cost of `tokens`, when the step's price table knows the model."""
     budget: Any = None
     """The workflow's `budget:` (worker/definitions/schema.py BudgetSpec), None without one."""
+    priority: str = "normal"
+    """The run's priority: among the steps waiting for a limit, higher priorities are queued first."""
 
 
 PreCallCheck = Callable[[CallInfo], Awaitable[None]]
@@ -146,8 +148,8 @@ class Limiter:
         await self._redis.aclose()
 
     def gate(self, *, run_id: str, workflow: str, step_id: str, item: int | None, kind: str,
-             names: tuple[str, ...], budget: Any = None) -> StepGate:
-        return StepGate(self, run_id, workflow, step_id, item, kind, names, budget)
+             names: tuple[str, ...], budget: Any = None, priority: str = "normal") -> StepGate:
+        return StepGate(self, run_id, workflow, step_id, item, kind, names, budget, priority)
 
     # -- which limits a call obeys --------------------------------------------------------------------------
     def applicable(self, names: tuple[str, ...], kind: str, provider: str | None = None, model: str | None = None,
@@ -306,11 +308,12 @@ class StepGate:
     """The gate of one attempt of one step: what the executor asks before each call."""
 
     def __init__(self, limiter: Limiter, run_id: str, workflow: str, step_id: str, item: int | None, kind: str,
-                 names: tuple[str, ...], budget: Any = None) -> None:
+                 names: tuple[str, ...], budget: Any = None, priority: str = "normal") -> None:
         self.limiter = limiter
         self.run_id, self.workflow, self.step_id, self.item, self.kind = run_id, workflow, step_id, item, kind
         self.names = names
         self.budget = budget if kind in MATCHED_KINDS else None
+        self.priority = priority
 
     @property
     def matters(self) -> bool:
@@ -323,7 +326,8 @@ class StepGate:
         """Before one LLM request: the checks, then the named and matched limits, `tokens` reserved."""
         chosen = self.limiter.applicable(self.names, self.kind, provider, model, host)
         info = CallInfo(self.run_id, self.workflow, self.step_id, self.item, self.kind, call_key,
-                        tuple(b.name for b in chosen), provider, model, tokens, cost_usd, self.budget)
+                        tuple(b.name for b in chosen), provider, model, tokens, cost_usd, self.budget,
+                        self.priority)
         return await self.limiter.admission.admit(info, chosen, tokens)
 
     async def after_llm(self, call_key: str, tokens: int, cost_usd: float | None) -> None:
@@ -338,7 +342,7 @@ class StepGate:
         concurrency; a token rate does not apply to these calls)."""
         chosen = self.limiter.applicable(self.names, self.kind)
         info = CallInfo(self.run_id, self.workflow, self.step_id, self.item, self.kind, call_key,
-                        tuple(b.name for b in chosen))
+                        tuple(b.name for b in chosen), priority=self.priority)
         return await self.limiter.admission.admit(info, chosen, 0)
 
 

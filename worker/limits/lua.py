@@ -14,7 +14,11 @@ Keys of a limit NAME (`{<prefix>:limit:NAME}` is the hash tag):
 - `...:conc`  concurrency: a sorted set of holders scored by expiry; a holder that is not refreshed (its worker
               died) stops counting when its expiry passes.
 - `...:wait`  steps waiting for the limit, scored by their expected slot (for `agentrt limits`, and to spread
-              the wake-ups of steps that wait longer than the horizon).
+              the wake-ups of steps that wait longer than the horizon). The state's `tail0`..`tail2` remember
+              the last expected slot given to a waiter of each priority (0 high, 1 normal, 2 low): a new waiter
+              queues behind the waiters of its own and higher priorities only, so higher priorities go first.
+              Within the horizon slots are reserved first come, first served: lower priorities are delayed,
+              never starved.
 
 A limit's fixed parameters travel as one argument (`PARAMS`, space-separated numbers), and `ACQUIRE` answers with
 one string (`ok|wait|busy <seconds> <held> <credits>`): less to encode and parse on every call.
@@ -46,10 +50,11 @@ local function window(field, amount)
 end
 """
 
-# KEYS: state conc wait; ARGV: params cost holder waiter not_before rate_done want
+# KEYS: state conc wait; ARGV: params cost holder waiter not_before rate_done want priority
 ACQUIRE = _HEAD + """
 local cost, holder, waiter = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local not_before, rate_done, want = tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7])
+local prio = math.max(0, math.min(2, tonumber(ARGV[8]) or 1))
 local slot = now + not_before
 local tat, level = nil, nil
 if not rate_done then
@@ -77,13 +82,18 @@ if wait > horizon then
   -- waiting this long, so they do not all wake at once.
   local est = slot
   local mine = tonumber(redis.call('ZSCORE', KEYS[3], waiter))
+  local tails = redis.call('HMGET', KEYS[1], 'tail0', 'tail1', 'tail2')
   if mine ~= nil then
     est = math.max(est, mine)
   else
-    local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+    -- behind the waiters of its own and higher priorities (not behind lower ones)
     local spacing = math.max(interval, rate > 0 and cost / rate or 0)
-    if last[2] ~= nil then est = math.max(est, tonumber(last[2]) + spacing) end
+    for q = 0, prio do
+      local t = tonumber(tails[q + 1])
+      if t ~= nil and t > now then est = math.max(est, t + spacing) end
+    end
   end
+  redis.call('HSET', KEYS[1], 'tail' .. prio, string.format('%.6f', math.max(est, tonumber(tails[prio + 1]) or 0)))
   redis.call('ZADD', KEYS[3], est, waiter)
   redis.call('HINCRBY', KEYS[1], 'throttled', 1)
   return 'wait ' .. string.format('%.6f', est - now) .. ' 0 0'

@@ -90,9 +90,9 @@ class RedisBuckets:
         return found
 
     async def acquire(self, b: Buckets, *, cost: float, holder: str, waiter: str, not_before: float,
-                      rate_done: bool, horizon: float, go_now: float, want: int = 0) -> Grant:
+                      rate_done: bool, horizon: float, go_now: float, want: int = 0, priority: int = 1) -> Grant:
         args = [self._params(b, horizon, go_now), repr(float(cost)), holder, waiter, repr(not_before),
-                "1" if rate_done else "0", str(want)]
+                "1" if rate_done else "0", str(want), str(priority)]
         async with self._slots:
             reply = await self._acquire(self.keys(b.name), args)
         kind, wait, held, extra = _s(reply).split()
