@@ -25,6 +25,7 @@ class Publisher:
         self._events: list[dict[str, bytes]] = []
         self._work: list[tuple[str, str | None]] = []
         self._signals: list[str] = []
+        self._done: list[str] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_warning = 0.0
@@ -60,19 +61,24 @@ class Publisher:
         self._signals.append(run_id)
         self._wakeup.set()
 
+    def finished(self, run_id: str) -> None:
+        """The run's terminal commit is done: wake whoever waits for it (`wait_for_run`)."""
+        self._done.append(run_id)
+        self._wakeup.set()
+
     async def _loop(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             await self.flush()
-            if self._closing and not (self._events or self._work or self._signals):
+            if self._closing and not (self._events or self._work or self._signals or self._done):
                 return
 
     async def flush(self) -> None:
-        events, work, signals = self._events, self._work, self._signals
-        if not (events or work or signals):
+        events, work, signals, done = self._events, self._work, self._signals, self._done
+        if not (events or work or signals or done):
             return
-        self._events, self._work, self._signals = [], [], []
+        self._events, self._work, self._signals, self._done = [], [], [], []
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for run_id, priority in work:
@@ -81,6 +87,8 @@ class Publisher:
                     pipe.xadd(self._keys.events, fields, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
                 for run_id in signals:
                     pipe.publish(self._keys.signals, run_id)
+                for run_id in done:
+                    pipe.publish(self._keys.done(run_id), "1")
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             # Work entries are re-derived from Postgres by the reconciler; live events are best effort.

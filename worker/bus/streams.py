@@ -38,6 +38,15 @@ class Keys:
         """Stream of live events for the console and `run --wait` (published after commit)."""
         return f"{self.prefix}:events"
 
+    def live(self, run_id: str) -> str:
+        """Stream of a run's live LLM output (`llm.delta` entries, worker/streams): bounded, with a TTL. The
+        run id is the key's hash tag, so a run's keys share a Redis Cluster slot."""
+        return f"{self.prefix}:live:{{{run_id}}}"
+
+    def done(self, run_id: str) -> str:
+        """Pub/sub channel of one run: a message when it has finished (its terminal commit), for `wait_for_run`."""
+        return f"{self.prefix}:done:{run_id}"
+
     @property
     def signals(self) -> str:
         """Pub/sub channel: "a run got a signal" (approval, cancel, child finished)."""

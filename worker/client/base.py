@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from worker.bus.codec import decode_event
 from worker.bus.streams import WORK_MAXLEN, Keys
+from worker.client.completion import CompletionWatcher
 from worker.config import Settings
 from worker.definitions.model import Definition
 from worker.errors import NotFound, WorkerError
@@ -49,6 +50,8 @@ class ClientBase:
         self.cipher = build_cipher(settings)  # opens encrypted payloads for display (and seals new inputs)
         self.keys = Keys(settings.redis_prefix)
         self._definitions: dict[str, Definition] = {}
+        self.completions = CompletionWatcher(redis, self.keys)
+        """Pushed ends of runs, for `wait_for_run` (one pub/sub connection per client)."""
 
     @classmethod
     async def connect(cls, settings: Settings, *, identity: Identity | None = None) -> Self:
@@ -74,6 +77,7 @@ class ClientBase:
         self.authorizer.check(who, action, workflow)  # logs and raises PermissionDenied
 
     async def close(self) -> None:
+        await self.completions.close()
         await self.pool.close()
         await self.redis.aclose()
 

@@ -7,6 +7,7 @@ each LLM turn and tool call, read from the step journal), and a queued run its p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import replace
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from redis.exceptions import RedisError
 
 from worker.client.base import ClientBase
 from worker.engine.inputs import InputError
@@ -188,12 +190,17 @@ class RunsApi(ClientBase):
         await self._authorize(who, "cancel", workflow, run_id=run_id)
         why = f"cancelled by {who}" + (f": {reason}" if reason else "")
         if head["status"] == "queued":  # no worker holds it: it ends here, under its key's lock
+            ended = None
             async with self.pool.acquire() as conn, conn.transaction():
                 await concurrency.lock_txn(conn, [(workflow, head["concurrency_key"])])
                 if await concurrency.cancel_queued_txn(conn, run_id, why):
                     await audit.append_txn(conn, who, "cancel", run_id=run_id, workflow=workflow, reason=reason,
                                            seen={"status": "queued", "concurrency_key": head["concurrency_key"]})
-                    return _summary(await conn.fetchrow(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id))
+                    ended = _summary(await conn.fetchrow(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id))
+            if ended is not None:
+                with contextlib.suppress(RedisError, OSError):  # wake its waiters (else they see it within 0.5 s)
+                    await self.redis.publish(self.keys.done(run_id), "1")
+                return ended
             # admitted meanwhile: cancelled like any admitted run
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -214,19 +221,33 @@ class RunsApi(ClientBase):
 
     async def wait_for_run(self, run_id: str, timeout: float | None = None,  # noqa: ASYNC109
                            poll: float = 0.2) -> RunSummary:
-        """Wait until the run is finished; TimeoutError after `timeout` seconds (None: forever)."""
+        """Wait until the run is finished; TimeoutError after `timeout` seconds (None: forever).
+
+        The worker that commits the run's end pushes it (worker/client/completion.py): the wait ends at once.
+        The row is read again every `poll` seconds anyway (at most 0.5 s apart, at least 2 ms), so a lost
+        push, or a run ended outside a worker, costs at most that."""
         run_id = await self.resolve_run_id(run_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            row = await self.pool.fetchrow(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id)
-            if row is None:
-                raise NotFound(f"no run {run_id!r}")
-            summary = _summary(row)
-            if summary.status.terminal:
-                return summary
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still {summary.status.value} after {timeout}s")
-            await asyncio.sleep(poll)
+        recheck = min(max(poll, 0.002), 0.5)
+        done = await self.completions.watch(run_id)
+        try:
+            while True:
+                row = await self.pool.fetchrow(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id)
+                if row is None:
+                    raise NotFound(f"no run {run_id!r}")
+                summary = _summary(row)
+                if summary.status.terminal:
+                    return summary
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    raise TimeoutError(f"run {run_id} still {summary.status.value} after {timeout}s")
+                pause = recheck if self.completions.broken else max(recheck, 0.5)
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - now))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), pause)
+        finally:
+            await self.completions.unwatch(run_id, done)
 
     # -- replay and bulk operations ----------------------------------------------------------
     async def replay(self, run_id: str, *, from_step: str | None = None, inputs: dict[str, Any] | None = None,

@@ -158,6 +158,8 @@ class RunActor:
             })
         for child in children:
             pub.enqueue(child.run_id)
+        if self.state.terminal:
+            pub.finished(self.run_id)
         if signal_parent:
             pub.enqueue(signal_parent)
             pub.signal(signal_parent)
