@@ -7,7 +7,6 @@ steps it depends on, and a step's executor is launched only after that commit su
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
@@ -15,7 +14,6 @@ from typing import Any
 
 from worker import faults
 from worker.definitions.model import Definition
-from worker.definitions.step_args import ARGS_MODELS, WorkflowArgs
 from worker.engine import events as ev
 from worker.engine.attempt import Outcome, RunLease, run_attempt
 from worker.engine.commands import (
@@ -25,22 +23,21 @@ from worker.engine.commands import (
     TimeoutTask,
     TimeoutWait,
 )
+from worker.engine.committing import publish_commit, seal_for_storage, stop_flights
 from worker.engine.host import ActorHost
 from worker.engine.outcomes import command_event, record_outcome
 from worker.engine.parking import (
-    PARKING_KINDS,
     interrupted_events,
     orphan_events,
-    park,
     run_update,
     signal_events,
 )
 from worker.engine.scheduler import decide, expression_context
+from worker.engine.starting import plan_start
 from worker.engine.state import Instance, InstanceKey, RunState
 from worker.errors import LeaseLost
 from worker.models import StepStatus
-from worker.secrets.transit import open_fields, seal_fields
-from worker.steps.base import idempotency_key
+from worker.secrets.transit import open_fields
 from worker.store import runs as store
 from worker.store import waits as wait_store
 from worker.store.writer import Append, NewChild, NewTask, NewWait, RunUpdate
@@ -124,17 +121,8 @@ class RunActor:
             signal_parent = self._parent
         events, children = self._pending, self._children
         stored, update = events, self._update()
-        if self._encrypt:
-            # what is stored is ciphertext; the state in memory (and telemetry, which keeps sizes) stays plain
-            stored = [dataclasses.replace(e, data=dict(e.data)) for e in events]
-            out_holder = {"output": update.output}
-            for child in children:
-                child.created = dataclasses.replace(child.created, data=dict(child.created.data))
-            await seal_fields(self.service.cipher,
-                              [*(e.data for e in stored), out_holder, *(c.created.data for c in children)])
-            update.output = out_holder["output"]
-            for child in children:
-                child.inputs = child.created.data["inputs"]
+        if self._encrypt:  # what is stored is ciphertext
+            stored = await seal_for_storage(self.service.cipher, events, update, children)
         append = Append(self.run_id, self.lease.epoch, stored, update, self._tasks, self._children, self._waits,
                         self._cancel_tasks, signal_parent)
         append.notices = self.service.notices.for_commit(self.state, events, append.tasks, self.lease.workflow)
@@ -145,24 +133,8 @@ class RunActor:
         if append.notices:
             self.service.notices.wake()  # this worker delivers them at once (worker/notify)
         self.service.telemetry.committed(self.run_id, self.defn.name if self.defn else "", events)
-        pub = self.service.publisher
-        if events:
-            # one live event per commit: its type is the last event's; `events` lists them all
-            last = events[-1]
-            pub.event("step" if last.step_id else "run", last.type, self.run_id, {
-                "status": append.update.status, "step": last.step_id, "item": last.item,
-                "attempt": last.attempt, "seq": last.seq, "ts": last.ts,
-                "current_step": append.update.current_step, "waiting_on": append.update.waiting_on,
-                "events": [[e.seq, e.type, e.step_id, e.item, e.attempt] for e in events],
-                "committed_at": time.time(),
-            })
-        for child in children:
-            pub.enqueue(child.run_id)
-        if self.state.terminal:
-            pub.finished(self.run_id)
-        if signal_parent:
-            pub.enqueue(signal_parent)
-            pub.signal(signal_parent)
+        publish_commit(self.service.publisher, self.run_id, events, append.update, children,
+                       finished=self.state.terminal, signal_parent=signal_parent)
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -327,39 +299,18 @@ class RunActor:
         self._emit(ev.RUN_FAILED, error=cmd.error, step_id=cmd.step_id)
 
     def _start(self, cmd: Start, now: float) -> None:
+        """Park it, launch it after the commit, or refuse it (worker/engine/starting.py)."""
         assert self.defn is not None
-        step = self.defn.step(cmd.step_id)
-        kind = step.uses
-        common: dict[str, Any] = {"step_id": cmd.step_id, "item": cmd.item, "attempt": cmd.attempt}
-        model = ARGS_MODELS.get(kind)
-        try:
-            args = model.model_validate(cmd.inputs) if model is not None else None
-        except Exception as exc:  # noqa: BLE001 - pydantic ValidationError: a final, readable failure
-            self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=None, **common)
-            self._emit(ev.STEP_FAILED, error=f"invalid arguments: {_short(exc)}", retryable=False, final=True,
-                       **common)
-            return
-        if kind in PARKING_KINDS:
-            parking = park(kind, args, run_id=self.run_id, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt,
-                           inputs=cmd.inputs, now=now, event_lookback=self.service.settings.event_lookback)
-            if parking.waiting is None:
-                self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=None, **common)
-                self._emit(ev.STEP_FAILED, error=parking.error, retryable=False, final=True, **common)
-                return
-            if parking.task is not None:
-                self._tasks.append(parking.task)
-            if parking.wait is not None:
-                self._waits.append(parking.wait)
-            self._emit(ev.STEP_WAITING, **parking.waiting, **common)
-        elif kind == "workflow":
-            assert isinstance(args, WorkflowArgs)
+        plan = plan_start(self.defn, cmd, run_id=self.run_id, now=now,
+                          event_lookback=self.service.settings.event_lookback)
+        if plan.task is not None:
+            self._tasks.append(plan.task)
+        if plan.wait is not None:
+            self._waits.append(plan.wait)
+        if plan.launch:
             self._to_launch.append((cmd, self.state.instance(cmd.step_id, cmd.item)))
-            # the child's version is looked up before the commit (see _launch_children)
-            self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=None, **common)
-        else:
-            key = idempotency_key(self.run_id, cmd.step_id, cmd.item)
-            self._emit(ev.STEP_STARTED, inputs=cmd.inputs, key=key, **common)
-            self._to_launch.append((cmd, self.state.instance(cmd.step_id, cmd.item)))
+        for type_, data in plan.events:
+            self._emit(type_, step_id=cmd.step_id, item=cmd.item, attempt=cmd.attempt, **data)
 
     def _launch(self) -> None:
         launch, self._to_launch = self._to_launch, []
@@ -422,13 +373,10 @@ class RunActor:
         """`pause --now`: stop the attempts in flight; each is retried on resume (or asks a human)."""
         assert self.defn is not None
         running, self._running = self._running, {}
-        for task in running.values():
-            task.cancel()
-        await asyncio.gather(*running.values(), return_exceptions=True)
         cut: list[Instance] = []
-        for key, task in running.items():
-            if not task.cancelled() and task.exception() is None:
-                self._record(task.result())  # it finished before the interruption reached it
+        for key, outcome in (await stop_flights(running)).items():
+            if outcome is not None:
+                self._record(outcome)  # it finished before the interruption reached it
             else:
                 cut.append(self.state.instances[key])
         found = interrupted_events(self.defn, self.state, cut, now=time.time(), by=by)
@@ -437,10 +385,7 @@ class RunActor:
         self._tasks.extend(found.tasks)
 
     async def _cancel(self, reason: str | None) -> None:
-        for task in self._running.values():
-            task.cancel()
-        if self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await stop_flights(self._running)
         for (step_id, item), _task in list(self._running.items()):
             inst = self.state.instances[(step_id, item)]
             self._emit(ev.STEP_FAILED, step_id=step_id, item=item, attempt=inst.attempt,
@@ -450,7 +395,3 @@ class RunActor:
         self._cancel_tasks = True
         self._emit(ev.RUN_CANCELLED, reason=reason or "cancelled")
 
-
-def _short(exc: Exception) -> str:
-    text = str(exc).replace("\n", "; ")
-    return text[:500]
