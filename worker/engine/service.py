@@ -36,6 +36,7 @@ from worker.config import Settings
 from worker.definitions.expressions import set_budget as set_expression_budget
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
+from worker.engine.upkeep import Upkeep
 from worker.limits.gate import Limiter
 from worker.notify.dispatcher import Notifier
 from worker.schedules.loop import SchedulerLoop
@@ -44,7 +45,6 @@ from worker.secrets.identity import forget_identity
 from worker.secrets.transit import PayloadCipher, build_cipher
 from worker.steps.base import StepExecutor
 from worker.steps.registry import build_executors, close_executors, start_executors
-from worker.store import concurrency
 from worker.store import runs as store
 from worker.store.definitions import DefinitionCache
 from worker.store.migrate import migrate_conn
@@ -60,7 +60,7 @@ STOP_STEP_TIMEOUT = 10.0
 _T = TypeVar("_T")
 
 
-class WorkerService:
+class WorkerService(Upkeep):
     def __init__(self, settings: Settings, *, watch: bool = True) -> None:
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
@@ -305,91 +305,6 @@ class WorkerService:
         self._capacity.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error("run %s actor crashed: %r", run_id, task.exception())
-
-    # -- heartbeat -------------------------------------------------------------------------
-    async def _heartbeat_loop(self) -> None:
-        s = self.settings
-        while not self._stopping.is_set():
-            asked_at = time.monotonic()
-            held = await store.renew_leases(self.pool, s.worker_id, s.lease_ttl, list(self.actors))
-            for run_id, actor in list(self.actors.items()):
-                if actor.acquired_at >= asked_at:
-                    continue  # leased while the renewal was in flight
-                info = held.get(run_id)
-                if info is None or info.epoch != actor.lease.epoch:
-                    if actor.state.terminal:
-                        continue
-                    actor.lose()
-                elif info.signal_version > actor._seen_signal_version or info.cancel_requested:
-                    actor.notify()
-            await self.pool.execute(
-                "UPDATE workers SET heartbeat_at = now(), held_runs = $2, stopped_at = NULL WHERE worker_id = $1",
-                s.worker_id, len(self.actors))
-            await asyncio.sleep(s.heartbeat_interval)
-
-    # -- reconcile -------------------------------------------------------------------------
-    async def _reconcile_loop(self) -> None:
-        s = self.settings
-        while not self._stopping.is_set():
-            full = self._full_reconcile.is_set()
-            self._full_reconcile.clear()
-            run_ids = await store.reconcile(self.pool, s.redeliver_after, full=full)
-            if full or time.monotonic() - self._last_repair > 10 * s.reconcile_interval:
-                self._last_repair = time.monotonic()
-                admitted = await concurrency.repair(self.pool)  # queues that could move but did not
-                if admitted:
-                    logger.info("reconciler: admitted %d queued run(s) whose key had room", len(admitted))
-                run_ids += admitted
-            if run_ids:
-                logger.info("reconciler: re-enqueued %d run(s)%s", len(run_ids), " (full)" if full else "")
-                for run_id, priority in run_ids:
-                    self.publisher.enqueue(run_id, priority)
-                await self.publisher.flush()
-            await self._reclaim()
-            await self._forget_dead_consumers()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full_reconcile.wait(), timeout=s.reconcile_interval)
-
-    async def _forget_dead_consumers(self, every: float = 60.0, idle_ms: int = 600_000) -> None:
-        """Remove consumers that have been silent for 10 minutes and hold no entries (dead workers)."""
-        now = time.monotonic()
-        if now - self._last_consumer_gc < every:
-            return
-        self._last_consumer_gc = now
-        try:
-            await self.intake.forget_idle_consumers(idle_ms)
-        except (RedisError, OSError) as exc:
-            logger.debug("consumer cleanup skipped: %s", exc)
-
-    async def _reclaim(self) -> None:
-        """Take over entries that a dead consumer read but never acknowledged (each priority's stream)."""
-        try:
-            found = await self.intake.claim_stale(int(self.settings.lease_ttl * 1000))
-        except ResponseError:
-            raise
-        except (RedisError, OSError) as exc:
-            logger.debug("reclaim skipped: %s", exc)
-            return
-        if found:
-            logger.info("reclaimed %d pending entr(y/ies) from dead consumers", sum(map(len, found.values())))
-            faults.reached("during-reclaim")
-            await self._take(found)
-
-    # -- signals ---------------------------------------------------------------------------
-    async def _signal_loop(self) -> None:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self.keys.signals)
-            while not self._stopping.is_set():
-                msg = await pubsub.get_message(timeout=1.0)
-                if msg is None:
-                    continue
-                run_id = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
-                actor = self.actors.get(run_id)
-                if actor is not None:
-                    actor.notify()
-        finally:
-            await pubsub.aclose()
 
 
 async def _retry_forever(what: str, make: Callable[[], Awaitable[asyncpg.Pool]], stop: asyncio.Event) -> asyncpg.Pool:

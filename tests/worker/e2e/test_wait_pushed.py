@@ -8,10 +8,11 @@ import time
 from tests.support.runtime import client_for, running_worker, write_workflow
 from worker.config import Settings
 
+# the run ends between two re-reads of its row (0.5 s apart): only the push can wake its waiters at once
 NAP = """
 name: nap
 steps:
-  - {id: s, uses: python, with: {function: "tests.support.wf_funcs:sleep_for", args: {seconds: 0.6}}}  # ends between two re-reads (0.5 s apart)
+  - {id: s, uses: python, with: {function: "tests.support.wf_funcs:sleep_for", args: {seconds: 0.6}}}
 """
 
 
