@@ -54,13 +54,21 @@ async def section(name: str, body: Callable[[chaos.ChaosStack], Awaitable[dict[s
     return figures
 
 
+PRODUCTION_LEASES = {"AGENTRT_LEASE_TTL": "15", "AGENTRT_HEARTBEAT_INTERVAL": "2", "AGENTRT_RECONCILE_INTERVAL": "2",
+                     "AGENTRT_REDELIVER_AFTER": "30"}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
     out: dict[str, dict[str, Any]] = {}
     if "crashes" in only:
-        out["crashes"] = await section("crashes", lambda s: chaos.worker_crashes(
-            s, kills=args.kills, workers=3, concurrency=50, steps=10, step_delay=0.3,
-            kill_gap=(0.4, 1.4), seed=args.seed, drain_timeout=300))
+        def crashes(s: chaos.ChaosStack) -> Any:
+            if args.production_leases:  # the defaults of `agentrt worker`, not the short test timings
+                s.extra_env.update(PRODUCTION_LEASES)
+            return chaos.worker_crashes(s, kills=args.kills, workers=3, concurrency=50, steps=10, step_delay=0.3,
+                                        kill_gap=args.kill_gap, seed=args.seed, drain_timeout=300)
+
+        out["crashes"] = await section("crashes", crashes)
     if "zombies" in only:
         out["zombies"] = await section("zombies", lambda s: chaos.zombies(s, rounds=args.zombie_rounds,
                                                                            runs_per_round=5))
@@ -111,6 +119,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="", help=f"comma-separated sections of {','.join(SECTIONS)}")
     p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--production-leases", action="store_true",
+                   help="crashes: workers with the production lease settings (TTL 15 s, heartbeat 2 s, reconcile 2 s)")
+    p.add_argument("--kill-gap", type=lambda v: tuple(float(x) for x in v.split(",")), default=(0.4, 1.4),
+                   metavar="MIN,MAX", help="crashes: seconds between two kills (default 0.4,1.4)")
     p.add_argument("--zombie-rounds", type=int, default=5)
     p.add_argument("--redis-outage", type=float, default=30.0)
     p.add_argument("--pg-restarts", type=int, default=8)

@@ -110,6 +110,8 @@ class Settings:
     heartbeat_interval: float = 2.0
     reconcile_interval: float = 2.0
     redeliver_after: float = 30.0
+    liveness: bool = True  # fast death detection (worker/engine/liveness.py); off behind a transaction pooler
+    liveness_database_url: str | None = field(default=None, repr=False)  # its session connection; None: database_url
     event_lookback: float = 3600.0  # an event this much older than a `wait` step still resumes it (raced ahead)
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     db_pool_size: int = 8
@@ -168,6 +170,8 @@ class Settings:
             heartbeat_interval=_float_env("AGENTRT_HEARTBEAT_INTERVAL", 2.0),
             reconcile_interval=_float_env("AGENTRT_RECONCILE_INTERVAL", 2.0),
             redeliver_after=_float_env("AGENTRT_REDELIVER_AFTER", 30.0),
+            liveness=env.get("AGENTRT_LIVENESS", "on").lower() not in ("0", "false", "no", "off"),
+            liveness_database_url=env.get("AGENTRT_LIVENESS_DATABASE_URL") or None,
             event_lookback=_float_env("AGENTRT_EVENT_LOOKBACK", 3600.0),
             db_pool_size=_int_env("AGENTRT_DB_POOL_SIZE", 8),
             log_level=env.get("AGENTRT_LOG_LEVEL", "INFO").upper(),

@@ -36,6 +36,7 @@ from worker.config import Settings
 from worker.definitions.expressions import set_budget as set_expression_budget
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
+from worker.engine.liveness import Liveness
 from worker.engine.upkeep import Upkeep
 from worker.limits.gate import Limiter
 from worker.notify.dispatcher import Notifier
@@ -83,6 +84,7 @@ class WorkerService(Upkeep):
         self.executors: dict[str, StepExecutor] = {}
         self.sync: DefinitionsSync | None = None
         self.limiter: Limiter | None = None  # the operator's limits (worker/limits), shared by the fleet in Redis
+        self.liveness: Liveness | None = None  # its liveness lock (fast death detection)
         self.started = asyncio.Event()
         # `decide` for runs whose expressions can do real work (sorted, join, ...): off the event loop, in
         # one thread, so at most one evaluation competes with the loop for the GIL
@@ -119,8 +121,14 @@ class WorkerService(Upkeep):
         await self.sync.initial_scan()
         await self.pool.execute(
             """INSERT INTO workers (worker_id, hostname, pid, concurrency, lease_ttl) VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL""",
+               ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL, liveness_at = NULL""",
             s.worker_id, socket.gethostname(), os.getpid(), s.concurrency, s.lease_ttl)
+        if s.liveness:  # fast death detection (worker/engine/liveness.py)
+            self.liveness = Liveness(s.liveness_database_url or s.database_url, s.worker_id)
+            try:
+                await self.liveness.hold(self.pool)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                logger.warning("liveness lock not taken yet (%s); the heartbeat tries again", exc)
         self.limiter = Limiter(s, self.pool)
         budgets = BudgetCheck(self.pool)  # the workflows' `budget:` (worker/budgets)
         self.limiter.checks.append(budgets)
@@ -132,6 +140,7 @@ class WorkerService(Upkeep):
             asyncio.create_task(self._guard("heartbeat", self._heartbeat_loop)),
             asyncio.create_task(self._guard("reconcile", self._reconcile_loop)),
             asyncio.create_task(self._guard("signals", self._signal_loop)),
+            asyncio.create_task(self._guard("death watch", self._death_watch_loop)),
         ]
         if self.watch:
             self._loops.append(asyncio.create_task(self._guard("watch", self.sync.watch_loop)))
@@ -191,6 +200,8 @@ class WorkerService(Upkeep):
         with contextlib.suppress(Exception):
             await self.pool.execute("UPDATE workers SET stopped_at = now() WHERE worker_id = $1",
                                     self.settings.worker_id)
+        if self.liveness is not None:
+            await self._bounded("the liveness connection", self.liveness.close())
         if not await self._bounded("the Postgres pool (a connection still in use)", self.pool.close()):
             self.pool.terminate()
         await self.redis.aclose()

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from worker import faults
+from worker.engine import liveness
 from worker.store import concurrency
 from worker.store import runs as store
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from worker.bus.streams import Keys
     from worker.config import Settings
     from worker.engine.actor import RunActor
+    from worker.engine.liveness import Liveness
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class Upkeep:
     _full_reconcile: asyncio.Event
     _last_repair: float
     _last_consumer_gc: float
+    liveness: Liveness | None
 
     async def _take(self, batch: dict[str, list[Entry]]) -> None:
         raise NotImplementedError
@@ -64,6 +67,11 @@ class Upkeep:
             await self.pool.execute(
                 "UPDATE workers SET heartbeat_at = now(), held_runs = $2, stopped_at = NULL WHERE worker_id = $1",
                 s.worker_id, len(self.actors))
+            if self.liveness is not None:
+                try:
+                    await self.liveness.hold(self.pool)  # again, if its connection dropped
+                except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                    logger.warning("liveness lock lost and not taken again yet: %s", exc)
             await asyncio.sleep(s.heartbeat_interval)
 
     # -- reconcile -------------------------------------------------------------------------
@@ -113,6 +121,21 @@ class Upkeep:
             logger.info("reclaimed %d pending entr(y/ies) from dead consumers", sum(map(len, found.values())))
             faults.reached("during-reclaim")
             await self._take(found)
+
+    # -- death watch -----------------------------------------------------------------------
+    async def _death_watch_loop(self) -> None:
+        """Take over the runs of workers that died (their liveness lock is free) without waiting for their TTL."""
+        if self.liveness is None:
+            return
+        me, settle = self.settings.worker_id, 2 * self.settings.heartbeat_interval
+        while not self._stopping.is_set():
+            if self.liveness.held_for() >= settle:  # after a database restart, the others need a moment too
+                for gone in await liveness.dead_workers(self.pool, me):
+                    moved = await liveness.take_over(self.pool, gone)
+                    logger.warning("worker %s is gone (its liveness lock is free): %d run(s) taken over now",
+                                   gone, moved)
+                    self._full_reconcile.set()
+            await asyncio.sleep(liveness.DEATH_CHECK_S)
 
     # -- signals ---------------------------------------------------------------------------
     async def _signal_loop(self) -> None:
