@@ -133,7 +133,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = asyncio.run(main_async(args))
-    title = f"AgentRuntime reliability ({os.cpu_count()} cores; own Postgres + Redis per section; lease TTL 3 s)"
+    leases = "crashes with production leases (TTL 15 s)" if args.production_leases else "lease TTL 3 s"
+    title = f"AgentRuntime reliability ({os.cpu_count()} cores; own Postgres + Redis per section; {leases})"
     print(f"\n{title}")
     print(f"{'section':34} {'figure':40} {'value':>12}")
     for name, figures in results.items():
