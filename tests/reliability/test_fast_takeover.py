@@ -54,6 +54,10 @@ async def test_the_runs_of_a_killed_worker_move_within_seconds_with_a_15s_lease(
         resumed = await stack.client.pool.fetch(
             "SELECT DISTINCT run_id::text FROM events WHERE type = 'run.resumed' AND data->>'previous_owner' = $1",
             stack.worker_ids["victim"])
+        consumers = {c["name"].decode() for lane in stack.keys.work_lanes.values()
+                     for c in stack.redis_client().xinfo_consumers(lane, "workers")}
+    assert stack.worker_ids["victim"] not in consumers  # the dead worker's consumer is gone from the groups
+    assert stack.worker_ids["heir"] in consumers
     # with the lease alone this takes the TTL (15 s) plus a reconcile pass; the lock makes it about a second
     assert moved_in < 4.0, moved_in
     assert {r["run_id"] for r in resumed} == set(held)

@@ -172,6 +172,16 @@ class WorkIntake:
                 found[stream] = entries
         return found
 
+    async def forget_consumer(self, name: str) -> None:
+        """Remove a dead worker's consumer from every lane's group (what it had read but not taken is work the
+        reconciler re-derives from Postgres: the caller asks for a full pass)."""
+        for stream in self.streams.values():
+            try:
+                await self._redis.xgroup_delconsumer(stream, WORK_GROUP, name)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+
     async def forget_idle_consumers(self, idle_ms: int) -> None:
         """Remove other consumers silent for `idle_ms` that hold no entries (workers that are gone)."""
         for stream in self.streams.values():

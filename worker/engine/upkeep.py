@@ -134,7 +134,11 @@ class Upkeep:
                     moved = await liveness.take_over(self.pool, gone)
                     logger.warning("worker %s is gone (its liveness lock is free): %d run(s) taken over now",
                                    gone, moved)
-                    self._full_reconcile.set()
+                    self._full_reconcile.set()  # its runs, and what its consumer had read, are handed out now
+                    try:
+                        await self.intake.forget_consumer(gone)
+                    except (RedisError, OSError) as exc:
+                        logger.debug("consumer of %s not removed yet: %s", gone, exc)
             await asyncio.sleep(liveness.DEATH_CHECK_S)
 
     # -- signals ---------------------------------------------------------------------------
