@@ -42,9 +42,9 @@ class NoSecrets:
 
     async def prepare(self, defn: Definition, step: StepSpec, inputs: dict[str, Any],
                       context: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], Secrets]:
-        from worker.secrets.deferred import template_reads_secrets
+        from worker.secrets.deferred import step_reads_secrets
 
-        if step.secrets or template_reads_secrets(step.with_):
+        if step.secrets or step_reads_secrets(defn.def_hash, step.id, step.with_):
             names = ", ".join(step.secrets) or "secrets"
             raise StepFailed(f"step {step.id!r} needs credentials ({names}): credentials are declared but "
                              "VAULT_ADDR is not set", retryable=False)

@@ -50,6 +50,22 @@ def template_reads_secrets(template: Any) -> bool:
     return any(read.root == "secrets" for read in root_reads(template))
 
 
+_STEP_READS: dict[tuple[str, str], bool] = {}
+_STEP_READS_MAX = 50_000
+
+
+def step_reads_secrets(def_hash: str, step_id: str, template: Any) -> bool:
+    """`template_reads_secrets` of a stored definition's step, worked out once (a version never changes): the
+    walk over the step's `with:` is not repeated for every attempt."""
+    key = (def_hash, step_id)
+    found = _STEP_READS.get(key)
+    if found is None:
+        if len(_STEP_READS) >= _STEP_READS_MAX:
+            _STEP_READS.clear()
+        found = _STEP_READS[key] = template_reads_secrets(template)
+    return found
+
+
 def fill_secrets(template: Any, rendered: Any, context: Mapping[str, Any]) -> Any:
     """`rendered` with each position whose template string reads `secrets` rendered again with `context`.
 

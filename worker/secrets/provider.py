@@ -18,7 +18,7 @@ from worker.config import Settings
 from worker.definitions.model import Definition
 from worker.definitions.schema import CredentialSpec, StepSpec
 from worker.errors import ExpressionError, StepFailed
-from worker.secrets.deferred import fill_secrets, template_reads_secrets
+from worker.secrets.deferred import fill_secrets, step_reads_secrets
 from worker.secrets.policies import credential_scopes, kv_data_path, workflow_policy_name
 from worker.secrets.redact import ActiveSecrets, Redactor, install_log_filter, remove_log_filter
 from worker.secrets.vault import (
@@ -63,7 +63,7 @@ class VaultSecretProvider:
             return inputs, {}
         self._start_renewer()
         secrets = await self.fetch(defn, names, credential_scopes(defn, step))
-        if not template_reads_secrets(step.with_):
+        if not step_reads_secrets(defn.def_hash, step.id, step.with_):
             return inputs, secrets
         try:
             ctx = {**context(), "secrets": secrets}
