@@ -129,3 +129,29 @@ async def test_a_concurrency_cap_holds_calls_until_a_slot_frees(settings: Settin
     assert all(b - a >= 0.35 for a, b in itertools.pairwise(starts)), starts  # never two at once
     assert len(calls) == 4
     await asyncio.sleep(0)
+
+
+async def test_a_429_on_a_limited_http_call_waits_instead_of_burning_attempts(
+        settings: Settings, http_sink: HttpSink) -> None:
+    write_limits(settings.workflows_dir, "limits:\n  vendor: {requests: 20/s}\n")
+    write_workflow(settings, "vendor.yaml", """
+        name: vendor
+        inputs: {sink: {type: string}}
+        steps:
+          - id: call
+            uses: http
+            limit: vendor
+            retry: {max_attempts: 1}
+            with: {url: "${{ inputs.sink }}/busy"}
+        """)
+    http_sink.script("/busy", [(429, {"Retry-After": "1"}, "slow down"), (429, {"Retry-After": "1"}, "slow down"),
+                               (200, {}, {"ok": True})])
+    async with running_worker(settings), client_for(settings) as client:
+        run_id = await client.start_run("vendor", {"sink": http_sink.url})
+        summary = await client.wait_for_run(run_id, timeout=30)
+        detail = await client.get_run(run_id)
+    assert summary.status.value == "completed", summary.error  # max_attempts 1: the 429s burnt none
+    (step,) = detail.steps
+    assert [a.status for a in step.attempts] == ["completed"]
+    assert http_sink.count("/busy") == 3
+    assert [e.type for e in detail.events].count(ev.STEP_WAITING) == 2  # throttled twice, the same attempt

@@ -40,7 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from worker.config import Settings
-from worker.errors import StepFailed
+from worker.errors import StepFailed, StepThrottled
 from worker.limits.admission import Admission, Permit, settle_quietly
 from worker.limits.buckets import BucketStore, LocalBuckets, Settlement
 from worker.limits.file import OperatorLimits
@@ -346,19 +346,36 @@ class StepGate:
         return await self.limiter.admission.admit(info, chosen, 0)
 
 
+MAX_LIMITED_429 = 5
+"""429s in a row a limited `tool`/`http`/`python` call waits out (the limit tightened) before the next one counts
+as a failed attempt."""
+_recent_429: dict[str, int] = {}
+
+
 async def run_step_gated(gate: StepGate, call_key: str, call: Callable[[], Awaitable[T]]) -> T:
     """A `tool`, `http` or `python` attempt through the gate: admitted first (or StepThrottled), settled after
-    (a failure's Retry-After and 429 tighten the limit; a concurrency hold is released however it ends)."""
+    (a failure's Retry-After and 429 tighten the limit; a concurrency hold is released however it ends).
+
+    A 429 on a limited call is waiting, not failing: the limit is tightened and the step parks as throttled
+    (same attempt), at most MAX_LIMITED_429 times in a row; then the 429 fails the attempt like any error."""
     permit = await gate.before_step(call_key)
     if permit is None:
         return await call()
     try:
         result = await call()
     except StepFailed as exc:
-        await permit.done(status=exc.status, observation=Observation(retry_after=exc.retry_after))
+        await permit.done(status=exc.status, observation=Observation(retry_after=exc.retry_after), wait=True)
+        seen = _recent_429.pop(call_key, 0) + 1 if exc.status == 429 else 0
+        if exc.status == 429 and seen < MAX_LIMITED_429 and permit.limits:
+            if len(_recent_429) > 10_000:
+                _recent_429.clear()
+            _recent_429[call_key] = seen
+            pause = max(exc.retry_after or 0.0, 0.5)
+            raise StepThrottled(permit.limits[0], time.time() + pause, pause) from exc
         raise
     except BaseException:
         await permit.done()
         raise
+    _recent_429.pop(call_key, None)
     await permit.done()
     return result
