@@ -22,7 +22,7 @@ CONNECT_TIMEOUT = 15.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="agentrt console", description="AgentRuntime operations console")
     parser.add_argument("--readonly", action="store_true",
-                        help="show everything, change nothing (cancel/approve/reject/resolve are refused)")
+                        help="show everything, change nothing (every action, pause and retry too, is refused)")
     return parser.parse_args(argv)
 
 

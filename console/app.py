@@ -17,12 +17,14 @@ from textual.message import Message
 from textual.reactive import reactive
 
 from console.backend import ConsoleClient
+from console.command_log import CommandLog, LoggedClient
 from console.commands import ConsoleCommands
 from console.feed import messages_for
 from console.formatting import describe_error, is_connection_error
 from console.messages import FeedAppended, RefreshAll, RunChanged, TasksChanged, WorkersChanged, WorkflowsChanged
 from console.screens.approvals import ApprovalsScreen
 from console.screens.base import ConsoleScreen
+from console.screens.command_log import CommandLogScreen
 from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen, binding_rows
 from console.screens.run_detail import RunDetailScreen
@@ -81,6 +83,7 @@ class AgentConsole(App[None]):
         Binding("5", "switch_mode('events')", "Events", show=False),
         Binding("6", "switch_mode('schedules')", "Schedules", show=False),
         Binding("question_mark", "help", "Keys"),
+        Binding("L", "command_log", "Command log (this session)", show=False),
         # declaring the palette action replaces Textual's own ctrl+p binding: keep it exactly as it was, and add
         # `:` (not a priority binding, so typing a colon in an input still types a colon)
         Binding(App.COMMAND_PALETTE_BINDING, "command_palette", "palette", show=False, priority=True,
@@ -99,7 +102,10 @@ class AgentConsole(App[None]):
     def __init__(self, client: ConsoleClient, *, readonly: bool = False,
                  now: Callable[[], datetime] = _utcnow, refresh_interval: float = 5.0) -> None:
         super().__init__()
-        self.client = client
+        self.command_log = CommandLog(now)
+        """What this session did to the runtime, and how it went (`L`)."""
+        self.client: ConsoleClient = LoggedClient(client, self.command_log)
+        """`client`, recording each action in the command log."""
         self.readonly = readonly
         self.now = now
         self.refresh_interval = refresh_interval
@@ -112,6 +118,8 @@ class AgentConsole(App[None]):
         self._counts = Coalescer(self, self._load_counts, group="counts", pause=1.0)
         self._pending_tasks: set[str] | None = None
         """The pending human tasks at the last count (None before the first): new ones ring the bell."""
+        self.uncertain_runs: frozenset[str] = frozenset()
+        """Runs waiting on a person to settle an uncertain effect (the runs list says so, not just `human`)."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -223,6 +231,10 @@ class AgentConsole(App[None]):
             "invalid": sum(1 for w in workflows if w.status == "invalid"),
         }
         self._announce(tasks)
+        uncertain = frozenset(t.run_id for t in tasks if t.kind == "uncertain")
+        if uncertain != self.uncertain_runs:
+            self.uncertain_runs = uncertain
+            self._forward(TasksChanged)
         self.report_ok()
 
     def _announce(self, tasks: list[HumanTask]) -> None:
@@ -271,8 +283,11 @@ class AgentConsole(App[None]):
         self.push_screen(RunDetailScreen(run_id))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # A dialog is answered first: no screen switching or help underneath it.
-        return not (action in ("switch_mode", "help") and self.screen.is_modal)
+        # A dialog is answered first: no screen switching, help or log underneath it.
+        return not (action in ("switch_mode", "help", "command_log") and self.screen.is_modal)
+
+    def action_command_log(self) -> None:
+        self.push_screen(CommandLogScreen())
 
     def action_help(self) -> None:
         screen = self.screen

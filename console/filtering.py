@@ -5,23 +5,46 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from worker.models import RunStatus, RunSummary
 
+RETRYING: Literal["retrying"] = "retrying"
+"""The runs backing off between attempts of a step (a part of the waiting ones): `list_runs(status="retrying")`."""
+StatusTab = RunStatus | Literal["retrying"] | None
+"""A runs tab: a status, the retrying runs, or None for every run."""
+
 # The order the `s` key cycles through; None means "every status".
-STATUS_CYCLE: tuple[RunStatus | None, ...] = (
+STATUS_CYCLE: tuple[StatusTab, ...] = (
     None,
     RunStatus.RUNNING,
+    RETRYING,
     RunStatus.WAITING,
+    RunStatus.PAUSED,
     RunStatus.PENDING,
     RunStatus.QUEUED,
     RunStatus.FAILED,
     RunStatus.COMPLETED,
     RunStatus.CANCELLED,
 )
+HIDDEN_WHEN_EMPTY = frozenset({RunStatus.QUEUED, RunStatus.PAUSED})
+"""Tabs shown only while some run has the status (or the tab is chosen): only workflows with concurrency keys
+queue runs, and only people pause them."""
 
 
-def next_status(current: RunStatus | None, step: int = 1) -> RunStatus | None:
+def parse_tab(name: str) -> StatusTab:
+    """A tab's name (`all`, `retrying`, a status) as a StatusTab."""
+    if name == "all":
+        return None
+    return RETRYING if name == RETRYING else RunStatus(name)
+
+
+def is_retrying(run: RunSummary) -> bool:
+    """Backing off between attempts of a step: waiting, on `retry N/M`."""
+    return run.status is RunStatus.WAITING and (run.waiting_on or "").startswith("retry")
+
+
+def next_status(current: StatusTab, step: int = 1) -> StatusTab:
     index = STATUS_CYCLE.index(current) if current in STATUS_CYCLE else 0
     return STATUS_CYCLE[(index + step) % len(STATUS_CYCLE)]
 

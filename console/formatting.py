@@ -1,7 +1,8 @@
 """Pure display helpers: durations, ages, status labels and styles, truncation, JSON.
 
 No Textual imports and no clocks: every function that needs "now" takes it as an argument, so the
-screens stay deterministic under a fixed clock and these helpers are testable on their own.
+screens stay deterministic under a fixed clock and these helpers are testable on their own. The
+helpers about workflow files (error locations, diff lines) are in console/workflow_text.py.
 """
 
 from __future__ import annotations
@@ -9,13 +10,19 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from worker.models import WorkflowEvent, WorkflowInfo
+from worker.models import PauseInfo
+
+if TYPE_CHECKING:
+    from worker.client.pauses import WorkflowPause
 
 DASH = "—"
 ELLIPSIS = "…"
+
+PAUSED_COLOUR = "medium_purple1"
+"""Paused runs and workflows: apart from failed red, cancelled magenta, waiting yellow and running cyan."""
 
 # status -> (glyph, rich style). Glyphs carry the meaning when colours are off (NO_COLOR).
 _STATUS: dict[str, tuple[str, str]] = {
@@ -24,6 +31,8 @@ _STATUS: dict[str, tuple[str, str]] = {
     "running": ("▶", "bold cyan"),
     "retrying": ("↻", "yellow"),
     "waiting": ("◷", "yellow"),
+    "paused": ("⏸", f"bold {PAUSED_COLOUR}"),
+    "pausing": ("⏸", PAUSED_COLOUR),
     "completed": ("✓", "green"),
     "failed": ("✗", "bold red"),
     "crashed": ("✗", "bold red"),
@@ -45,7 +54,7 @@ def status_glyph(status: str) -> str:
     return _STATUS.get(str(status), ("?", ""))[0]
 
 
-_WAIT_KINDS = {"human": "⏸ human", "event": "◷ event", "sleep": "◷ sleep", "child": "◷ child", "retry": "↻ retry",
+_WAIT_KINDS = {"human": "⏸ human", "event": "◷ event", "sleep": "◷ sleep", "child": "◷ child", "retry": "↻ retrying",
                "throttled:": "◷ throttled"}  # waiting for capacity under a limit (worker/limits)
 
 
@@ -55,7 +64,8 @@ def wait_kind(waiting_on: str | None) -> str | None:
 
 
 def status_label(status: str, *, waiting_on: str | None = None) -> str:
-    """`✓ completed`; for a parked run what it waits for: `⏸ human`, `◷ event`, `◷ sleep`, `↻ retry`."""
+    """`✓ completed`; for a parked run what it waits for: `⏸ human`, `◷ event`, `◷ sleep`, `↻ retrying` (backing
+    off between attempts)."""
     value = str(status)
     if value == "waiting" and wait_kind(waiting_on) in _WAIT_KINDS:
         return _WAIT_KINDS[str(wait_kind(waiting_on))]
@@ -194,6 +204,37 @@ def wait_text(waiting_on: str | None, wake_at: datetime | None, now: datetime, *
     return " · ".join(parts)
 
 
+def pause_text(p: PauseInfo | WorkflowPause, now: datetime, *, short: bool = False) -> str:
+    """A PauseInfo: `paused by alice 3m ago: reason`; a run's workflow's pause says so: `paused (workflow) by
+    ...`. `short` (where the status already says paused): `by alice 3m ago: reason` (no `@host`)."""
+    scope = "(workflow) " if getattr(p, "scope", "run") == "workflow" else ""
+    who = p.by.split("@", 1)[0] if short else p.by  # short: the user, without where from
+    age = format_age(p.at, now)
+    head = f"{scope}by {who} {'just now' if age == 'now' else age}"
+    text = head if short else f"paused {head}"
+    return text + (f": {one_line(p.reason)}" if p.reason else "")
+
+
+def retry_counts(waiting_on: str | None) -> str:
+    """`retry 3/5` -> `3/5` (the next attempt of how many); `retry` (max unknown) -> ``."""
+    return (waiting_on or "").removeprefix("retry").strip()
+
+
+def retry_text(waiting_on: str | None, wake_at: datetime | None, error: str | None, now: datetime, *,
+               short: bool = False) -> str:
+    """A run backing off between attempts: `retrying 3/5 (next in 12s): HTTP 503 from ...`. `short` (where the
+    status already says retrying): `3/5 in 12s: HTTP 503 from ...`."""
+    counts = retry_counts(waiting_on)
+    left = None if wake_at is None else (wake_at - now).total_seconds()
+    when = "" if left is None else f"in {format_duration(left)}" if left > 0 else "due"
+    if short:
+        head = " ".join(part for part in (counts, when) if part)
+    else:
+        head = " ".join(part for part in ("retrying", counts) if part)
+        head += "" if not when else f" (next {when})" if when != "due" else " (due)"
+    return ": ".join(part for part in (head, one_line(error) if error else "") if part)
+
+
 def deadline_style(deadline: datetime | None, now: datetime) -> str:
     if deadline is None:
         return "dim"
@@ -254,83 +295,11 @@ def compact_json(value: Any, width: int) -> str:
     return truncate(text, width)
 
 
-def workflow_location(wf: WorkflowInfo) -> str:
-    """`workflows/broken.yaml:12:5`, as an editor understands it."""
-    if wf.error_line is None:
-        return wf.path
-    if wf.error_column is None:
-        return f"{wf.path}:{wf.error_line}"
-    return f"{wf.path}:{wf.error_line}:{wf.error_column}"
-
-
-def truncate_left(text: str, width: int) -> str:
-    """Cut from the left, keeping the end (a path's file name): `…/workflows/hello.yaml`."""
-    if width <= 0:
-        return ""
-    return text if len(text) <= width else ELLIPSIS + text[len(text) - width + 1:]
-
-
-def workflow_summary(wf: WorkflowInfo, width: int) -> str:
-    """One table cell: the file (end kept), or for an invalid one `name.yaml:12:5: reason`."""
-    if wf.status != "invalid":
-        return truncate_left(wf.path, width)
-    where = workflow_location(wf).replace("\\", "/").rsplit("/", 1)[-1]
-    return truncate(f"{where}: {wf.error or 'invalid'}", width)
-
-
-def excerpt_window(line: str, column: int | None, width: int) -> tuple[str, int | None]:
-    """The part of an offending line that fits `width` cells, and where the caret goes in it.
-
-    One cell per character (tabs and control characters become one cell), so the caret lines up; a
-    long line is cut around the column with ellipses. The caret offset is None without a column.
-    """
-    text = "".join(c if c.isprintable() else "·" for c in line.replace("\t", " "))
-    width = max(width, 8)
-    if column is None or column < 1:
-        return truncate(text, width), None
-    col = column - 1
-    if len(text) <= width:
-        return text, min(col, len(text), width - 1)
-    start = 0 if col < width - 1 else col - width // 2
-    piece = text[start:start + width]
-    if start > 0:
-        piece = ELLIPSIS + piece[1:]
-    if start + width < len(text):
-        piece = piece[:-1] + ELLIPSIS
-    return piece, min(col - start, len(piece) - 1)
-
-
 def format_short_timestamp(dt: datetime | None) -> str:
     """`03-14 12:00:03` (UTC): a history table's time column."""
     if dt is None:
         return DASH
     return dt.astimezone(UTC).strftime("%m-%d %H:%M:%S")
-
-
-def reload_summary(event: WorkflowEvent, width: int) -> str:
-    """One history cell: `hello.yaml → fcde2b2e`, or for an invalid save `broken.yaml:3:9: reason`."""
-    file = event.path.replace("\\", "/").rsplit("/", 1)[-1]
-    if event.kind == "invalid":
-        error = (event.error or "invalid").replace("\\", "/")
-        where = error.split(": ", 1)
-        text = f"{where[0].rsplit('/', 1)[-1]}: {where[1]}" if len(where) == 2 and file in where[0] else error
-        return truncate(text, width)
-    if event.kind == "loaded" and event.def_hash:
-        return truncate(f"{file} → {short_id(event.def_hash)}", width)
-    return truncate(file, width)
-
-
-def diff_line_style(line: str) -> str:
-    """A Rich style for one line of a unified diff (the +/- prefix carries the meaning without colour)."""
-    if line.startswith(("+++", "---")):
-        return "bold"
-    if line.startswith("@@"):
-        return "cyan"
-    if line.startswith("+"):
-        return "green"
-    if line.startswith("-"):
-        return "red"
-    return ""
 
 
 def item_suffix(item: int | None) -> str:

@@ -4,13 +4,18 @@ The dialog asks the runtime for the plan first (`replay(..., dry_run=True)`), so
 exactly what will happen: the steps reused, the steps run again and the external calls that fire
 again. Nothing is started until an explicit `y`. It returns the new run id when the user chose to
 open it, else None.
+
+When the workflow's file changed since the run started, it offers the run's own version or the current one
+(`v`; the default from `client.retry_options`: the current one when it can take the run over), shows both
+hashes, what the compatibility check found, and the diff between them (inline; `d` full screen). A version
+that cannot take the run over is refused by the dry run: nothing is started, never half-replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from rich.text import Text
 from textual import on, work
@@ -21,6 +26,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from console.formatting import describe_error, is_connection_error, short_id, truncate
+from console.screens.retry import version_block
+from console.screens.workflow_diff import WorkflowDiffScreen, diff_text
+from worker.client.retries import RetryOption
 from worker.errors import PermissionDenied, WorkerError
 
 if TYPE_CHECKING:
@@ -63,11 +71,16 @@ def parse_inputs(raw: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 class ReplayDialog(ModalScreen[str | None]):
-    """`R` on a run or a step. Keys: y replay · i edit inputs · n/esc close · o open the new run."""
+    """`R` on a run or a step. Keys: y replay · v run's or current version · d diff them · i edit inputs ·
+    n/esc close · o open the new run."""
 
     CSS_PATH = "replay.tcss"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012 - declared by Textual untyped
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # noqa: RUF012 - the plan and the diff get more room
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "confirm", "Replay"),
+        Binding("v", "toggle_version", "Version"),
+        Binding("d", "diff", "Diff versions", show=False),
         Binding("i", "edit_inputs", "Edit inputs"),
         Binding("o", "open_new", "Open new run", show=False),
         Binding("n,escape", "close", "Close"),
@@ -83,6 +96,19 @@ class ReplayDialog(ModalScreen[str | None]):
         """The inputs the shown plan was made with (None: the source run's own)."""
         self.new_run_id: str | None = None
         self.busy = False
+        self.option: RetryOption | None = None
+        """What retrying the run can mean: its version, the current one, the default, the check's finding."""
+        self.version: Literal["run", "current"] = "run"
+        self.problem: str | None = None
+        """Why the current version cannot take the run over (None: it can, or that is not known yet)."""
+        self.checked = False
+        """The current version was checked (by retry_options, or a dry run under it)."""
+        self.diff: str | None = None
+
+    @property
+    def latest(self) -> bool:
+        """The replay runs under the current version (it differs from the run's)."""
+        return self.option is not None and self.option.changed and self.version == "current"
 
     @property
     def console_app(self) -> AgentConsole:
@@ -92,8 +118,10 @@ class ReplayDialog(ModalScreen[str | None]):
         where = f" from step {self.from_step}" if self.from_step else ""
         with Vertical(id="dialog"):
             yield Label(f"Replay run {short_id(self.run_id)} {self.workflow}{where}", id="title")
+            yield Static("", id="versions")
             with VerticalScroll(id="plan-scroll"):
                 yield Static("Planning (dry run)…", id="plan")
+                yield Static("", id="diff")
             yield Label("Inputs (JSON) · i edit · enter re-plan", id="inputs-label")
             yield Input(placeholder="inputs, a JSON object", id="inputs", compact=True, disabled=True)
             yield Label("", id="error")
@@ -109,18 +137,39 @@ class ReplayDialog(ModalScreen[str | None]):
     def _error(self, text: str) -> None:
         self.query_one("#error", Label).update(text)
 
+    async def _load_option(self) -> None:
+        """The run's version, the current one and the default (once, before the first plan)."""
+        try:
+            options = await self.console_app.client.retry_options([self.run_id])
+        except WorkerError:  # not allowed, not found: the dry run says so
+            options = []
+        self.option = options[0] if options else None
+        option = self.option
+        if option is None or not option.changed:
+            return
+        if self.from_step is None and option.retryable:  # the check was made from where the run stopped
+            self.version, self.checked = option.default, True
+            self.problem = None if option.compatible else option.problem
+        self.load_diff()
+
     @work(group="replay", exclusive=True, exit_on_error=False)
     async def load_plan(self, inputs: dict[str, Any] | None) -> None:
         self.busy = True
         try:
+            if self.option is None:
+                await self._load_option()
+            latest = self.latest
             plan, _ = await self.console_app.client.replay(self.run_id, from_step=self.from_step, inputs=inputs,
-                                                           dry_run=True)
+                                                           latest=latest, dry_run=True)
         except asyncio.CancelledError:
             raise
         except PermissionDenied as exc:
             self._refused(exc)
             return
         except WorkerError as exc:
+            if latest and inputs is None:  # the current version cannot take this run over
+                self._incompatible(str(exc))
+                return
             self._error(f"Cannot replay: {exc}")
             if self.plan is not None:  # a bad edit: the last good plan stays, the replay stays possible
                 self.query_one("#yes", Button).disabled = False
@@ -132,6 +181,9 @@ class ReplayDialog(ModalScreen[str | None]):
             self.busy = False
         self.plan = plan
         self.planned_inputs = inputs
+        if latest:
+            self.problem, self.checked = None, True
+        self._render_versions()
         self._error("")
         self.query_one("#plan", Static).update(plan_text(plan, max(30, self.query_one("#plan").size.width or 64)))
         box = self.query_one("#inputs", Input)
@@ -140,6 +192,66 @@ class ReplayDialog(ModalScreen[str | None]):
             box.value = json.dumps(plan.inputs, separators=(", ", ": "), ensure_ascii=False)
             box.cursor_position = 0
         self.query_one("#yes", Button).disabled = False
+
+    def _incompatible(self, problem: str) -> None:
+        self.problem, self.checked, self.plan = problem, True, None
+        self._render_versions()
+        self.query_one("#plan", Static).update(Text.assemble(
+            ("Not under the current version: ", "bold red"), problem,
+            ("\n\nv: replay it under its own version instead.", "dim")))
+        self.query_one("#yes", Button).disabled = True
+
+    def _render_versions(self) -> None:
+        block = self.query_one("#versions", Static)
+        text = version_block(self.option, self.version, self.problem if self.checked else None, self.checked,
+                             block.size.width or 72)
+        block.update(text)
+        block.set_class(bool(text), "-shown")
+        versions = " · v version · d diff" if self.option is not None and self.option.changed else ""
+        self.query_one("#inputs-label", Label).update(f"Inputs (JSON) · i edit · enter re-plan{versions}")
+
+    @work(group="replay-diff", exclusive=True, exit_on_error=False)
+    async def load_diff(self) -> None:
+        """The diff from the run's version to the current one, under the plan."""
+        option = self.option
+        if option is None or option.current_version is None:
+            return
+        try:
+            diff = await self.console_app.client.workflow_diff(option.workflow, option.run_version,
+                                                               option.current_version)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a line in place of the diff (a banner for an outage)
+            if is_connection_error(exc):
+                self.console_app.report_error(exc)
+            self.query_one("#diff", Static).update(Text(f"No diff: {describe_error(exc, 200)}", style="dim"))
+            return
+        self.diff = diff
+        head = Text(f"\nChanges {short_id(option.run_version)} (the run's) → {short_id(option.current_version)} "
+                    "(current) · d full screen\n", style="bold")
+        self.query_one("#diff", Static).update(Text.assemble(head, diff_text(diff)))
+
+    def action_toggle_version(self) -> None:
+        option = self.option
+        if self.new_run_id is not None or self.busy or option is None:
+            return
+        if not option.changed:
+            self.notify("The file has not changed since this run started: there is only its own version.",
+                        timeout=5)
+            return
+        self.version = "run" if self.version == "current" else "current"
+        self.query_one("#yes", Button).disabled = True
+        self._render_versions()
+        self.query_one("#plan", Static).update(Text("Planning (dry run)…", style="dim"))
+        self.load_plan(self.planned_inputs)
+
+    def action_diff(self) -> None:
+        option = self.option
+        if option is None or not option.changed or option.current_version is None:
+            self.notify("The run's version is the current one: no diff.", timeout=5)
+            return
+        self.app.push_screen(WorkflowDiffScreen(option.workflow, [], pair=(option.run_version, option.current_version),
+                                                labels=("the run's", "current")))
 
     def _refused(self, exc: PermissionDenied) -> None:
         self.query_one("#plan", Static).update(Text(f"Permission denied: {exc}", style="bold red"))
@@ -200,7 +312,7 @@ class ReplayDialog(ModalScreen[str | None]):
         self.query_one("#yes", Button).disabled = True
         try:
             _plan, new_id = await self.console_app.client.replay(self.run_id, from_step=self.from_step,
-                                                                 inputs=inputs)
+                                                                 inputs=inputs, latest=self.latest)
         except asyncio.CancelledError:
             raise
         except PermissionDenied as exc:
@@ -218,8 +330,9 @@ class ReplayDialog(ModalScreen[str | None]):
             self.busy = False
         self.new_run_id = str(new_id)
         self.query_one("#inputs", Input).disabled = True
+        under = f" under the current version {short_id(_plan.def_hash)}" if self.latest else ""
         self.query_one("#plan", Static).update(Text.assemble(
-            ("Replay started: ", "bold green"), (f"run {self.new_run_id}", "bold"),
+            ("Replay started: ", "bold green"), (f"run {self.new_run_id}", "bold"), under,
             "\n\nPress o to open it, n to close."))
         yes = self.query_one("#yes", Button)
         yes.label = "Open (o)"

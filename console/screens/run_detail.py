@@ -27,12 +27,12 @@ from console.formatting import (
     status_label,
     status_style,
     trigger_label,
-    wait_text,
 )
 from console.messages import RunChanged
 from console.run_tree import AgentCall, ChildRun, agent_calls, call_label, child_label, child_runs
 from console.screens.base import ConsoleScreen, guarded
 from console.screens.confirm import ConfirmDialog
+from console.screens.run_rows import run_label, run_state
 from console.widgets.inspector import (
     attempt_seconds,
     inspect_call,
@@ -45,7 +45,7 @@ from console.widgets.nav_table import NavTable, NavTree
 from console.widgets.span_waterfall import LEGEND, SpanRow, SpanWaterfall
 from console.widgets.waterfall import Span, Waterfall
 from worker.errors import NotFound, WorkerError
-from worker.models import RunDetail, RunStatus, SpanView, StepLogLine, StepView
+from worker.models import RunDetail, SpanView, StepLogLine, StepView
 
 # Tree node data: ("run",) | ("step", step_id, item) | ("attempt", step_id, item, attempt)
 #   | ("turn", step_id, item, call_index) (an agent's LLM turn or tool call) | ("child", run_id)
@@ -128,9 +128,10 @@ class RunDetailScreen(ConsoleScreen):
     # -- rendering -------------------------------------------------------------------------
     def _render_header(self, d: RunDetail) -> None:
         s, now = d.summary, self.console_app.now()
-        line1 = Content.assemble((status_label(s.status, waiting_on=s.waiting_on), status_style(s.status)),
-                                 "  ", (s.workflow, "bold"), "  ", (s.run_id, "dim"))
-        bits = [f"waits for {wait_text(s.waiting_on, s.wake_at, now)}"] if s.status is RunStatus.WAITING else []
+        line1 = Content.assemble(run_label(s, s.run_id in self.console_app.uncertain_runs), "  ",
+                                 (s.workflow, "bold"), "  ", (s.run_id, "dim"))
+        state = run_state(s, now)
+        bits = [state] if state else []
         bits += [f"trigger {trigger_label(s.trigger)}", f"version {short_id(s.def_hash)}",
                  f"started {format_age(s.created_at, now)}",
                  format_duration(run_elapsed(s.created_at, s.finished_at, now))]

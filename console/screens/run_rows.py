@@ -4,7 +4,10 @@ second: one cell per row is a third of the work of nine.
 
 Narrow (under WIDE columns, 80x24 over SSH): mark, status, run, workflow, trigger (a short word), started,
 duration, then the step, or for a run parked on an event what it waits for and the time left, or a failed
-run's error. Wide: the definition version too, the trigger's whole word, and the step followed by the wait.
+run's error, or who paused a run and why, or a run's next attempt and last error while it backs off. Wide: the
+definition version too, the trigger's whole word, and the step followed by the wait, pause or retry.
+
+The status tabs above the table (`status_tabs`) shrink to fit: padded words, words, short words, glyphs.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ from datetime import datetime
 
 from rich.text import Text
 
+from console.filtering import HIDDEN_WHEN_EMPTY, RETRYING, STATUS_CYCLE, StatusTab, is_retrying
 from console.formatting import (
+    PAUSED_COLOUR,
     format_age,
     format_duration,
+    pause_text,
+    retry_text,
     run_elapsed,
     short_id,
+    status_glyph,
     status_label,
     status_style,
     trigger_label,
@@ -49,24 +57,52 @@ def line(fields: list[Text], widths: list[int], gap: int = 2) -> Text:
     return out
 
 
-def run_lines(runs: list[RunSummary]) -> list[str]:
-    """The first runs of a bulk action, one line each, for its confirmation."""
-    lines = [f"{short_id(r.run_id)}  {truncate(r.workflow, 24):<24}  {status_label(r.status)}" for r in runs[:6]]
+def run_lines(runs: list[RunSummary], now: datetime | None = None) -> list[str]:
+    """The first runs of a bulk action, one line each, for its confirmation (with `now`: who paused a paused
+    one, and why)."""
+    lines = []
+    for r in runs[:6]:
+        lines.append(f"{short_id(r.run_id)}  {truncate(r.workflow, 24):<24}  {status_label(r.status)}")
+        if now is not None and r.paused is not None:
+            lines.append(f"          {truncate(pause_text(r.paused, now, short=True), 50)}")
     if len(runs) > 6:
         lines.append(f"… and {len(runs) - 6} more")
     return lines
 
 
+UNCERTAIN = "⚠ uncertain"
+
+
+def run_label(run: RunSummary, uncertain: bool = False) -> tuple[str, str]:
+    """A row's status and its style: `⏸ paused`; `⏸ pausing` for a run paused while a worker finishes its step;
+    `↻ retrying` for one backing off; `⚠ uncertain` for one waiting on a human to settle an uncertain effect
+    (`uncertain`: it has such a pending task); else the status, or what a parked run waits for."""
+    if run.paused is not None and run.status in (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PENDING):
+        return "⏸ pausing", status_style("pausing")
+    if run.status is RunStatus.WAITING and run.waiting_on == "human" and uncertain:
+        return UNCERTAIN, "bold yellow"
+    if is_retrying(run):
+        return status_label(run.status, waiting_on=run.waiting_on), status_style(RETRYING)
+    return status_label(run.status, waiting_on=run.waiting_on), status_style(run.status)
+
+
 def activity(run: RunSummary, now: datetime, wide: bool) -> str:
     """The row's last field: the step; for a parked run what it waits for (an event's name and key; the
-    time left); for a queued run its concurrency key; for a failed run its error."""
+    time left); for a queued run its concurrency key; for a failed run its error; for a paused run who paused
+    it, when and why; for a run backing off its next attempt, when, and the last error."""
     if run.status is RunStatus.FAILED and run.error:
         return run.error
+    step = run.current_step or ""
+    if run.paused is not None and not run.status.terminal:
+        pause = pause_text(run.paused, now, short=not wide)
+        return " · ".join(part for part in (step, pause) if part) if wide else pause
     if run.status is RunStatus.QUEUED and run.concurrency_key is not None:
         return f"key {run.concurrency_key}"
-    step = run.current_step or ""
     if run.status is not RunStatus.WAITING:
         return step
+    if is_retrying(run):
+        retry = retry_text(run.waiting_on, run.wake_at, run.error, now, short=not wide)
+        return " · ".join(part for part in (step, retry) if part) if wide else retry
     kind = wait_kind(run.waiting_on)
     if not wide:  # the status says the kind already: an event's name and key matter, other waits' step
         if kind == "event" and run.waiting_on:
@@ -74,6 +110,52 @@ def activity(run: RunSummary, now: datetime, wide: bool) -> str:
         return step
     detail = wait_text(run.waiting_on, run.wake_at, now, human=False)
     return " · ".join(part for part in (step, detail) if part)
+
+
+def run_state(run: RunSummary, now: datetime) -> str | None:
+    """For the run detail's header: who paused it and why, its next attempt while it backs off, or what it waits
+    for and until when; None for a run doing none of these."""
+    if run.paused is not None and not run.status.terminal:
+        return pause_text(run.paused, now) + (" (finishing its step in flight)" if run.status is RunStatus.RUNNING
+                                              else "")
+    if is_retrying(run):
+        return retry_text(run.waiting_on, run.wake_at, None, now)
+    return f"waits for {wait_text(run.waiting_on, run.wake_at, now)}" if run.status is RunStatus.WAITING else None
+
+
+def activity_style(run: RunSummary) -> str:
+    """The last field's style: a failed run's error red, a pause purple, a run backing off yellow."""
+    if run.status is RunStatus.FAILED and run.error:
+        return "red"
+    if run.paused is not None and not run.status.terminal:
+        return PAUSED_COLOUR
+    return "yellow" if is_retrying(run) else ""
+
+
+_SHORT_TAB = {"running": "run", "retrying": "retry", "waiting": "wait", "pending": "pend", "queued": "queue",
+              "failed": "fail", "completed": "done", "cancelled": "canc"}
+
+
+def status_tabs(counts: dict[str, int], retrying: int, selected: StatusTab,
+                width: int) -> list[tuple[str, str, bool]]:
+    """The runs tabs as (name, label, selected): `all` counts every run (the retrying ones are among the
+    waiting); queued and paused show only while some run is (or when chosen). Labels fit `width` if they can:
+    ` running 3 ` padded, `running 3 `, `run 3 `, then `▶3 `."""
+    tabs: list[tuple[str, int, bool]] = []
+    for tab in STATUS_CYCLE:
+        name = str(tab) if tab is not None else "all"
+        n = (sum(counts.values()) if tab is None else retrying if tab == RETRYING else counts.get(str(tab), 0))
+        if tab in HIDDEN_WHEN_EMPTY and not n and tab != selected:
+            continue
+        tabs.append((name, n, tab == selected))
+    styles = [lambda name, n: f" {name} {n} ", lambda name, n: f"{name} {n} ",
+              lambda name, n: f"{_SHORT_TAB.get(name, name)} {n} ",
+              lambda name, n: (f"{name} {n} " if name == "all" else f"{status_glyph(name)}{n} ")]
+    for style in styles:
+        labels = [(name, style(name, n), chosen) for name, n, chosen in tabs]
+        if sum(len(label) for _, label, _ in labels) <= width:
+            return labels
+    return labels
 
 
 class RunRows:
@@ -110,24 +192,26 @@ class RunRows:
         """Forget the cells of runs no longer shown."""
         self._cells = {key: cells for key, cells in self._cells.items() if key in keys}
 
-    def cells(self, run: RunSummary, marked: bool, now: datetime, last_width: int) -> list[Text]:
-        """The run's row: one cell with every field in its place."""
+    def cells(self, run: RunSummary, marked: bool, now: datetime, last_width: int,
+              uncertain: bool = False) -> list[Text]:
+        """The run's row: one cell with every field in its place (`uncertain`: the run waits on a person to settle
+        an uncertain effect)."""
         wide = bool(self.wide)
-        failed = run.status is RunStatus.FAILED and bool(run.error)
-        shown = (wide, marked, status_label(run.status, waiting_on=run.waiting_on), status_style(run.status),
+        label, style = run_label(run, uncertain)
+        shown = (wide, marked, label, style,
                  short_id(run.run_id), truncate(run.workflow, 24 if wide else 14),
                  trigger_label(run.trigger, short=not wide), short_id(run.def_hash) if wide else None,
                  format_age(run.created_at, now), format_duration(run_elapsed(run.created_at, run.finished_at, now)),
-                 truncate(activity(run, now, wide), last_width), failed)
+                 truncate(activity(run, now, wide), last_width), activity_style(run))
         last = self._cells.get(run.run_id)
         if last is not None and last[0] == shown:
             return last[1]
-        _, marked, label, style, short, workflow, trigger, version, age, duration, step, _ = shown
+        _, marked, label, style, short, workflow, trigger, version, age, duration, step, step_style = shown
         fields = [Text(MARK if marked else " ", style="bold yellow"), Text(label, style=style), Text(short),
                   Text(workflow), Text(trigger, style="" if run.trigger else "dim")]
         if version is not None:
             fields.append(Text(version, style="dim"))
-        fields += [Text(age), Text(duration), Text(step, style="red" if failed else "")]
+        fields += [Text(age), Text(duration), Text(step, style=step_style)]
         cells = [line(fields, self._widths(), self._gap())]
         self._cells[run.run_id] = (shown, cells)
         return cells

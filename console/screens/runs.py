@@ -1,4 +1,4 @@
-"""Runs: every run, newest first; filter, mark, bulk cancel, open."""
+"""Runs: every run, newest first; filter, mark, bulk cancel, retry, pause and resume, open."""
 
 from __future__ import annotations
 
@@ -16,12 +16,22 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
-from console.filtering import STATUS_CYCLE, TextFilter, cancellable, filter_runs, is_invalid_regex, next_status
+from console.filtering import (
+    StatusTab,
+    TextFilter,
+    cancellable,
+    filter_runs,
+    is_invalid_regex,
+    next_status,
+    parse_tab,
+)
 from console.formatting import describe_error, short_id, truncate
-from console.messages import RunChanged
+from console.messages import RunChanged, TasksChanged
 from console.screens.base import ConsoleScreen, guarded
 from console.screens.confirm import ConfirmDialog
-from console.screens.run_rows import RunRows, run_lines
+from console.screens.pausing import pause_runs_flow
+from console.screens.retry import bulk_retry_flow
+from console.screens.run_rows import RunRows, run_lines, status_tabs
 from console.widgets.nav_table import NavTable
 from worker.client import RUN_ORDERS
 from worker.errors import WorkerError
@@ -46,6 +56,7 @@ class RunsScreen(ConsoleScreen):
         Binding("space", "toggle_mark", "Mark"),
         *guarded("c", "cancel", "Cancel"),
         *guarded("R", "replay", "Replay"),
+        *guarded("p", "toggle_pause", "Pause/resume", show=False),  # the hint line says it (the footer is full)
         *guarded("E", "send_event", "Send event", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("s", "cycle_status(1)", "Status"),
@@ -56,13 +67,15 @@ class RunsScreen(ConsoleScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.status: RunStatus | None = None
+        self.status: StatusTab = None
         self.text_filter = TextFilter.parse("")
         self.marked: set[str] = set()
         self.runs: list[RunSummary] = []
         self.order = RUN_ORDER_NAMES[0]
         """How the server sorts the runs (RUN_ORDERS): `o` cycles newest, oldest, longest, workflow."""
         self.counts: dict[str, int] = {}
+        self.retrying = 0
+        """Runs backing off between attempts (a part of counts["waiting"])."""
         self.rows = RunRows()
         """Lays the rows out and remembers the cells last made for each run."""
         self._patches: dict[str, tuple[RunChanged, float]] = {}
@@ -84,7 +97,7 @@ class RunsScreen(ConsoleScreen):
     async def reload(self) -> None:
         """The first runs (LIMIT) in the chosen order, filtered by status and by the `/` text on the server."""
         client = self.console_app.client
-        status = self.status.value if self.status else None
+        status = str(self.status) if self.status else None
         search = self.text_filter.text if self.text_filter.active else None
         invalid = False
         asked = time.monotonic()
@@ -96,6 +109,7 @@ class RunsScreen(ConsoleScreen):
             invalid = True  # matched literally below, over the newest runs
             runs = await client.list_runs(status=status, limit=RUNS_LIMIT, order=self.order)
         self.counts = await client.count_runs()
+        self.retrying = await client.count_retrying()
         self.runs = list(runs)
         self.searched_for = None if invalid else search
         self.invalid_regex = invalid
@@ -137,8 +151,10 @@ class RunsScreen(ConsoleScreen):
             except ValueError:
                 continue
             old = self.runs[index]
+            unpaused = message.event_type == "run.unpaused" or status.terminal
             run = replace(old, status=status, current_step=message.current_step, waiting_on=message.waiting_on,
-                          wake_at=old.wake_at if status is RunStatus.WAITING else None)
+                          wake_at=old.wake_at if status is RunStatus.WAITING else None,
+                          paused=None if unpaused else old.paused)
             if run != old:
                 self.runs[index] = run
                 table.update_row(run.run_id, self._cells(run, now, last_width))
@@ -173,20 +189,17 @@ class RunsScreen(ConsoleScreen):
         self._render_header()
 
     def _cells(self, run: RunSummary, now: datetime, last_width: int) -> list[Text]:
-        return self.rows.cells(run, run.run_id in self.marked, now, last_width)
+        return self.rows.cells(run, run.run_id in self.marked, now, last_width,
+                               uncertain=run.run_id in self.console_app.uncertain_runs)
+
+    def on_tasks_changed(self, _message: TasksChanged) -> None:
+        if self.loaded:
+            self.render_runs()  # which runs wait on an uncertain effect may have changed
 
     def _render_header(self) -> None:
-        total = sum(self.counts.values())
-        shown_tabs: list[tuple[str, int, str]] = []
-        for status in STATUS_CYCLE:
-            name = status.value if status else "all"
-            n = total if status is None else self.counts.get(status.value, 0)
-            if status is RunStatus.QUEUED and not n and status != self.status:
-                continue  # only workflows with concurrency keys queue runs: no tab while none is
-            shown_tabs.append((name, n, "reverse bold " if status == self.status else ""))
-        pad = " " if sum(len(f" {name} {n} ") for name, n, _ in shown_tabs) <= self.size.width else ""
-        tabs = [Content.from_markup(f"[{style}@click=screen.set_status('{name}')]{pad}{name} {n} [/]")
-                for name, n, style in shown_tabs]
+        tabs = [Content.from_markup(f"[{'reverse bold ' if chosen else ''}@click=screen.set_status('{name}')]"
+                                    "$label[/]", label=label)
+                for name, label, chosen in status_tabs(self.counts, self.retrying, self.status, self.size.width)]
         self.query_one("#runs-tabs", Static).update(Content("").join(tabs))
         shown = len(self.visible_runs)
         info = [f"{shown} shown" + (f" of {len(self.runs)}" if shown != len(self.runs) else "")]
@@ -200,7 +213,7 @@ class RunsScreen(ConsoleScreen):
             info.append(f"sorted: {ORDER_LABELS.get(self.order, self.order)}")
         if self.marked:
             info.append(f"{len(self.marked)} marked")
-        hint = "  s status · / filter · space mark · c cancel · enter open"
+        hint = "  s status · / filter · space mark · p pause · c cancel · enter open"
         line = " · ".join(info)
         self.query_one("#runs-info", Static).update(
             Content.assemble((line, "bold"), (hint if len(line) + len(hint) <= self.size.width else "", "dim")))
@@ -237,7 +250,7 @@ class RunsScreen(ConsoleScreen):
         self._render_header()
 
     def action_set_status(self, name: str) -> None:
-        self.status = None if name == "all" else RunStatus(name)
+        self.status = parse_tab(name)
         self.request_reload()
 
     def action_cycle_status(self, step: int) -> None:
@@ -303,29 +316,26 @@ class RunsScreen(ConsoleScreen):
             return
         self.send_event_to(run)
 
+    def _targets(self) -> list[RunSummary]:
+        """The marked runs, else the selected one."""
+        if self.marked:
+            return [r for r in self.runs if r.run_id in self.marked]
+        selected = self._selected_run()
+        return [selected] if selected else []
+
     @work(group="action", exclusive=True, exit_on_error=False)
     async def retry_marked(self) -> None:
-        targets = [r for r in self.runs if r.run_id in self.marked]
-        runs = [r for r in targets if r.status in (RunStatus.FAILED, RunStatus.CANCELLED)]
-        skipped = len(targets) - len(runs)
-        if not runs:
-            self.notify("Nothing to retry: only failed or cancelled runs can be retried.", severity="warning")
-            return
-        lines = run_lines(runs)
-        if skipped:
-            lines.append(f"({skipped} not failed or cancelled, skipped)")
-        lines.append("Each becomes a new run that reuses the completed steps and runs again from the failed one.")
-        n = len(runs)
-        done, failed = await self._confirm_and_apply(
-            runs, ConfirmDialog(f"Retry {n} run{'s' if n != 1 else ''}?", "\n".join(lines),
-                                confirm_label=f"Yes, retry {n}", cancel_label="Keep", danger=True),
-            lambda run_id: self.console_app.client.replay(run_id))
-        if done is None:
-            return
-        if failed:
-            self.notify("\n".join(failed[:5]), title=f"Retried {done} of {n}", severity="error", timeout=10)
-        else:
-            self.notify(f"{done} new run{'s' if done != 1 else ''} started.", title="Retried")
+        """Each marked failed/cancelled run, under its own version or the current one (console/screens/retry.py)."""
+        if await bulk_retry_flow(self, self._targets()):
+            self.marked.clear()
+        self.request_reload()
+
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def action_toggle_pause(self) -> None:
+        """`p`: pause the selected or marked runs (a reason is required), or resume them when all are paused."""
+        if await pause_runs_flow(self, self._targets()):
+            self.marked.clear()
+        self.request_reload()
 
     async def _confirm_and_apply(self, runs: list[RunSummary], dialog: ConfirmDialog,
                                  apply: Callable[[str], Awaitable[object]]) -> tuple[int | None, list[str]]:
@@ -350,11 +360,7 @@ class RunsScreen(ConsoleScreen):
 
     @work(group="action", exclusive=True, exit_on_error=False)
     async def action_cancel(self) -> None:
-        if self.marked:
-            targets = [r for r in self.runs if r.run_id in self.marked]
-        else:
-            selected = self._selected_run()
-            targets = [selected] if selected else []
+        targets = self._targets()
         runs = cancellable(targets)
         skipped = len(targets) - len(runs)
         if not runs:

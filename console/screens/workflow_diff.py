@@ -18,7 +18,8 @@ from textual.containers import ScrollableContainer, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from console.formatting import describe_error, diff_line_style, is_connection_error, short_id
+from console.formatting import describe_error, is_connection_error, short_id
+from console.workflow_text import diff_line_style
 from worker.errors import WorkerError
 from worker.models import WorkflowVersion
 
@@ -61,13 +62,18 @@ class WorkflowDiffScreen(ModalScreen[None]):
         Binding("escape,q", "close", "Close"),
     ]
 
-    def __init__(self, name: str, versions: list[WorkflowVersion]) -> None:
+    def __init__(self, name: str, versions: list[WorkflowVersion], *, pair: tuple[str, str] | None = None,
+                 labels: tuple[str, str] = ("", "")) -> None:
         super().__init__()
         self.workflow = name
-        self.versions = versions
+        self.versions = [] if pair else versions
         """Newest first; empty when unknown (the runtime's default pair is shown, without stepping)."""
-        self.index = default_pair(versions)
+        self.index = default_pair(self.versions)
         """The newer version of the pair shown is versions[index], the older one versions[index + 1]."""
+        self.fixed = pair
+        """(old hash, new hash): just this pair, no stepping (a run's version against the current one)."""
+        self.labels = labels
+        """What the fixed pair's two versions are, e.g. ("run's", "current")."""
         self.diff: str | None = None
 
     @property
@@ -96,6 +102,10 @@ class WorkflowDiffScreen(ModalScreen[None]):
         return short_id(v.def_hash) + (" (active)" if v.active else "")
 
     def _title(self) -> str:
+        if self.fixed is not None:
+            (old_hash, new_hash), (old_label, new_label) = self.fixed, self.labels
+            return (f"Diff {self.workflow}: {short_id(old_hash)}{f' ({old_label})' if old_label else ''} → "
+                    f"{short_id(new_hash)}{f' ({new_label})' if new_label else ''}")
         if self.index is None:
             return f"Diff {self.workflow}: previous → active version"
         old, new = self.versions[self.index + 1], self.versions[self.index]
@@ -113,7 +123,9 @@ class WorkflowDiffScreen(ModalScreen[None]):
         pair = self._pair()
         body = self.query_one("#diff", Static)
         try:
-            if pair is None:
+            if self.fixed is not None:
+                diff = await self.console_app.client.workflow_diff(self.workflow, *self.fixed)
+            elif pair is None:
                 diff = await self.console_app.client.workflow_diff(self.workflow)
             else:
                 diff = await self.console_app.client.workflow_diff(self.workflow, pair[0].def_hash,

@@ -1,5 +1,6 @@
 """Workflows: every definition file, its active version and earlier ones, why an invalid one was refused
-(file:line and the offending line), and the hot-reload history as it happens. `d` diffs two versions."""
+(file:line and the offending line), and the hot-reload history as it happens. `d` diffs two versions; `p`
+pauses a workflow (every unfinished run of it, and those started while it is paused) or resumes it."""
 
 from __future__ import annotations
 
@@ -16,24 +17,25 @@ from textual.widgets import DataTable, Static
 
 from console.formatting import (
     DASH,
+    PAUSED_COLOUR,
     describe_error,
-    excerpt_window,
     format_age,
     format_short_timestamp,
     format_timestamp,
     is_connection_error,
-    reload_summary,
+    pause_text,
     short_id,
     status_label,
     status_style,
     truncate,
-    workflow_location,
-    workflow_summary,
 )
 from console.messages import WorkflowsChanged
-from console.screens.base import ConsoleScreen
+from console.screens.base import ConsoleScreen, guarded
+from console.screens.pausing import toggle_workflow_pause
 from console.screens.workflow_diff import WorkflowDiffScreen
 from console.widgets.nav_table import NavTable
+from console.workflow_text import excerpt_window, reload_summary, workflow_location, workflow_summary
+from worker.client.pauses import WorkflowPause
 from worker.errors import WorkerError
 from worker.models import WorkflowEvent, WorkflowInfo, WorkflowVersion
 
@@ -54,6 +56,7 @@ class WorkflowsScreen(ConsoleScreen):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("d", "diff", "Diff versions"),
+        *guarded("p", "toggle_pause", "Pause/resume"),
         Binding("h", "toggle_history", "History"),
     ]
 
@@ -63,6 +66,8 @@ class WorkflowsScreen(ConsoleScreen):
         self.history: list[WorkflowEvent] = []
         self.versions: dict[str, list[WorkflowVersion] | str] = {}
         """Workflow name -> its versions (newest first), or why they could not be read; refreshed by reload."""
+        self.pauses: dict[str, WorkflowPause] = {}
+        """The paused workflows, by name: who paused them, when, why, their runs held."""
 
     def compose_body(self) -> Iterable[Widget]:
         yield NavTable(id="workflows-table")
@@ -89,7 +94,10 @@ class WorkflowsScreen(ConsoleScreen):
     # -- data ------------------------------------------------------------------------------
     async def reload(self) -> None:
         client = self.console_app.client
-        workflows, history = await asyncio.gather(client.list_workflows(), client.workflow_events(HISTORY_LIMIT))
+        workflows, history, pauses = await asyncio.gather(client.list_workflows(),
+                                                          client.workflow_events(HISTORY_LIMIT),
+                                                          client.paused_workflows())
+        self.pauses = {p.workflow: p for p in pauses}
         # invalid files first: they are what someone is looking for
         self.workflows = sorted(workflows, key=lambda w: (w.status != "invalid", w.status != "active",
                                                           w.name is None, w.name or "", w.path))
@@ -136,15 +144,20 @@ class WorkflowsScreen(ConsoleScreen):
         keep = table.selected_key()
         table.clear()
         width = max(16, self.size.width - 54)
+        now = self.console_app.now()
         for w in self.workflows:
             invalid = w.status == "invalid"
             row_style = "red" if invalid else ("dim" if w.status == "deleted" else "")
+            pause = self.pauses.get(w.name) if w.name else None
+            status = "paused" if pause is not None and not invalid else w.status
+            summary = (Text(truncate(pause_text(pause, now, short=True), width), style=PAUSED_COLOUR)
+                       if pause is not None and not invalid else Text(workflow_summary(w, width), style=row_style))
             table.add_row(
-                Text(status_label(w.status), style=status_style(w.status)),
+                Text(status_label(status), style=status_style(status)),
                 Text(truncate(w.name or DASH, 18), style=row_style or "bold"),
                 Text(short_id(w.def_hash), style="dim"),
                 str(w.versions),
-                Text(workflow_summary(w, width), style=row_style),
+                summary,
                 key=w.path,
             )
         table.restore_cursor(keep)
@@ -172,6 +185,13 @@ class WorkflowsScreen(ConsoleScreen):
         out = Text()
         out.append(f"{w.name or DASH}", style="bold")
         out.append(f"  {status_label(w.status)}\n", style=status_style(w.status))
+        pause = self.pauses.get(w.name) if w.name else None
+        if pause is not None:  # first: it is why its runs do not move
+            out.append(f"{pause_text(pause, now)}\n", style=f"bold {PAUSED_COLOUR}")
+            runs = f"{pause.runs} unfinished run{'s' if pause.runs != 1 else ''}"
+            now_ = " · steps in flight were interrupted" if pause.now else ""
+            out.append(f"since {format_timestamp(pause.at)} · {runs} held, {pause.parked} parked · new runs wait"
+                       f"{now_} · p resume\n", style=PAUSED_COLOUR)
         if w.error:  # first: at 80x24 the problem must be visible without scrolling
             out.append(f"{workflow_location(w)}\n", style="bold red")
             out.append(f"{w.error}\n", style="red")
@@ -265,6 +285,17 @@ class WorkflowsScreen(ConsoleScreen):
         table.focus()
 
     # -- actions -----------------------------------------------------------------------------
+    @work(group="action", exclusive=True, exit_on_error=False)
+    async def action_toggle_pause(self) -> None:
+        """`p`: pause the selected workflow (a reason is required), or resume it when paused."""
+        w = self._selected()
+        if w is None or not w.name:
+            what = f"{workflow_location(w)} never loaded: it has no runs to pause." if w else "No workflow selected."
+            self.notify(what, severity="warning", timeout=5)
+            return
+        await toggle_workflow_pause(self, w.name, self.pauses.get(w.name))
+        self.request_reload()
+
     def action_toggle_history(self) -> None:
         history = self.query_one("#workflow-history-table", NavTable)
         if history.has_focus:

@@ -1,9 +1,10 @@
 """FakeRuntimeClient: fixed data and a fixed clock for the console's snapshot and Pilot tests.
 
 It answers like `worker.client.RuntimeClient`, records every command it receives (cancel, decide,
-resolve, replay, send_event, pause_schedule, resume_schedule) in `commands`, can be told to raise
-Conflict for a task or to be unreachable, and its `watch_events` yields scripted events and then
-waits forever.
+resolve, replay, send_event, pause_schedule, resume_schedule, and the on-call ones of
+tests/console/fake_oncall.py: pause_run, resume_run, pause_workflow, resume_workflow, retry) in `commands`,
+can be told to raise Conflict for a task or to be unreachable, and its `watch_events` yields scripted
+events and then waits forever.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tests.console.fake_oncall import FakeOnCall, is_retrying
 from worker.client.events import EventDelivery, EventWait
 from worker.client.schedules import ScheduleInfo
 from worker.definitions.versions import diff_pair, source_diff
@@ -25,6 +27,7 @@ from worker.models import (
     EventView,
     HumanTask,
     LiveEvent,
+    PauseInfo,
     RunDetail,
     RunId,
     RunStatus,
@@ -72,9 +75,9 @@ HASH = {
 
 def _run(n: int, workflow: str, status: RunStatus, *, created: datetime, finished: datetime | None = None,
          step: str | None = None, waiting_on: str | None = None, error: str | None = None,
-         trigger: str | None = None, wake_at: datetime | None = None) -> RunSummary:
-    return RunSummary(rid(n), workflow, HASH[workflow], status, created, finished or created, finished, step,
-                      waiting_on, None, error, trigger, wake_at)
+         trigger: str | None = None, wake_at: datetime | None = None, version: str | None = None) -> RunSummary:
+    return RunSummary(rid(n), workflow, version or HASH[workflow], status, created, finished or created, finished,
+                      step, waiting_on, None, error, trigger, wake_at)
 
 
 EVENT_RUN = 14
@@ -82,12 +85,30 @@ EVENT_RUN = 14
 QUEUED_RUN = 15
 """The run queued behind its concurrency key `customer-7`."""
 EVENT_DEADLINE = FIXED_NOW + timedelta(days=2, hours=3)
+PAUSED_RUN = 16
+"""Paused by oscar (the run itself): parked, status paused."""
+RETRYING_RUN = 17
+"""Backing off between attempts of its step: `retry 2/3`, the last error, the next try in 12 s."""
+PAUSING_RUN = 18
+"""Paused while running: a worker is still finishing its step (status running, `paused` set)."""
+OLD_HELLO_RUN = 10
+"""Failed under the previous version of hello: the current one can take it over (retry default: current)."""
+LEGACY_RUN = 8
+"""Cancelled in the oldest version of refund-request at `legacy_refund`, a step the current version no longer
+has: it can be retried only under its own version."""
+RUN_NUMBERS = (*range(1, 13), 14, 15, 16, 17, 18)
+"""The listed runs (rid 13 is the id the live-update tests give a new run)."""
+
+
+def _older(name: str, back: int) -> str:
+    return OLDER_HASHES[name][back]
 
 
 def make_runs() -> list[RunSummary]:
-    """Fourteen runs in every status, started by hand, the API, a schedule, an event or a webhook; one waits for
-    an event, one is queued behind its concurrency key (newest first is the console's job, not this list's
-    order)."""
+    """Seventeen runs in every status, started by hand, the API, a schedule, an event or a webhook; one waits for
+    an event, one is queued behind its concurrency key, one is paused, one is being paused while it finishes its
+    step, one backs off between attempts; two were started under earlier versions of their workflow (newest first
+    is the console's job, not this list's order; the event run is the last)."""
     return [
         _run(1, "refund-request", RunStatus.RUNNING, created=ago(minutes=2), step="refund", trigger="api"),
         _run(2, "refund-request", RunStatus.WAITING, created=ago(minutes=15), step="approve", waiting_on="human",
@@ -100,17 +121,26 @@ def make_runs() -> list[RunSummary]:
         _run(6, "hello", RunStatus.PENDING, created=ago(seconds=5), trigger="api"),
         _run(7, "fan-out", RunStatus.COMPLETED, created=ago(hours=5), finished=ago(hours=4, minutes=59),
              trigger="schedule"),
-        _run(8, "refund-request", RunStatus.CANCELLED, created=ago(hours=7), finished=ago(hours=6),
-             error="cancelled by alice@10.0.0.7: duplicate ticket"),
+        _run(LEGACY_RUN, "refund-request", RunStatus.CANCELLED, created=ago(hours=7), finished=ago(hours=6),
+             step="legacy_refund", error="cancelled by alice@10.0.0.7: duplicate ticket",
+             version=_older("refund-request", 1)),
         _run(9, "nightly-report", RunStatus.COMPLETED, created=ago(days=1), finished=ago(hours=23, minutes=50),
              trigger="schedule"),
-        _run(10, "hello", RunStatus.FAILED, created=ago(days=2), finished=ago(days=2),
-             step="greet", error="step greet: expression `inputs.nme` failed: no such key"),
+        _run(OLD_HELLO_RUN, "hello", RunStatus.FAILED, created=ago(days=2), finished=ago(days=2),
+             step="greet", error="step greet: expression `inputs.nme` failed: no such key", version=_older("hello", 0)),
         _run(11, "refund-request", RunStatus.WAITING, created=ago(minutes=48), step="approve", waiting_on="human",
              trigger="api", wake_at=FIXED_NOW + timedelta(minutes=12)),
         _run(12, "fan-out", RunStatus.WAITING, created=ago(minutes=31), step="notify", waiting_on="human"),
         replace(_run(QUEUED_RUN, "refund-request", RunStatus.QUEUED, created=ago(hours=2), trigger="api"),
                 concurrency_key="customer-7"),  # behind run 2, which waits on a human
+        replace(_run(PAUSED_RUN, "refund-request", RunStatus.PAUSED, created=ago(hours=1, minutes=20), step="refund",
+                     trigger="api"),
+                paused=PauseInfo("oscar@10.0.0.8", ago(minutes=3), "payments incident INC-4411: hold refunds")),
+        _run(RETRYING_RUN, "nightly-report", RunStatus.WAITING, created=ago(hours=1, minutes=30), step="render",
+             waiting_on="retry 2/3", error="HTTP 503 Service Unavailable from reports.example", trigger="api",
+             wake_at=FIXED_NOW + timedelta(seconds=12)),
+        replace(_run(PAUSING_RUN, "hello", RunStatus.RUNNING, created=ago(hours=1, minutes=40), step="greet"),
+                paused=PauseInfo("oscar@10.0.0.8", ago(seconds=8), "checking the greeting copy")),
         _run(EVENT_RUN, "refund-request", RunStatus.WAITING, created=ago(minutes=50), step="await_reply",
              waiting_on="event customer.replied key T-42", trigger="webhook", wake_at=EVENT_DEADLINE),
     ]
@@ -189,7 +219,7 @@ def simple_detail(summary: RunSummary) -> RunDetail:
         RunStatus.COMPLETED: StepStatus.COMPLETED, RunStatus.FAILED: StepStatus.FAILED,
         RunStatus.RUNNING: StepStatus.RUNNING, RunStatus.WAITING: StepStatus.WAITING,
         RunStatus.CANCELLED: StepStatus.CANCELLED, RunStatus.PENDING: StepStatus.PENDING,
-        RunStatus.QUEUED: StepStatus.PENDING,
+        RunStatus.QUEUED: StepStatus.PENDING, RunStatus.PAUSED: StepStatus.PENDING,
     }
     step_status = status_map[summary.status]
     end = summary.finished_at
@@ -497,10 +527,18 @@ _NOTIFY = """\
 """
 
 
+_LEGACY_REFUND = """\
+  - id: legacy_refund
+    uses: http
+    with: {method: POST, url: "https://payments-v1.example/refund"}
+"""
+
+
 def make_sources() -> dict[str, str]:
-    """def_hash -> the stored YAML source of that version (every version of every fixed workflow)."""
+    """def_hash -> the stored YAML source of that version (every version of every fixed workflow). The oldest
+    refund-request had a `legacy_refund` step, since removed."""
     hello = [_HELLO.format(greeting=g) for g in ("Hello", "Hi")]
-    refund = [_REFUND.format(limit=n) for n in (500, 100, 200)]
+    refund = [_REFUND.format(limit=500) + _LEGACY_REFUND, *(_REFUND.format(limit=n) for n in (100, 200))]
     nightly = [_NIGHTLY.format(timeout=t, attempts=a, notify=n)
                for t, a, n in (("10s", 1, ""), ("30s", 2, ""), ("30s", 3, _NOTIFY), ("60s", 3, _NOTIFY))]
     out: dict[str, str] = {}
@@ -570,10 +608,12 @@ def make_events() -> list[LiveEvent]:
     ]
 
 
-class FakeRuntimeClient:
+class FakeRuntimeClient(FakeOnCall):
     """Answers like RuntimeClient from in-memory data; records commands."""
 
     def __init__(self, *, events: list[LiveEvent] | None = None) -> None:
+        super().__init__()
+        self.clock = FIXED_NOW
         self.runs = make_runs()
         self.tasks = make_tasks()
         self.workflows = make_workflows()
@@ -636,7 +676,8 @@ class FakeRuntimeClient:
         self._check()
         if search is not None:
             self.searches.append(search)
-        runs = [r for r in self.runs if (status is None or r.status == status)
+        runs = [r for r in self.runs if (status is None or r.status == status
+                                         or (status == "retrying" and is_retrying(r)))
                 and (workflow is None or r.workflow == workflow)]
         if search is not None:
             try:
@@ -688,9 +729,17 @@ class FakeRuntimeClient:
     async def replay(self, run_id: str, *, from_step: str | None = None, inputs: dict[str, Any] | None = None,
                      latest: bool = False, dry_run: bool = False) -> tuple[ReplayPlan, RunId | None]:
         self._check()
-        self.commands.append(("replay", run_id, from_step, inputs, dry_run))
+        self.commands.append(("replay", run_id, from_step, inputs, dry_run) + (("latest",) if latest else ()))
+        return await self._replay(run_id, from_step=from_step, inputs=inputs, latest=latest, dry_run=dry_run)
+
+    async def start_replay(self, run_id: str, *, latest: bool) -> tuple[ReplayPlan, RunId | None]:
+        return await self._replay(run_id, latest=latest)
+
+    async def _replay(self, run_id: str, *, from_step: str | None = None, inputs: dict[str, Any] | None = None,
+                      latest: bool = False, dry_run: bool = False) -> tuple[ReplayPlan, RunId | None]:
         summary = self._find_run(run_id)
         self._deny("replay", run_id)
+        def_hash = await self.check_latest(summary, from_step) if latest else summary.def_hash
         detail = await self.get_run(run_id)
         order = list(dict.fromkeys(v.step_id for v in detail.steps))
         if from_step is not None and from_step not in order:
@@ -710,15 +759,20 @@ class FakeRuntimeClient:
         notes = ["new idempotency keys: every external call above is a new effect"]
         if summary.status is RunStatus.RUNNING:
             notes.append("the source run is still running; its outputs so far are reused")
-        plan = ReplayPlan(summary.run_id, summary.workflow, summary.def_hash, from_step, order[:start],
-                          order[start:], calls, dict(inputs if inputs is not None else detail.inputs), notes=notes)
+        if def_hash != summary.def_hash:
+            notes.append(f"runs under the current version {def_hash[:12]} (the run had {summary.def_hash[:12]})")
+        plan = ReplayPlan(summary.run_id, summary.workflow, def_hash, from_step, order[:start],
+                          order[start:], calls, dict(inputs if inputs is not None else detail.inputs), latest,
+                          notes=notes)
         if dry_run:
             return plan, None
         new = rid(200 + len(self.replays))
         self.replays.append(new)
-        self.runs.append(replace(summary, run_id=new, status=RunStatus.PENDING, created_at=FIXED_NOW,
-                                 updated_at=FIXED_NOW, finished_at=None, error=None, current_step=None,
-                                 waiting_on=None, parent_run_id=None))
+        wf_pause = self.workflow_pauses.get(summary.workflow)  # created, and waits while its workflow is paused
+        self.runs.append(replace(summary, run_id=new, def_hash=def_hash, status=RunStatus.PENDING,
+                                 created_at=FIXED_NOW, updated_at=FIXED_NOW, finished_at=None, error=None,
+                                 current_step=None, waiting_on=None, parent_run_id=None, wake_at=None,
+                                 paused=wf_pause.info() if wf_pause else None))
         return plan, new
 
     async def spans(self, run_id: str) -> list[SpanView]:

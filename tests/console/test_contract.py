@@ -21,7 +21,7 @@ from tests.console.fakes import FakeRuntimeClient
 from tests.support.runtime import client_for, running_worker, write_workflow
 from worker.config import Settings
 from worker.errors import Conflict, NotFound, WorkerError
-from worker.models import RunStatus, TaskStatus
+from worker.models import RunStatus, RunSummary, TaskStatus
 
 if TYPE_CHECKING:
     from worker.client import RuntimeClient
@@ -65,6 +65,20 @@ SEEDED = {
                    "timeout: 1h}}\n"),
     "nightly.yaml": ("name: nightly\non: {schedule: {cron: \"0 2 * * *\"}}\nsteps:\n"
                      "  - {id: a, uses: set, with: {x: 1}}\n"),
+    # backs off between attempts for a minute: listed as retrying
+    "flaky.yaml": ("name: flaky\nsteps:\n  - id: a\n    uses: python\n"
+                   "    with: {function: \"tests.support.wf_funcs:always_fail\", args: {message: \"HTTP 503\"}}\n"
+                   "    retry: {max_attempts: 5, initial_interval: 60s}\n"),
+    # fail at step b, then are fixed (below): fixme's b is still there, gone's b was removed
+    "fixme.yaml": ("name: fixme\nsteps:\n  - {id: a, uses: set, with: {x: 1}}\n"
+                   "  - {id: b, uses: set, needs: [a], with: {x: \"${{ 1 / 0 }}\"}}\n"),
+    "gone.yaml": ("name: gone\nsteps:\n  - {id: a, uses: set, with: {x: 1}}\n"
+                  "  - {id: b, uses: set, needs: [a], with: {x: \"${{ 1 / 0 }}\"}}\n"),
+}
+FIXED = {
+    "fixme.yaml": ("name: fixme\nsteps:\n  - {id: a, uses: set, with: {x: 1}}\n"
+                   "  - {id: b, uses: set, needs: [a], with: {x: 2}}\n"),
+    "gone.yaml": "name: gone\nsteps:\n  - {id: a, uses: set, with: {x: 1}}\n  - {id: c, uses: set, with: {x: 3}}\n",
 }
 
 
@@ -76,16 +90,27 @@ async def side(request: pytest.FixtureRequest, settings: Settings) -> AsyncItera
     for name, text in SEEDED.items():
         write_workflow(settings, name, text)
     async with running_worker(settings), client_for(settings) as client:
-        for workflow in ("done", "broken", "gate", "reply"):
+        for workflow in ("done", "broken", "gate", "reply", "flaky", "fixme", "gone"):
             await client.start_run(workflow)
 
         async def seeded() -> bool:
             statuses = {r.workflow: r.status.value for r in await client.list_runs()}
             tasks = await client.list_tasks(status="pending")
             return (statuses.get("done") == "completed" and statuses.get("broken") == "failed" and bool(tasks)
+                    and statuses.get("fixme") == statuses.get("gone") == "failed"
+                    and await client.count_retrying() == 1
                     and bool(await client.open_waits()) and bool(await client.list_schedules()))
 
         await _eventually(seeded)
+        before = {w.name: w.def_hash for w in await client.list_workflows()}
+        for name, text in FIXED.items():
+            write_workflow(settings, name, text)
+
+        async def fixed() -> bool:
+            now = {w.name: w.def_hash for w in await client.list_workflows()}
+            return all(now[n] not in (None, before[n]) for n in ("fixme", "gone"))
+
+        await _eventually(fixed)
         yield Side(client, _eventually)
 
 
@@ -177,3 +202,116 @@ async def test_workflows_and_their_versions(side: Side) -> None:
     assert versions and all(v.name == name for v in versions)
     stamps: list[Any] = [v.created_at for v in versions]
     assert stamps == sorted(stamps, reverse=True)
+
+
+# -- on-call (issue 18): pause and resume, runs backing off, retry under the current version ------------------
+async def _status(side: Side, run_id: str) -> RunSummary:
+    return (await side.client.get_run(run_id)).summary
+
+
+async def test_a_paused_run_parks_and_goes_on_where_it_stopped_once_resumed(side: Side) -> None:
+    run_id = (await side.client.open_waits())[0].run_id  # parked on an event, on both sides
+    finished = next(r for r in await side.client.list_runs(limit=500) if r.status.terminal)
+    with pytest.raises(Conflict):
+        await side.client.pause_run(finished.run_id, reason="too late")
+    with pytest.raises(Conflict):
+        await side.client.resume_run(run_id)  # not paused
+    with pytest.raises(WorkerError):
+        await side.client.pause_run(run_id, reason="two\nlines")
+    outcome = await side.client.pause_run(run_id, reason="contract", settle=5)
+    assert outcome.target == run_id and outcome.runs == [run_id]
+
+    async def parked() -> bool:
+        return (await _status(side, run_id)).status == RunStatus.PAUSED
+
+    await side.settle(parked)
+    summary = await _status(side, run_id)
+    assert summary.paused is not None and (summary.paused.scope, summary.paused.reason) == ("run", "contract")
+    assert run_id in {r.run_id for r in await side.client.list_runs(status="paused", limit=500)}
+    with pytest.raises(Conflict):
+        await side.client.pause_run(run_id, reason="again")
+    assert (await side.client.resume_run(run_id)).still_paused is False
+
+    async def waiting_again() -> bool:
+        s = await _status(side, run_id)
+        return s.status == RunStatus.WAITING and s.paused is None
+
+    await side.settle(waiting_again)
+    with pytest.raises(Conflict):
+        await side.client.resume_run(run_id)
+
+
+async def test_a_paused_workflow_holds_its_runs_until_the_workflow_is_resumed(side: Side) -> None:
+    run_id = (await side.client.open_waits())[0].run_id
+    workflow = (await _status(side, run_id)).workflow
+    outcome = await side.client.pause_workflow(workflow, reason="incident", settle=5)
+    assert outcome.target == workflow and run_id in outcome.runs
+    (pause,) = [p for p in await side.client.paused_workflows() if p.workflow == workflow]
+    assert pause.reason == "incident" and pause.runs >= 1
+
+    async def parked() -> bool:
+        s = await _status(side, run_id)
+        return s.status == RunStatus.PAUSED and s.paused is not None and s.paused.scope == "workflow"
+
+    await side.settle(parked)
+    with pytest.raises(Conflict, match="resume the workflow"):
+        await side.client.resume_run(run_id)
+    with pytest.raises(Conflict):
+        await side.client.pause_workflow(workflow, reason="again")
+    await side.client.pause_run(run_id, reason="mine too")  # its own pause, on top of the workflow's
+    assert (await _status(side, run_id)).paused.scope == "run"  # type: ignore[union-attr]
+    assert (await side.client.resume_run(run_id)).still_paused is True
+    assert (await _status(side, run_id)).paused.scope == "workflow"  # type: ignore[union-attr]
+    resumed = await side.client.resume_workflow(workflow)
+    assert resumed.target == workflow and run_id in resumed.runs
+    assert workflow not in {p.workflow for p in await side.client.paused_workflows()}
+
+    async def waiting_again() -> bool:
+        s = await _status(side, run_id)
+        return s.status == RunStatus.WAITING and s.paused is None
+
+    await side.settle(waiting_again)
+    with pytest.raises(Conflict):
+        await side.client.resume_workflow(workflow)
+
+
+async def test_runs_backing_off_are_listed_and_counted_as_retrying(side: Side) -> None:
+    retrying = await side.client.list_runs(status="retrying", limit=500)
+    assert retrying
+    assert all(r.status == RunStatus.WAITING and (r.waiting_on or "").startswith("retry ") and r.error
+               and r.wake_at is not None for r in retrying)
+    assert await side.client.count_retrying() == len(retrying)
+    waiting = {r.run_id for r in await side.client.list_runs(status="waiting", limit=500)}
+    assert {r.run_id for r in retrying} <= waiting
+    assert "retrying" not in await side.client.count_runs()  # a part of `waiting`, not a status of its own
+
+
+async def test_retry_under_the_run_s_version_or_the_current_one(side: Side) -> None:
+    runs = await side.client.list_runs(limit=500)
+    candidates = [r.run_id for r in runs if r.status in (RunStatus.FAILED, RunStatus.CANCELLED)]
+    other = next(r for r in runs if r.status == RunStatus.COMPLETED).run_id
+    options = await side.client.retry_options([*candidates, other])
+    assert [o.run_id for o in options] == [*candidates, other]
+    done = options[-1]
+    assert not done.retryable and "not failed or cancelled" in (done.problem or "")
+    same = next(o for o in options if o.retryable and not o.changed)
+    assert same.compatible and same.default == "run" and same.current_version == same.run_version
+    newer = next(o for o in options if o.retryable and o.changed and o.compatible)
+    assert newer.default == "current" and newer.problem is None and newer.from_step is not None
+    stuck = next(o for o in options if o.retryable and o.changed and not o.compatible)
+    assert stuck.default == "run" and "is not in the current version" in (stuck.problem or "")
+
+    moved = await side.client.retry(newer.run_id)
+    assert (moved.version, moved.def_hash, moved.skipped) == ("current", newer.current_version, None)
+    assert moved.new_run is not None
+    assert (await _status(side, moved.new_run)).def_hash == newer.current_version
+    own = await side.client.retry(same.run_id, "run")
+    assert (own.version, own.def_hash) == ("run", same.run_version) and own.new_run is not None
+    refused = await side.client.retry(stuck.run_id, "current")
+    assert refused.new_run is None and refused.version is None and "cannot take it over" in (refused.skipped or "")
+    fallback = await side.client.retry(stuck.run_id)  # auto: back to its own version
+    assert (fallback.version, fallback.def_hash) == ("run", stuck.run_version) and fallback.new_run is not None
+    finished = await side.client.retry(other)
+    assert finished.new_run is None and "not failed or cancelled" in (finished.skipped or "")
+    with pytest.raises(WorkerError):
+        await side.client.retry(same.run_id, "newest")  # type: ignore[arg-type]

@@ -28,12 +28,10 @@ from console.formatting import (
     status_label,
     status_style,
     truncate,
-    truncate_left,
-    workflow_location,
-    workflow_summary,
 )
 from console.messages import RunChanged, TasksChanged, WorkersChanged, WorkflowsChanged
 from console.widgets.waterfall import Span, axis_line, layout_waterfall
+from console.workflow_text import truncate_left, workflow_location, workflow_summary
 from tests.console.fakes import FIXED_NOW, ago, make_runs, make_workflows, rid
 from worker.errors import Conflict, NotFound, StoreError
 from worker.models import LiveEvent, RunStatus
@@ -161,7 +159,7 @@ def test_status_cycle_and_cancellable() -> None:
     assert next_status(None, -1) is RunStatus.CANCELLED
     runs = make_runs()
     assert {r.status for r in cancellable(runs)} == {RunStatus.QUEUED, RunStatus.PENDING, RunStatus.RUNNING,
-                                                      RunStatus.WAITING}
+                                                      RunStatus.WAITING, RunStatus.PAUSED}
 
 
 # -- waterfall -----------------------------------------------------------------------------------

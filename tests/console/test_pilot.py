@@ -9,14 +9,16 @@ from textual.coordinate import Coordinate
 from textual.widgets import Input, Label, Static, TabbedContent, Tree
 
 from console.app import AgentConsole
+from console.filtering import StatusTab
 from console.messages import RefreshAll
 from console.screens.approvals import ApprovalsScreen
 from console.screens.confirm import ConfirmDialog, ReasonPrompt, ResolveDialog
 from console.screens.help import HelpScreen
+from console.screens.retry import BulkRetryDialog
 from console.screens.run_detail import RunDetailScreen
 from console.screens.runs import RunsScreen
 from console.widgets.nav_table import NavTable
-from tests.console.fakes import FIXED_NOW, FakeRuntimeClient, rid, tid
+from tests.console.fakes import FIXED_NOW, RETRYING_RUN, FakeRuntimeClient, rid, tid
 from tests.console.helpers import make_app, notifications, screen_text, settle
 from worker.models import LiveEvent, RunStatus
 
@@ -31,7 +33,7 @@ def row_keys(table: NavTable) -> list[str]:
     return [str(table.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value) for i in range(table.row_count)]
 
 
-def status_of(screen: RunsScreen) -> RunStatus | None:
+def status_of(screen: RunsScreen) -> StatusTab:
     return screen.status
 
 
@@ -43,7 +45,7 @@ async def test_runs_newest_first_with_stable_ids() -> None:
         table = runs_table(app)
         assert table.id == "runs-table"
         keys = row_keys(table)
-        assert len(keys) == 14  # twelve runs in every status, one parked in a `wait` step, one queued
+        assert len(keys) == 17  # every status; parked in a `wait` step, queued, paused, pausing, backing off
         created = {r.run_id: r.created_at for r in app.client.runs}  # type: ignore[attr-defined]
         assert keys == sorted(keys, key=lambda k: created[k], reverse=True)
         text = screen_text(app)
@@ -62,7 +64,7 @@ async def test_navigation_keys_j_k_g_shift_g() -> None:
         await pilot.press("k")
         assert table.cursor_row == 1
         await pilot.press("G")
-        assert table.cursor_row == 13
+        assert table.cursor_row == 16
         await pilot.press("g")
         assert table.cursor_row == 0
 
@@ -76,15 +78,19 @@ async def test_status_cycle_filters_on_the_server() -> None:
         await pilot.press("s")
         await settle(pilot)
         assert status_of(screen) is RunStatus.RUNNING
-        assert len(row_keys(runs_table(app))) == 2
+        assert len(row_keys(runs_table(app))) == 3  # one of them is being paused
+        await pilot.press("s")
+        await settle(pilot)
+        assert status_of(screen) == "retrying"
+        assert row_keys(runs_table(app)) == [rid(RETRYING_RUN)]
         await pilot.press("s")
         await settle(pilot)
         assert status_of(screen) is RunStatus.WAITING
-        assert {r.status for r in screen.runs} == {RunStatus.WAITING}
-        await pilot.press("S", "S")
+        assert {r.status for r in screen.runs} == {RunStatus.WAITING} and rid(RETRYING_RUN) in row_keys(runs_table(app))
+        await pilot.press("S", "S", "S")
         await settle(pilot)
         assert status_of(screen) is None
-        assert runs_table(app).row_count == 14
+        assert runs_table(app).row_count == 17
 
 
 async def test_filter_text_and_regex_then_escape_clears() -> None:
@@ -112,7 +118,7 @@ async def test_filter_text_and_regex_then_escape_clears() -> None:
         assert row_keys(runs_table(app)) == [rid(5)]
         await pilot.press("escape")
         await settle(pilot)
-        assert runs_table(app).row_count == 14 and not box.display
+        assert runs_table(app).row_count == 17 and not box.display
 
 
 async def test_typing_in_the_filter_does_not_trigger_app_keys() -> None:
@@ -180,14 +186,15 @@ async def test_marked_failed_and_cancelled_runs_are_retried_after_confirmation()
         await pilot.press("R")
         await settle(pilot)
         dialog = app.screen
-        assert isinstance(dialog, ConfirmDialog) and dialog.title_text == "Retry 2 runs?"
-        assert "(1 not failed or cancelled, skipped)" in screen_text(app)
+        assert isinstance(dialog, BulkRetryDialog)
+        assert "Retry 2 runs?" in screen_text(app)
+        assert "it is pending, not failed or cancelled" in screen_text(app)
         assert client.commands == []
         await pilot.press("y")
         await settle(pilot)
-        assert client.commands == [("replay", rid(8), None, None, False), ("replay", rid(10), None, None, False)]
+        assert client.commands == [("retry", rid(8), "auto"), ("retry", rid(10), "auto")]
         assert len(client.replays) == 2 and app.screen.marked == set()  # type: ignore[attr-defined]
-        assert any("2 new runs started" in n for n in notifications(app))
+        assert any("2 new runs: 1 under the current version, 1 under their own" in n for n in notifications(app))
 
 
 async def test_cancel_declined_sends_nothing() -> None:
@@ -677,7 +684,7 @@ async def test_unreachable_runtime_shows_banner_and_recovers() -> None:
         await settle(pilot)
         assert app.offline_reason is not None and "ConnectionRefusedError" in app.offline_reason
         assert "Postgres unreachable — retrying" in screen_text(app)
-        assert runs_table(app).row_count == 14  # the last data stays on screen
+        assert runs_table(app).row_count == 17  # the last data stays on screen
         client.offline = False
         app.post_message(RefreshAll())
         await settle(pilot)

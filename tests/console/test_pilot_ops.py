@@ -97,7 +97,8 @@ async def test_replay_inputs_editor_validates_json_and_replans() -> None:
         assert error_text(app) == ""
         await pilot.press("y")
         await settle(pilot)
-        assert client.commands[-1] == ("replay", rid(10), None, {"ticket_id": "T-9"}, False)
+        # run 10 started under the previous hello: the current version, which can take it over, is the default
+        assert client.commands[-1] == ("replay", rid(10), None, {"ticket_id": "T-9"}, False, "latest")
 
 
 async def test_replay_permission_denied_is_shown_clearly() -> None:
@@ -269,7 +270,7 @@ async def test_filter_is_a_server_side_search_with_a_literal_fallback() -> None:
         await settle(pilot)
         assert client.searches[-1] == "503"  # the error text matches on the server
         table = app.screen.query_one("#runs-table", NavTable)
-        assert table.row_count == 1
+        assert table.row_count == 2  # the failed nightly-report run, and the one backing off
         box = app.screen.query_one("#runs-filter", Input)
         box.value = "[a-"
         await settle(pilot)

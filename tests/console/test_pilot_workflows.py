@@ -58,7 +58,7 @@ async def test_invalid_file_shows_the_offending_line_with_a_caret_and_the_versio
         versions = [line.removeprefix("* ").split() for line in lines
                     if line.startswith(("* ", "  ")) and " run" in line]
         assert [v[0] for v in versions] == ["b5bb9d80", "7d865e95", "ec5e2fb3", "1fbd3d2b"]
-        assert versions[0][-3:] == ["2", "runs", "active"] and versions[1][-2:] == ["17", "runs"]
+        assert versions[0][-3:] == ["3", "runs", "active"] and versions[1][-2:] == ["17", "runs"]
         assert sum(1 for line in lines if line.startswith("* ")) == 1
         await pilot.press("j")  # scratch.yaml: never loaded, no versions section
         await settle(pilot)

@@ -6,6 +6,7 @@ then look at the SVGs in tests/console/__snapshots__/ before committing them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -15,8 +16,18 @@ from textual.pilot import Pilot
 from console.app import AgentConsole
 from console.messages import RefreshAll
 from console.widgets.nav_table import NavTable
-from tests.console.fakes import EVENT_RUN, FakeRuntimeClient, rid
+from tests.console.fakes import (
+    EVENT_RUN,
+    LEGACY_RUN,
+    OLD_HELLO_RUN,
+    PAUSED_RUN,
+    RUN_NUMBERS,
+    FakeRuntimeClient,
+    ago,
+    rid,
+)
 from tests.console.helpers import make_app, no_blink, settle
+from worker.errors import Conflict
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
@@ -205,8 +216,9 @@ def test_offline_banner(snap_compare: Any, size: tuple[int, int]) -> None:
 
 def test_fake_ids_are_distinct() -> None:
     """The snapshots rely on every run having a different short id."""
-    assert len({rid(n)[:8] for n in range(1, 15)}) == 14
-    assert len({rid(n)[:8] for n in (*range(1, 15), 20, 21)}) == 16  # with the event run and the runs not listed
+    assert len({rid(n)[:8] for n in RUN_NUMBERS}) == len(RUN_NUMBERS) == 17
+    assert len({rid(n)[:8] for n in (*RUN_NUMBERS, 13, 20, 21)}) == 20  # with the live tests' new run, the unlisted
+    assert {r.run_id for r in FakeRuntimeClient().runs} == {rid(n) for n in RUN_NUMBERS}
 
 
 # -- replay, span waterfall ----------------------------------------------------------------------
@@ -306,3 +318,140 @@ def test_schedule_pause_prompt(snap_compare: Any, size: tuple[int, int]) -> None
 @pytest.mark.parametrize("size", SIZES)
 def test_schedule_resume_prompt(snap_compare: Any, size: tuple[int, int]) -> None:
     check(snap_compare, size, keys("6", "p"))
+
+
+# -- on-call (issue 18): paused and retrying runs, pause/resume, retry under the current version, the log --------
+def at_run(n: int, *presses: str) -> Before:
+    """Put the cursor on run `n`, then press the keys."""
+    then = keys(*presses)
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#runs-table", NavTable)
+        table.move_cursor(row=table.get_row_index(rid(n)))
+        await then(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_status_retrying(snap_compare: Any, size: tuple[int, int]) -> None:
+    # the retrying tab: the run backing off, its next attempt, when, and the last error
+    check(snap_compare, size, keys("s", "s"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_status_paused(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("s", "s", "s", "s"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_pause_reason_prompt(snap_compare: Any, size: tuple[int, int]) -> None:
+    # p on the pending run (first row); enter without a reason: required
+    check(snap_compare, size, keys("p", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_resume_confirm(snap_compare: Any, size: tuple[int, int]) -> None:
+    # p on the paused run: who paused it and why, a confirmation
+    check(snap_compare, size, at_run(PAUSED_RUN, "p"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_paused(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, at_run(PAUSED_RUN, "enter"))
+
+
+def with_fan_out_paused() -> AgentConsole:
+    client = FakeRuntimeClient()
+    client.pause_workflow_now("fan-out", by="oscar@10.0.0.8", at=ago(minutes=3), reason="helpdesk API rate-limited")
+    return make_app(client)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workflows_paused(snap_compare: Any, size: tuple[int, int]) -> None:
+    # fan-out paused: its row says by whom and why, its detail how many runs it holds
+    check(snap_compare, size, keys("3", "j", "j"), with_fan_out_paused())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_of_a_paused_workflow(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys(), with_fan_out_paused())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workflow_pause_prompt(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("3", "j", "j", "j", "p"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_workflow_resume_confirm(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("3", "j", "j", "p"), with_fan_out_paused())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_replay_dialog_current_version(snap_compare: Any, size: tuple[int, int]) -> None:
+    # run 10 started under the previous hello: current (default) or its own, both hashes, the check, the diff
+    check(snap_compare, size, at_run(OLD_HELLO_RUN, "R"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_replay_dialog_incompatible_current_version(snap_compare: Any, size: tuple[int, int]) -> None:
+    # run 8 stopped at a step the current version removed: its own version is the default; v shows the refusal
+    check(snap_compare, size, at_run(LEGACY_RUN, "R", "v"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_version_diff_from_the_replay_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, at_run(OLD_HELLO_RUN, "R", "d"))
+
+
+def marked_for_retry(*presses: str) -> Before:
+    """Mark runs 5 (failed, unchanged), 8 (cancelled, incompatible), 10 (failed, older version) and 7 (completed),
+    then press the keys."""
+    then = keys(*presses)
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        screen = pilot.app.screen
+        screen.marked |= {rid(n) for n in (5, 7, LEGACY_RUN, OLD_HELLO_RUN)}  # type: ignore[attr-defined]
+        screen.render_runs()  # type: ignore[attr-defined]
+        await then(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bulk_retry_dialog(snap_compare: Any, size: tuple[int, int]) -> None:
+    # each run's default: the count per version, the completed run skipped
+    check(snap_compare, size, marked_for_retry("R"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bulk_retry_dialog_current_version(snap_compare: Any, size: tuple[int, int]) -> None:
+    # v: all under the current version; the run whose step it removed is listed and skipped
+    check(snap_compare, size, marked_for_retry("R", "v"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_command_log(snap_compare: Any, size: tuple[int, int]) -> None:
+    # a pause, a refused resume (run 8 is cancelled), a bulk retry, then L
+    client = FakeRuntimeClient()
+
+    async def before(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        for key in ("p", *"disk full on db-2", "enter"):
+            await pilot.press(key)
+        await settle(pilot)
+        with contextlib.suppress(Conflict):  # logged as refused, like a resume from the keyboard would be
+            await pilot.app.client.resume_run(rid(LEGACY_RUN))  # type: ignore[attr-defined]
+        await marked_for_retry("R", "y")(pilot)
+        pilot.app.clear_notifications()
+        await keys("L")(pilot)
+
+    check(snap_compare, size, before, make_app(client))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_command_log_empty(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("L"))

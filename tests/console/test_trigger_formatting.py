@@ -28,7 +28,7 @@ def test_status_label_names_what_a_waiting_run_waits_for() -> None:
     assert status_label(RunStatus.WAITING, waiting_on="event customer.replied key T-42") == "◷ event"
     assert status_label(RunStatus.WAITING, waiting_on="sleep") == "◷ sleep"
     assert status_label(RunStatus.WAITING, waiting_on="child") == "◷ child"
-    assert status_label(RunStatus.WAITING, waiting_on="retry") == "↻ retry"
+    assert status_label(RunStatus.WAITING, waiting_on="retry") == "↻ retrying"
     assert status_label(RunStatus.WAITING, waiting_on="human") == "⏸ human"
     assert status_label(RunStatus.WAITING) == "◷ waiting"
     assert status_label(RunStatus.RUNNING, waiting_on="event x") == "▶ running"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from console.formatting import diff_line_style, excerpt_window, format_short_timestamp, reload_summary
+from console.formatting import format_short_timestamp
 from console.screens.workflow_diff import default_pair, diff_text
+from console.workflow_text import diff_line_style, excerpt_window, reload_summary
 from tests.console.fakes import FIXED_NOW, HASH, make_versions, make_workflow_events
 from worker.models import WorkflowEvent
 
