@@ -162,6 +162,9 @@ class FakeOnCall:
         self.commands.append(("pause_workflow", workflow, reason))
         check_reason(reason)
         self._deny_pause(workflow)
+        known = {w.name for w in getattr(self, "workflows", []) if w.name} | {r.workflow for r in self.runs}
+        if workflow not in known:
+            raise NotFound(f"no workflow {workflow!r} (agentrt workflows lists them)")
         return self.pause_workflow_now(workflow, by=by or "tester", at=self.clock, reason=reason, now=now)
 
     async def resume_workflow(self, workflow: str, *, by: str | None = None) -> PauseOutcome:

@@ -258,6 +258,8 @@ async def test_a_paused_workflow_holds_its_runs_until_the_workflow_is_resumed(si
         await side.client.resume_run(run_id)
     with pytest.raises(Conflict):
         await side.client.pause_workflow(workflow, reason="again")
+    with pytest.raises(NotFound):  # a typo pauses nothing
+        await side.client.pause_workflow(workflow + "-typo", reason="oops")
     await side.client.pause_run(run_id, reason="mine too")  # its own pause, on top of the workflow's
     assert (await _status(side, run_id)).paused.scope == "run"  # type: ignore[union-attr]
     assert (await side.client.resume_run(run_id)).still_paused is True

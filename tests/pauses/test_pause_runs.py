@@ -12,7 +12,7 @@ import pytest
 from tests.support.runtime import client_for, eventually, running_worker, wait_status, write_workflow
 from worker.client import RuntimeClient
 from worker.config import Settings
-from worker.errors import Conflict
+from worker.errors import Conflict, NotFound
 
 THREE = """
 name: three
@@ -117,3 +117,5 @@ async def test_pausing_a_finished_run_or_resuming_one_not_paused_is_a_conflict(s
             await client.pause_run(run_id)
         with pytest.raises(Conflict, match="not paused"):
             await client.resume_run(run_id)
+        with pytest.raises(NotFound, match="no workflow 'thre'"):  # a typo pauses nothing
+            await client.pause_workflow("thre", reason="oops")

@@ -110,6 +110,11 @@ class PausesApi(ClientBase):
         _check_reason(reason)
         who = self._actor(by)
         await self._authorize(who, "cancel", workflow)
+        known = await self.pool.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM workflow_files WHERE name = $1 AND status <> 'deleted')
+                   OR EXISTS (SELECT 1 FROM runs WHERE workflow = $1)""", workflow)
+        if not known:
+            raise NotFound(f"no workflow {workflow!r} (agentrt workflows lists them)")
         async with self.pool.acquire() as conn, conn.transaction():
             told = await store.pause_workflow_txn(conn, workflow, str(who), reason, now)
             if told is not None:
