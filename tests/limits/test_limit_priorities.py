@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.limits.support import write_limits
 from tests.support.http_sink import HttpSink
-from tests.support.runtime import client_for, running_worker, write_workflow
+from tests.support.runtime import client_for, eventually, running_worker, write_workflow
 from worker.config import Settings
 
 PING = """
@@ -18,11 +18,18 @@ steps:
 """
 
 
-async def _places(client, sink: HttpSink, high: str) -> list[int]:  # type: ignore[no-untyped-def]
-    """Start 12 low runs, then 3 `high` ones; the places of the 3 in the order the calls went out."""
+async def _places(client, sink: HttpSink, later: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """Start 12 low runs; once their calls queue for the limit, 3 `later` ones. The places of the 3 in the
+    order the calls went out."""
     sink.clear()
     lows = [await client.start_run("ping", {"sink": sink.url, "n": i}, priority="low") for i in range(12)]
-    highs = [await client.start_run("ping", {"sink": sink.url, "n": 100 + i}, priority=high) for i in range(3)]
+
+    async def queued() -> bool:  # every low call asked: the first went, some are reserved, the rest wait
+        (lim,) = [x for x in (await client.limits()).limits if x.name == "slow"]
+        return sink.count() + (lim.waiting or 0) >= 10
+
+    await eventually(queued, 20, interval=0.02, what="the low calls queued for the limit")
+    highs = [await client.start_run("ping", {"sink": sink.url, "n": 100 + i}, priority=later) for i in range(3)]
     finals = [await client.wait_for_run(r, timeout=60) for r in lows + highs]
     assert all(f.status.value == "completed" for f in finals), [f.error for f in finals]
     order = [int(r.path.rsplit("/", 1)[1]) for r in sink.requests]
