@@ -10,6 +10,16 @@ Replies are taken from the script in order; when it is empty, `peer.responder(re
 (default: a plain "ok" in the request's format). A reply may be a dict (200 JSON), a `Reply`, or a
 callable taking the `LlmRequest` and returning either.
 
+Streaming: a request with `"stream": true` gets its answer as real chunked Server-Sent Events, in the
+request's format (OpenAI `chat.completion.chunk`s with tool-call deltas, a usage chunk when
+`stream_options.include_usage` asks for it, `[DONE]`; Anthropic's message_start ... message_stop with
+`text_delta`/`input_json_delta`), cut from the reply's body: text in word-sized pieces, tool arguments in
+8-character pieces. `peer.tokens_per_s` paces the pieces (None: as fast as the socket takes them);
+`Reply(drop_after=N)` closes the connection after N pieces (no end marker, no final chunk);
+`Reply(stream=False)` or `peer.streaming = False` answers plain JSON anyway (a peer that cannot stream);
+`peer.refuse_stream = True` answers stream requests with a 400 about streaming. `peer.first_pieces` holds,
+per streamed answer, the monotonic time its first piece was written.
+
 `peer.limit(requests=20, tokens=2000, per=1.0)` makes the peer enforce its own rate limits as providers do:
 token buckets that start full and refill continuously, a request costing one request and the tokens of its
 answer's `usage`. A request over a limit gets a 429 with the real headers (`retry-after`, `retry-after-ms`,
@@ -22,6 +32,7 @@ from __future__ import annotations
 import http.server
 import json
 import math
+import socket
 import threading
 import time
 from collections import deque
@@ -29,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from tests.support.llm_sse import anthropic_events, openai_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +76,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None  # dict/list: JSON; str/bytes: raw
     delay: float = 0.0
+    drop_after: int | None = None  # a streamed answer: close the connection after this many pieces
+    stream: bool | None = None  # False: plain JSON even when the request asks for a stream
 
 
 Script = dict[str, Any] | Reply | Callable[[LlmRequest], "dict[str, Any] | Reply"]
@@ -162,6 +177,10 @@ class LlmPeer:
         self._buckets: dict[str, _Bucket] = {}
         self.rejections: list[LlmRequest] = []
         self.accepted: list[float] = []
+        self.tokens_per_s: float | None = None
+        self.streaming = True
+        self.refuse_stream = False
+        self.first_pieces: list[float] = []
 
     def limit(self, *, requests: float | None = None, tokens: float | None = None, per: float = 60.0) -> None:
         """Enforce a request and/or token rate (`amount` per `per` seconds); buckets start full."""
@@ -249,12 +268,30 @@ class LlmPeer:
                 bucket.level -= costs[kind]
             self.accepted.append(now)
             return Reply(reply.status, {**_rate_headers(request, self._buckets, now), **reply.headers}, reply.body,
-                         reply.delay)
+                         reply.delay, reply.drop_after, reply.stream)
+
+
+def _stream_events(request: LlmRequest, reply: Reply) -> list[tuple[bytes, bool]] | None:
+    """The reply as a stream when the request asks for one and the reply is an answer; else None."""
+    if not (isinstance(request.body, dict) and request.body.get("stream") is True) or reply.stream is False:
+        return None
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        return None
+    try:
+        if request.anthropic:
+            return anthropic_events(reply.body)
+        options = request.body.get("stream_options") or {}
+        return openai_events(reply.body, include_usage=bool(options.get("include_usage")))
+    except (KeyError, IndexError, TypeError):
+        return None  # not an answer's shape (a malformed-reply test): sent as it is
 
 
 def _handler(peer: LlmPeer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers, then each piece of a stream, leave in separate writes: without TCP_NODELAY each one after the
+        # first waits for the client's delayed ACK (~40 ms), which real providers do not make anyone wait
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             return
@@ -267,24 +304,64 @@ def _handler(peer: LlmPeer) -> type[http.server.BaseHTTPRequestHandler]:
                 body = None
             request = LlmRequest(self.path.split("?", 1)[0], {k.lower(): v for k, v in self.headers.items()},
                                  body, time.monotonic())
-            reply = peer._answer(request)
+            wants_stream = isinstance(body, dict) and body.get("stream") is True
+            if wants_stream and peer.refuse_stream:
+                with peer._lock:
+                    peer._requests.append(request)
+                    peer._lock.notify_all()
+                reply = Reply(400, {}, {"error": {"type": "invalid_request_error",
+                                                  "message": "stream: streaming is not supported for this model"}})
+            else:
+                reply = peer._answer(request)
             if reply.delay:
                 time.sleep(reply.delay)
+            events = _stream_events(request, reply) if peer.streaming else None
+            try:
+                if events is not None:
+                    self._stream(reply, events)
+                    return
+                self._plain(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def _plain(self, reply: Reply) -> None:
             if isinstance(reply.body, dict | list):
                 data, ctype = json.dumps(reply.body).encode(), "application/json"
             else:
                 data = reply.body.encode() if isinstance(reply.body, str) else (reply.body or b"")
                 ctype = "application/json"
-            try:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", ctype)
-                for k, v in reply.headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+            self.send_response(reply.status)
+            self.send_header("Content-Type", ctype)
+            for k, v in reply.headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _stream(self, reply: Reply, events: list[tuple[bytes, bool]]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            for k, v in reply.headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            pause = 1.0 / peer.tokens_per_s if peer.tokens_per_s else 0.0
+            pieces = 0
+            for data, piece in events:
+                if piece:
+                    if reply.drop_after is not None and pieces >= reply.drop_after:
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)  # mid-answer: no end marker, no last chunk
+                        return
+                    if pieces and pause:
+                        time.sleep(pause)
+                    pieces += 1
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                if piece and pieces == 1:
+                    with peer._lock:
+                        peer.first_pieces.append(time.monotonic())
+            self.wfile.write(b"0\r\n\r\n")
 
     return Handler
 

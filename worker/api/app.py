@@ -7,7 +7,7 @@ Routes (every error is `{"error": {"code", "message"}}`, see worker.api.errors):
     POST /v1/runs                    start a run; Idempotency-Key makes it exactly-once      runs:write
     GET  /v1/runs                    list runs (workflow, status, limit)                      runs:read
     GET  /v1/runs/{id}               one run: status, output, error, current step, steps     runs:read
-    GET  /v1/runs/{id}/events        its events as Server-Sent Events (Last-Event-ID)         runs:read
+    GET  /v1/runs/{id}/events        its events and live LLM output as SSE (Last-Event-ID)    runs:read
     POST /v1/runs/{id}/cancel        cancel it                                                runs:write
     POST /v1/runs/{id}/pause|resume, POST /v1/workflows/{name}/pause|resume, GET /v1/paused   (worker.api.pauses)
     GET  /v1/approvals               pending human tasks                                      runs:read
@@ -32,7 +32,7 @@ from worker import output as o
 from worker.api import errors, pauses, webhooks
 from worker.api.auth import Caller, TokenCache, require
 from worker.api.limits import BodyLimit
-from worker.api.streams import LiveHub, run_events_response
+from worker.api.streams import LiveHub, parse_last_event_id, run_events_response
 from worker.client import RuntimeClient
 from worker.config import Settings
 from worker.models import RunStatus, RunSummary
@@ -199,19 +199,24 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
 
     @app.get("/v1/runs/{run_id}/events", tags=["runs"],
              responses={200: {"content": {"text/event-stream": {}},
-                              "description": "Server-Sent Events: `id` is the event's sequence number"}})
+                              "description": "Server-Sent Events: `id` is `SEQ` (the last committed event's sequence "
+                                             "number) or `SEQ:LIVE` (and the last live entry's stream id)"}})
     async def run_events(run_id: str, request: Request, caller: Annotated[Caller, Depends(require("runs:read"))],
-                         last_event_id: Annotated[str | None, Header()] = None) -> Response:
-        """The run's events as they are committed (what the console sees), from the start or after
-        `Last-Event-ID`; the stream ends with an `end` event when the run has finished."""
-        after = 0
-        if last_event_id:
-            try:
-                after = max(0, int(last_event_id))
-            except ValueError as exc:
-                raise errors.ApiError(400, "Last-Event-ID must be an event id (a number) from this stream") from exc
+                         last_event_id: Annotated[str | None, Header()] = None,
+                         deltas: Annotated[bool, Query(description="include the live output of llm/agent steps "
+                                                                   "(llm.delta, llm.done, llm.abandoned)")] = True
+                         ) -> Response:
+        """The run's events as they are committed (what the console sees), and the live output of its `llm` and
+        `agent` steps as it is written, from the start or after `Last-Event-ID`; the stream ends with an `end`
+        event when the run has finished."""
+        try:
+            after, live_after = parse_last_event_id(last_event_id)
+        except ValueError as exc:
+            raise errors.ApiError(400, "Last-Event-ID must be an event id from this stream (`SEQ` or "
+                                       "`SEQ:LIVE`)") from exc
         summary, _ = await caller.client.events_after(run_id, after, limit=1)  # 404/403 before the stream starts
-        return run_events_response(caller.client, request.app.state.live, summary.run_id, after, request)
+        return run_events_response(caller.client, request.app.state.live, summary.run_id, after, request,
+                                   live_after=live_after, deltas=deltas)
 
     @app.post("/v1/runs/{run_id}/cancel", response_model=RunOut, tags=["runs"],
               responses={409: {"description": "the run has already finished"}})

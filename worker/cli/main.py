@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTENSION_MODULES = ("worker.secrets.cli", "worker.telemetry.cli", "worker.oversight.cli", "worker.ops.cli",
                      "worker.api.cli", "worker.events.cli", "worker.schedules.cli",
                      "worker.limits.cli", "worker.notify.cli", "worker.pauses.cli",
-                     "worker.search.cli")
+                     "worker.search.cli", "worker.streams.cli")
 
 
 def _extensions() -> list[Any]:

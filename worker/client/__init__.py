@@ -25,6 +25,8 @@ from here):
 - `notifications`: `NotificationsApi`: the outbox of webhooks to the operator's notify.yaml targets.
 - `pauses`: `PausesApi`: pause and resume a run or a whole workflow (worker/pauses), audited.
 - `search`: `SearchApi`: saved views (named run filters, worker/search) for `list_runs(filters=...)`.
+- `live`: `LiveApi`: what `llm`/`agent` steps are writing, as it is written: a run's live stream (resumable
+  from an entry id) and `LiveText`, the fold of its entries into text per call (worker/streams).
 - `retries`: `RetriesApi`: retry failed runs under their own version or the current one (default: the current
   one when the file changed and can take the run over).
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 from worker.client.access import AccessApi
 from worker.client.events import EventsApi
 from worker.client.limits import LimitsApi
+from worker.client.live import LiveApi
 from worker.client.notifications import NotificationsApi
 from worker.client.observe import ObserveApi
 from worker.client.pauses import PausesApi
@@ -53,7 +56,7 @@ __all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
 
 
 class RuntimeClient(StartsApi, RetriesApi, RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi, WebhooksApi,
-                    SchedulesApi, LimitsApi, NotificationsApi, PausesApi, SearchApi):
+                    SchedulesApi, LimitsApi, NotificationsApi, PausesApi, SearchApi, LiveApi):
     """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
 
 

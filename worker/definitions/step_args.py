@@ -104,6 +104,8 @@ class LlmArgs(_Model):
     schema_: dict[str, Any] | None = Field(None, alias="schema")  # JSON schema of a structured answer
     timeout: Duration | None = None  # per request; default: the step timeout or 120s
     pricing: dict[str, ModelPrice] = Field(default_factory=dict)  # model -> USD per 1M tokens
+    # false: one plain request per call, nothing on the run's live stream (default: stream, worker/streams)
+    stream: bool = True
 
     @model_validator(mode="after")
     def _has_input(self) -> LlmArgs:

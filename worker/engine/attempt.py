@@ -143,6 +143,7 @@ async def run_attempt(host: ActorHost, defn: Definition, run: RunLease, cmd: Sta
             settings=host.settings, logger=run.log, idempotent=step.idempotent, journal=journal,
             decisions=decisions, secrets=secrets,
             traceparent=host.telemetry.traceparent(run.run_id, cmd.step_id, cmd.item, cmd.attempt), gate=gate,
+            encrypted=run.encrypt,
         )
         if secrets:  # the step's own log lines (captured per step) are redacted too
             register_step_secrets([str(v) for values in secrets.values() for v in values.values()])

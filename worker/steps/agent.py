@@ -100,7 +100,7 @@ class AgentExecutor:
                 request = ChatRequest(model=spec.model, messages=messages, temperature=spec.temperature,
                                       max_tokens=spec.max_tokens, stop=stop_list(spec), tools=tools,
                                       schema=spec.schema_, idempotency_key=ctx.key_for(index))
-                result = await self._llm.complete(spec, request, ctx)
+                result = await self._llm.complete(spec, request, ctx, turn=turns)
                 entry = {"type": "llm", "text": result["text"], "tool_calls": result["tool_calls"],
                          "finish_reason": result["finish_reason"], "usage": result["usage"],
                          "model": result["model"], "cost_usd": result["cost_usd"]}

@@ -50,6 +50,7 @@ class StepContext:
     secrets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # credential name -> values
     traceparent: str | None = None  # W3C trace context of this attempt's span
     gate: StepGate | None = None  # the pre-call gate of the operator's limits (worker/limits); None: no limiter
+    encrypted: bool = False  # the run's payloads are sealed at rest (Vault transit): none may rest in Redis plain
 
     def key_for(self, call_index: int) -> str:
         return self.idempotency_key if call_index == 0 else f"{self.idempotency_key}.{call_index}"

@@ -16,14 +16,16 @@ from worker.steps.mcp_pool import McpPool
 from worker.steps.python_step import PythonExecutor
 from worker.steps.set_step import SetExecutor
 from worker.steps.tool import ToolExecutor
+from worker.streams.publisher import LivePublisher
 
 logger = logging.getLogger(__name__)
 
 
 def build_executors(settings: Settings) -> dict[str, StepExecutor]:
     """One executor per kind; each is shared by every step of that kind (e.g. one HTTP connection pool)."""
-    # llm/tool own the LLM HTTP pool and the MCP connection pool; agent shares both
-    llm, pool = LlmClient(settings), McpPool(settings)
+    # llm/tool own the LLM HTTP pool (with the live channel's publisher) and the MCP connection pool; agent
+    # shares both
+    llm, pool = LlmClient(settings, LivePublisher(settings)), McpPool(settings)
     tool = ToolExecutor(settings, pool, owns_pool=True)
     executors: list[StepExecutor] = [
         HttpExecutor(settings), PythonExecutor(settings, TaskModules.from_settings(settings)),

@@ -88,6 +88,7 @@ class RuntimeTelemetry:
         self._trackers: OrderedDict[str, RunTracer] = OrderedDict()
         self._pending: dict[str, asyncio.Future[None]] = {}  # runs waiting for their bootstrap
         self._kinds: dict[str, dict[str, str]] = {}
+        self._early_annotations: dict[str, dict[tuple[str, int | None, int], dict[str, Any]]] = {}
         self.dropped_commits = 0
         self.dropped_spans = 0
         self._last_warning = 0.0
@@ -128,6 +129,19 @@ class RuntimeTelemetry:
             ctx = TraceContext(uuid.UUID(run_id).int, attempt_span_id(run_id, step_id, item, attempt))
         _enter_step(run_id, step_id, item, attempt, ctx)
         return ctx.header()
+
+    def annotate_attempt(self, run_id: str, step_id: str, item: int | None, attempt: int,
+                         attributes: dict[str, Any]) -> None:
+        """Figures an executor measured during an attempt (an LLM call's time to first token, its output rate):
+        the attempt's span, and the step's if that attempt completes it, carry them. Never payloads."""
+        tracker = self._trackers.get(run_id)
+        if tracker is not None:
+            tracker.annotations[(step_id, item, attempt)] = dict(attributes)
+            return
+        early = self._early_annotations.setdefault(run_id, {})
+        early[(step_id, item, attempt)] = dict(attributes)
+        while len(self._early_annotations) > TRACKERS_MAX:
+            self._early_annotations.pop(next(iter(self._early_annotations)))
 
     async def resolve_traceparent(self, header: str | None) -> str | None:
         """The final trace context of a provisional header (waits briefly for the run's bootstrap)."""
@@ -320,6 +334,7 @@ class RuntimeTelemetry:
                      kinds: dict[str, str]) -> RunTracer:
         tracker = RunTracer(run_id, traceparent=traceparent, kinds=kinds, workflow=workflow)
         tracker.sampled = self.tracing.is_sampled(tracker.trace_id, tracker.parent)
+        tracker.annotations.update(self._early_annotations.pop(run_id, {}))
         self._trackers[run_id] = tracker
         tlog.run_traces[run_id] = f"{tracker.trace_id:032x}"
         return tracker

@@ -160,6 +160,8 @@ class RunTracer:
         self.counters: dict[str, int] = {"attempts": 0, "retries": 0, "crashed": 0}
         self.sampled = self.parent.sampled if self.parent is not None else True  # the exporter may decide
         self.stored = 0  # spans this process stored for the run (a per-run cap)
+        self.annotations: dict[tuple[str, int | None, int], dict[str, Any]] = {}
+        """(step, item, attempt) -> attributes an executor measured (e.g. an LLM's time to first token)."""
 
     def context_of(self, step_id: str, item: int | None, attempt: int) -> TraceContext:
         return TraceContext(self.trace_id, attempt_span_id(self.run_id, step_id, item, attempt), self.sampled)
@@ -219,7 +221,7 @@ class RunTracer:
     def _close_attempt(self, key: Key, end: float, status: str, message: str | None,
                        extra: dict[str, Any]) -> SpanRecord:
         a = self._attempts.pop(key)
-        attrs = {**a.attrs, **extra}
+        attrs = {**a.attrs, **self.annotations.pop((key[0], key[1], a.number), {}), **extra}
         return self._span(attempt_span_id(self.run_id, key[0], key[1], a.number), step_span_id(self.run_id, *key),
                           f"{key[0]}{'' if key[1] is None else f'[{key[1]}]'} attempt {a.number}", a.start, end,
                           status=status, status_message=message, attributes=attrs)
@@ -311,6 +313,8 @@ class RunTracer:
             if key in self._waits:
                 out.append(self._close_wait(key, e.ts, {}))
             shape = _shape("agentrt.step.output", e.data.get("output"))
+            done = self._attempts.get(key)  # the attempt that completed the step: its figures are the step's too
+            shape.update(self.annotations.pop((key[0], key[1], done.number), {}) if done is not None else {})
             if key in self._attempts:
                 out.append(self._close_attempt(key, e.ts, "ok", None, {**shape, "agentrt.attempt.outcome": "ok"}))
             out.append(self._close_step(key, e.ts, "ok", None, {**shape, "agentrt.step.status": "completed"}))

@@ -1,7 +1,10 @@
 """Wire formats of chat-completion APIs: one module per API family, no vendor SDKs.
 
 Each provider turns a normalized conversation into an HTTP request and a response body back into a
-normalized `Completion`. The conversation is a list of messages shaped like this:
+normalized `Completion`. Streaming: `stream_body` asks for the answer as Server-Sent Events and an
+`accumulator()` folds the events into `Delta`s (for the live channel) and, at the end, into the body the
+plain call would have answered, which `parse` normalizes: a streamed and a plain call give the same result.
+The conversation is a list of messages shaped like this:
 
     {"role": "system" | "user" | "assistant" | "tool", "content": str,
      "tool_calls": [{"id": str, "name": str, "arguments": {...}}],   # assistant only
@@ -50,6 +53,46 @@ class MalformedResponse(Exception):
     """The API answered 2xx with a body that is not the documented shape."""
 
 
+class StreamError(Exception):
+    """The provider reported an error inside a stream it had begun with 2xx (e.g. overloaded mid-answer)."""
+
+
+@dataclass(slots=True)
+class ToolDelta:
+    """A piece of a tool call being formed: `index` orders the answer's calls; `arguments` is a fragment of
+    their JSON text; `id` and `name` come with a call's first piece."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one stream event added to the answer."""
+
+    text: str = ""
+    tools: list[ToolDelta] = field(default_factory=list)
+
+
+class StreamAccumulator(Protocol):
+    finished: bool
+    """The provider said the answer is complete (OpenAI `[DONE]`, Anthropic `message_stop`)."""
+
+    def feed(self, event: str | None, data: str) -> Delta | None:
+        """One SSE event (its `event:` name, its `data:` text); raises MalformedResponse or StreamError."""
+        ...
+
+    def ended(self) -> bool:
+        """Whether a stream that closed now (cleanly) holds a whole answer."""
+        ...
+
+    def body(self) -> dict[str, Any]:
+        """The answer as the plain (non-streaming) API would have given it, for `Provider.parse`."""
+        ...
+
+
 class Provider(Protocol):
     name: str
     default_base_url: str
@@ -64,6 +107,12 @@ class Provider(Protocol):
         ...
 
     def auth_headers(self, key: str, header: str | None) -> dict[str, str]: ...
+
+    def stream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The request body of `build`, asking for the answer as a stream."""
+        ...
+
+    def accumulator(self) -> StreamAccumulator: ...
 
 
 def get_provider(name: str) -> Provider:

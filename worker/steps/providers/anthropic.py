@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from worker.steps.providers import ChatRequest, MalformedResponse, Message, WireRequest
+from worker.steps.providers import (
+    ChatRequest,
+    Delta,
+    MalformedResponse,
+    Message,
+    StreamError,
+    ToolDelta,
+    WireRequest,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024  # required by the API
@@ -69,6 +77,90 @@ class AnthropicProvider:
             }
         except (KeyError, TypeError, AttributeError) as exc:
             raise MalformedResponse(f"unexpected Messages API shape ({type(exc).__name__}: {exc})") from exc
+
+
+    def stream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "stream": True}
+
+    def accumulator(self) -> AnthropicStream:
+        return AnthropicStream()
+
+
+class AnthropicStream:
+    """Folds the Messages API's event stream (message_start, content_block_start/delta/stop, message_delta,
+    message_stop) into deltas and, at the end, into a `message` body."""
+
+    def __init__(self) -> None:
+        self.finished = False
+        self._message: dict[str, Any] = {}
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._tool_index: dict[int, int] = {}  # content block index -> ordinal among the tool calls
+        self._stop: str | None = None
+        self._usage: dict[str, Any] = {}
+
+    def feed(self, event: str | None, data: str) -> Delta | None:
+        try:
+            message = json.loads(data)
+        except ValueError as exc:
+            raise MalformedResponse(f"a stream event is not JSON: {data[:200]!r}") from exc
+        if not isinstance(message, dict):
+            raise MalformedResponse(f"a stream event is not an object: {data[:200]!r}")
+        kind = message.get("type") or event
+        try:
+            return self._apply(kind, message)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise MalformedResponse(f"unexpected {kind} event ({type(exc).__name__}: {exc})") from exc
+
+    def _apply(self, kind: Any, message: dict[str, Any]) -> Delta | None:
+        if kind == "message_start":
+            self._message = dict(message["message"])
+            self._usage = dict(self._message.get("usage") or {})
+        elif kind == "content_block_start":
+            index, block = int(message["index"]), dict(message["content_block"])
+            self._blocks[index] = block
+            if block.get("type") == "text" and block.get("text"):
+                return Delta(text=str(block["text"]))
+            if block.get("type") == "tool_use":
+                self._tool_index[index] = ordinal = len(self._tool_index)
+                block["partial"] = ""
+                return Delta(tools=[ToolDelta(ordinal, str(block["id"]), str(block["name"]))])
+        elif kind == "content_block_delta":
+            index, piece = int(message["index"]), message["delta"]
+            block = self._blocks[index]
+            if piece.get("type") == "text_delta":
+                block["text"] = block.get("text", "") + piece["text"]
+                return Delta(text=str(piece["text"])) if piece["text"] else None
+            if piece.get("type") == "input_json_delta" and index in self._tool_index:
+                block["partial"] += piece["partial_json"]
+                return Delta(tools=[ToolDelta(self._tool_index[index], arguments=str(piece["partial_json"]))])
+        elif kind == "message_delta":
+            if "stop_reason" in (message.get("delta") or {}):
+                self._stop = message["delta"]["stop_reason"]
+            self._usage.update({k: v for k, v in (message.get("usage") or {}).items() if v is not None})
+        elif kind == "message_stop":
+            self.finished = True
+        elif kind == "error":
+            error = message.get("error") or {}
+            raise StreamError(f"{error.get('type', 'error')}: {error.get('message', '')}".strip(": ")
+                              if isinstance(error, dict) else str(error))
+        return None  # ping, content_block_stop, and what newer API versions add
+
+    def ended(self) -> bool:
+        return self.finished or self._stop is not None
+
+    def body(self) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        for _, block in sorted(self._blocks.items()):
+            if block.get("type") == "tool_use":
+                raw = str(block.get("partial", ""))
+                try:
+                    arguments = json.loads(raw) if raw.strip() else (block.get("input") or {})
+                except ValueError as exc:
+                    raise MalformedResponse(f"tool_use {block.get('name')!r}: its input is not JSON: "
+                                            f"{raw[:200]!r}") from exc
+                block = {**{k: v for k, v in block.items() if k != "partial"}, "input": arguments}
+            content.append(block)
+        return {**self._message, "content": content, "stop_reason": self._stop, "usage": self._usage}
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:

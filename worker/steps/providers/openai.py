@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from worker.steps.providers import ChatRequest, MalformedResponse, Message, WireRequest
+from worker.steps.providers import (
+    ChatRequest,
+    Delta,
+    MalformedResponse,
+    Message,
+    StreamError,
+    ToolDelta,
+    WireRequest,
+)
 
 
 class OpenAIProvider:
@@ -74,6 +82,86 @@ class OpenAIProvider:
             }
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise MalformedResponse(f"unexpected chat completion shape ({type(exc).__name__}: {exc})") from exc
+
+
+    def stream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        # include_usage: a last chunk carries the usage, as the plain answer does
+        return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+    def accumulator(self) -> OpenAIStream:
+        return OpenAIStream()
+
+
+class OpenAIStream:
+    """Folds `chat.completion.chunk` events into deltas and, at the end, into a `chat.completion` body."""
+
+    def __init__(self) -> None:
+        self.finished = False
+        self._text: list[str] = []
+        self._tools: dict[int, dict[str, Any]] = {}
+        self._finish: str | None = None
+        self._usage: dict[str, Any] | None = None
+        self._model: str | None = None
+
+    def feed(self, event: str | None, data: str) -> Delta | None:
+        if data.strip() == "[DONE]":
+            self.finished = True
+            return None
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise MalformedResponse(f"a stream chunk is not JSON: {data[:200]!r}") from exc
+        if not isinstance(chunk, dict):
+            raise MalformedResponse(f"a stream chunk is not an object: {data[:200]!r}")
+        if chunk.get("error"):
+            error = chunk["error"]
+            raise StreamError(str(error.get("message") or error) if isinstance(error, dict) else str(error))
+        self._model = chunk.get("model") or self._model
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        delta = Delta()
+        try:
+            for choice in chunk.get("choices") or []:
+                if choice.get("index", 0) != 0:
+                    continue
+                piece = choice.get("delta") or {}
+                content = piece.get("content")
+                if isinstance(content, str) and content:
+                    self._text.append(content)
+                    delta.text += content
+                for call in piece.get("tool_calls") or []:
+                    delta.tools.append(self._tool(call))
+                if choice.get("finish_reason"):
+                    self._finish = choice["finish_reason"]
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise MalformedResponse(f"unexpected stream chunk shape ({type(exc).__name__}: {exc})") from exc
+        return delta if delta.text or delta.tools else None
+
+    def _tool(self, call: dict[str, Any]) -> ToolDelta:
+        index = int(call.get("index") or 0)
+        slot = self._tools.setdefault(index, {"id": None, "name": "", "arguments": ""})
+        function = call.get("function") or {}
+        piece = ToolDelta(index)
+        if call.get("id") and not slot["id"]:
+            slot["id"] = piece.id = str(call["id"])
+        if function.get("name") and not slot["name"]:
+            slot["name"] = piece.name = str(function["name"])
+        if isinstance(function.get("arguments"), str):
+            slot["arguments"] += function["arguments"]
+            piece.arguments = function["arguments"]
+        return piece
+
+    def ended(self) -> bool:
+        return self.finished or self._finish is not None
+
+    def body(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._text) or None}
+        if self._tools:
+            message["tool_calls"] = [{"id": t["id"], "type": "function",
+                                      "function": {"name": t["name"], "arguments": t["arguments"]}}
+                                     for _, t in sorted(self._tools.items())]
+        return {"object": "chat.completion", "model": self._model,
+                "choices": [{"index": 0, "message": message, "finish_reason": self._finish}], "usage": self._usage}
 
 
 def _message(m: Message) -> dict[str, Any]:
