@@ -16,13 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -31,6 +29,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 from worker.config import Settings
 from worker.engine.events import Event
 from worker.telemetry import logging as tlog
+from worker.telemetry.config import TelemetryConfig
 from worker.telemetry.export import Tracing
 from worker.telemetry.metrics import Metrics, build_metrics
 from worker.telemetry.spans import RunTracer, SpanRecord, TraceContext, attempt_span_id, parse_traceparent
@@ -41,40 +40,6 @@ QUEUE_MAX = 100_000  # commits waiting to be traced; beyond that they are droppe
 STORE_BUFFER_MAX = 100_000  # spans waiting for Postgres
 TRACKERS_MAX = 20_000  # runs kept in memory (parked runs are evicted first; re-bootstrapped if needed)
 LIVE_SPANS_PER_EVENT = 200
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        logger.warning("%s=%r is not a number; using %s", name, raw, default)
-        return default
-
-
-@dataclass(frozen=True, slots=True)
-class TelemetryConfig:
-    enabled: bool = True
-    store_spans: bool = True
-    span_retention_s: float = 7 * 86400
-    log_retention_s: float = 7 * 86400
-    max_spans_per_run: int = 10_000
-    flush_interval: float = 0.5
-    prune_interval: float = 300.0
-
-    @classmethod
-    def from_env(cls) -> TelemetryConfig:
-        env = os.environ
-        mode = env.get("AGENTRT_TELEMETRY", "on").strip().lower()
-        disabled = mode in ("off", "0", "false", "no") or env.get("OTEL_SDK_DISABLED", "").lower() == "true"
-        return cls(
-            enabled=not disabled,
-            store_spans=env.get("AGENTRT_SPAN_STORE", "on").strip().lower() not in ("off", "0", "false", "no"),
-            span_retention_s=_env_float("AGENTRT_SPAN_RETENTION", 7 * 86400),
-            log_retention_s=_env_float("AGENTRT_STEP_LOG_RETENTION", 7 * 86400),
-            max_spans_per_run=int(_env_float("AGENTRT_SPAN_MAX_PER_RUN", 10_000)),
-            flush_interval=_env_float("AGENTRT_TELEMETRY_FLUSH_INTERVAL", 0.5),
-        )
 
 
 class RuntimeTelemetry:
