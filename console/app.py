@@ -27,6 +27,7 @@ from console.screens.base import ConsoleScreen
 from console.screens.command_log import CommandLogScreen
 from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen, binding_rows
+from console.screens.limits import LimitsScreen
 from console.screens.run_detail import RunDetailScreen
 from console.screens.runs import RunsScreen
 from console.screens.schedules import SchedulesScreen
@@ -72,6 +73,7 @@ class AgentConsole(App[None]):
         "workers": WorkersScreen,
         "events": EventsScreen,
         "schedules": SchedulesScreen,
+        "limits": LimitsScreen,
     }
     DEFAULT_MODE = "runs"
     COMMANDS = App.COMMANDS | {ConsoleCommands}
@@ -82,6 +84,7 @@ class AgentConsole(App[None]):
         Binding("4", "switch_mode('workers')", "Workers", show=False),
         Binding("5", "switch_mode('events')", "Events", show=False),
         Binding("6", "switch_mode('schedules')", "Schedules", show=False),
+        Binding("7", "switch_mode('limits')", "Limits", show=False),
         Binding("question_mark", "help", "Keys"),
         Binding("L", "command_log", "Command log (this session)", show=False),
         # declaring the palette action replaces Textual's own ctrl+p binding: keep it exactly as it was, and add

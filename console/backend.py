@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from worker.client.events import EventDelivery, EventWait
+from worker.client.limits import BudgetInfo, LimitsReport
 from worker.client.pauses import PauseOutcome, WorkflowPause
 from worker.client.retries import RetryOption, RetryResult, VersionChoice
 from worker.client.schedules import ScheduleInfo
@@ -104,5 +105,10 @@ class ConsoleClient(Protocol):
     async def retry_options(self, run_ids: list[str]) -> list[RetryOption]: ...
 
     async def retry(self, run_id: str, version: VersionChoice = "auto", *, by: str | None = None) -> RetryResult: ...
+
+    # -- limits (issue 17): limits.yaml and the fleet's use of it; the workflows' budgets ----------------
+    async def limits(self) -> LimitsReport: ...
+
+    async def budgets(self) -> list[BudgetInfo]: ...
 
     def watch_events(self, last_id: str = "$") -> AsyncIterator[LiveEvent]: ...

@@ -15,8 +15,9 @@ SCREENS: tuple[tuple[str, str, str], ...] = (
     ("workers", "4", "Workers"),
     ("events", "5", "Events"),
     ("schedules", "6", "Schedules"),
+    ("limits", "7", "Limits"),
 )
-SHORT_LABELS = {"schedules": "Sched"}
+SHORT_LABELS = {"workers": "Wrk", "events": "Evt", "schedules": "Sched", "limits": "Lim"}
 """Labels shortened when even the tight layout does not fit (80 columns)."""
 
 

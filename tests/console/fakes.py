@@ -4,7 +4,7 @@ It answers like `worker.client.RuntimeClient`, records every command it receives
 resolve, replay, send_event, pause_schedule, resume_schedule, and the on-call ones of
 tests/console/fake_oncall.py: pause_run, resume_run, pause_workflow, resume_workflow, retry) in `commands`,
 can be told to raise Conflict for a task or to be unreachable, and its `watch_events` yields scripted
-events and then waits forever.
+events and then waits forever. Limits and budgets: tests/console/fake_limits.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tests.console.fake_limits import FakeLimits
 from tests.console.fake_oncall import FakeOnCall, is_retrying
 from worker.client.events import EventDelivery, EventWait
 from worker.client.schedules import ScheduleInfo
@@ -608,12 +609,13 @@ def make_events() -> list[LiveEvent]:
     ]
 
 
-class FakeRuntimeClient(FakeOnCall):
+class FakeRuntimeClient(FakeOnCall, FakeLimits):
     """Answers like RuntimeClient from in-memory data; records commands."""
 
     def __init__(self, *, events: list[LiveEvent] | None = None) -> None:
-        super().__init__()
+        FakeOnCall.__init__(self)
         self.clock = FIXED_NOW
+        FakeLimits.__init__(self)
         self.runs = make_runs()
         self.tasks = make_tasks()
         self.workflows = make_workflows()

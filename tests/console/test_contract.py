@@ -74,6 +74,12 @@ SEEDED = {
                    "  - {id: b, uses: set, needs: [a], with: {x: \"${{ 1 / 0 }}\"}}\n"),
     "gone.yaml": ("name: gone\nsteps:\n  - {id: a, uses: set, with: {x: 1}}\n"
                   "  - {id: b, uses: set, needs: [a], with: {x: \"${{ 1 / 0 }}\"}}\n"),
+    # the operator's limits, and a workflow with a budget (issue 17)
+    "limits.yaml": ("limits:\n  helpdesk-api: {requests: 20/s, concurrency: 10}\n"
+                    "  openai-gpt4o: {requests: 500/min, tokens: 30000/min,\n"
+                    "                 match: {provider: openai, model: gpt-4o*}}\n"),
+    "budgeted.yaml": ("name: budgeted\nbudget: {usd_per_day: 5.0, tokens_per_run: 20000, on_exceed: fail}\n"
+                      "steps:\n  - {id: a, uses: set, with: {x: 1}}\n"),
 }
 FIXED = {
     "fixme.yaml": ("name: fixme\nsteps:\n  - {id: a, uses: set, with: {x: 1}}\n"
@@ -317,3 +323,39 @@ async def test_retry_under_the_run_s_version_or_the_current_one(side: Side) -> N
     assert finished.new_run is None and "not failed or cancelled" in (finished.skipped or "")
     with pytest.raises(WorkerError):
         await side.client.retry(same.run_id, "newest")  # type: ignore[arg-type]
+
+
+# -- limits (issue 17): limits.yaml and its use across the fleet, the workflows' budgets ----------------------
+async def test_limits_report_the_file_s_limits_their_counters_and_the_fleet_s_mode(side: Side) -> None:
+    report = await side.client.limits()
+    assert report.file is not None and report.file.endswith("limits.yaml")
+    assert report.file_error is None and report.redis_error is None
+    names = [lim.name for lim in report.limits]
+    assert names == sorted(names) and len(set(names)) == len(names)
+    defined = {lim.name: lim for lim in report.limits if lim.defined}
+    helpdesk, openai = defined["helpdesk-api"], defined["openai-gpt4o"]
+    assert (helpdesk.requests, helpdesk.concurrency, helpdesk.window, helpdesk.tokens) == ("20/s", 10, "s", None)
+    assert helpdesk.burst == 19 and helpdesk.match is None  # 95 % of one window
+    assert (openai.requests, openai.tokens, openai.window) == ("500/min", "30000/min", "min")
+    assert openai.match == {"provider": "openai", "model": "gpt-4o*"}
+    for lim in report.limits:
+        assert lim.defined or (lim.requests, lim.tokens, lim.concurrency) == (None, None, None)
+        for value in (lim.window_requests, lim.window_tokens, lim.in_flight, lim.waiting, lim.granted,
+                      lim.throttled, lim.rejected_429):
+            assert value is not None and value >= 0  # Redis answers: these counters are known
+        # what could go now: known once a bucket exists, and only for the rates the limit has
+        assert lim.available_requests is None or 0 <= lim.available_requests <= (lim.burst or 0)
+        assert lim.available_tokens is None or (lim.tokens is not None and lim.available_tokens >= 0)
+    modes = {w.mode for w in report.workers if w.mode}
+    assert all(w.mode in (None, "redis", "fallback") for w in report.workers)
+    assert report.mode == ("unknown" if not modes else next(iter(modes)) if len(modes) == 1 else "mixed")
+
+
+async def test_budgets_list_each_workflow_s_caps_and_today_s_spend(side: Side) -> None:
+    budgets = await side.client.budgets()
+    assert budgets and [b.workflow for b in budgets] == sorted(b.workflow for b in budgets)
+    for b in budgets:
+        assert b.on_exceed in ("ask", "fail")
+        assert any(cap is not None for cap in (b.tokens_per_run, b.usd_per_run, b.usd_per_day))
+        assert b.spent_today_usd >= 0 and b.calls_today >= 0 and b.asking >= 0
+    assert any(b.usd_per_day and b.on_exceed == "fail" for b in budgets)
