@@ -31,7 +31,7 @@ class RunFilter:
     waiting: str | None = None
     """Waits on this kind (WAIT_KINDS), or on this person / `group:NAME` (may decide one of its pending tasks)."""
     search: str | None = None
-    """A case-insensitive POSIX regex over run id, workflow, current step, error."""
+    """A case-insensitive POSIX regex over run id, workflow, current step, error, what it waits on."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -72,7 +72,8 @@ WHERE = """
     ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
     AND (NOT $6 OR waiting_on LIKE 'retry%')
     AND ($4::timestamptz IS NULL OR created_at < $4)
-    AND ($5::text IS NULL OR run_id::text ~* $5 OR workflow ~* $5 OR current_step ~* $5 OR error ~* $5)
+    AND ($5::text IS NULL OR run_id::text ~* $5 OR workflow ~* $5 OR current_step ~* $5 OR error ~* $5
+         OR waiting_on ~* $5)
     AND ($7::text IS NULL OR $7 = ANY(string_to_array(current_step, ',')))
     AND ($8::text IS NULL OR strpos(lower(error), lower($8)) > 0)
     AND ($9::timestamptz IS NULL OR created_at >= $9)

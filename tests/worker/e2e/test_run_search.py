@@ -94,3 +94,16 @@ async def test_filters_combine_and_saved_views_are_shared(settings: Settings) ->
         await client.delete_view("failing-refunds")
         with pytest.raises(NotFound):
             await client.get_view("failing-refunds")
+
+
+async def test_the_regex_search_also_reads_what_a_run_waits_on(settings: Settings) -> None:
+    write_workflow(settings, "refund.yaml", REFUND)
+    async with running_worker(settings), client_for(settings) as client:
+        gated = await client.start_run("refund", {"gate": True})
+
+        async def waiting() -> bool:
+            return (await client.get_run(gated)).summary.waiting_on == "human"
+
+        await eventually(waiting, 20, what="the gated run waiting on a human")
+        found = [r.run_id for r in await client.list_runs(search="^hum")]
+    assert found == [gated]
