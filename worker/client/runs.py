@@ -84,9 +84,9 @@ class RunsApi(ClientBase):
                         order: str = "newest", filters: RunFilter | None = None) -> list[RunSummary]:
         """Runs in `order` (RUN_ORDERS: newest first by default). `search`: a case-insensitive POSIX regex over
         run id, workflow, current step, error, what it waits on. `status` is a RunStatus, or `retrying`: runs
-        backing off between attempts of a step (status waiting, `waiting_on` `retry N/M`). `filters` (worker/search) combines
-        more: step, error text, started within, waiting on what or whom; `status`, `workflow` and `search`
-        given here narrow it further."""
+        backing off between attempts of a step (status waiting, `waiting_on` `retry N/M`). `filters`
+        (worker/search) combines more: step, error text, started within, waiting on what or whom; `status`,
+        `workflow` and `search` given here narrow it further."""
         if order not in RUN_ORDERS:
             raise WorkerError(f"unknown run order {order!r}; one of {', '.join(RUN_ORDERS)}")
         f = (filters or RunFilter()).merged(RunFilter(workflow=workflow, status=status, search=search))
