@@ -10,6 +10,7 @@ Routes (every error is `{"error": {"code", "message"}}`, see worker.api.errors):
     GET  /v1/runs/{id}/events        its events and live LLM output as SSE (Last-Event-ID)    runs:read
     POST /v1/runs/{id}/cancel        cancel it                                                runs:write
     POST /v1/runs/{id}/pause|resume, POST /v1/workflows/{name}/pause|resume, GET /v1/paused   (worker.api.pauses)
+    GET|POST /v1/runs/{id}/retry     retry under the run's or the current version                (worker.api.retries)
     GET  /v1/approvals               pending human tasks                                      runs:read
     POST /v1/approvals/{task_id}     approve or reject                                        approvals:decide
     POST /v1/events                  deliver an event: start the runs of subscribed workflows events:write
@@ -29,7 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker import output as o
-from worker.api import errors, pauses, webhooks
+from worker.api import errors, pauses, retries, webhooks
 from worker.api.auth import Caller, TokenCache, require
 from worker.api.limits import BodyLimit
 from worker.api.streams import LiveHub, parse_last_event_id, run_events_response
@@ -257,5 +258,6 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
 
     webhooks.install(app)
     pauses.install(app)
+    retries.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body)
     return app
