@@ -1,8 +1,8 @@
 """Retry a failed or cancelled run over HTTP, under its own version or the current one (worker/client/retries.py):
 the same compatibility check, permission (`replay`) and audit trail as `agentrt runs --retry` and the console.
 
-    GET  /v1/runs/{id}/retry     what retrying it can mean: its version, the current one, the default, the check  runs:read
-    POST /v1/runs/{id}/retry     {"version": "auto" | "run" | "current"} -> 201 {"run_id", "version", "def_hash"}  runs:write
+    GET  /v1/runs/{id}/retry   what retrying it can mean: its version, the current one, the default  runs:read
+    POST /v1/runs/{id}/retry   {"version": "auto" | "run" | "current"} -> 201 {"run_id", ...}       runs:write
 """
 
 from __future__ import annotations
