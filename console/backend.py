@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from worker.client.events import EventDelivery, EventWait
 from worker.client.limits import BudgetInfo, LimitsReport
+from worker.client.live import LiveEntry
 from worker.client.pauses import PauseOutcome, WorkflowPause
 from worker.client.retries import RetryOption, RetryResult, VersionChoice
 from worker.client.schedules import ScheduleInfo
@@ -110,5 +111,12 @@ class ConsoleClient(Protocol):
     async def limits(self) -> LimitsReport: ...
 
     async def budgets(self) -> list[BudgetInfo]: ...
+
+    # -- live text of llm/agent steps (issue 19): worker/client/live.py -------------------------------
+    async def live_entries(self, run_id: str, after: str | None = None, *, count: int = 1000,
+                           checked: bool = False) -> list[LiveEntry]: ...
+
+    def follow_live(self, run_id: str, *, after: str | None = None, step_id: str | None = None,
+                    block_ms: int = 500, until_finished: bool = True) -> AsyncIterator[LiveEntry]: ...
 
     def watch_events(self, last_id: str = "$") -> AsyncIterator[LiveEvent]: ...

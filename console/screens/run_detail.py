@@ -41,8 +41,9 @@ from console.widgets.inspector import (
     inspect_step,
     logs_text,
 )
+from console.widgets.live_text import LiveView, live_target
 from console.widgets.nav_table import NavTable, NavTree
-from console.widgets.span_waterfall import LEGEND, SpanRow, SpanWaterfall
+from console.widgets.span_waterfall import SpanWaterfall, span_detail
 from console.widgets.waterfall import Span, Waterfall
 from worker.errors import NotFound, WorkerError
 from worker.models import RunDetail, SpanView, StepLogLine, StepView
@@ -89,6 +90,7 @@ class RunDetailScreen(ConsoleScreen):
             with TabPane("Steps", id="steps"), Horizontal(id="steps-split"):
                 yield NavTree("run", id="step-tree")
                 with VerticalScroll(id="inspector"):
+                    yield LiveView(id="inspector-live")
                     yield Static(id="inspector-body")
             with TabPane("Waterfall", id="waterfall"):
                 yield SpanWaterfall(id="span-chart")
@@ -119,6 +121,13 @@ class RunDetailScreen(ConsoleScreen):
         self._render_tree(detail)
         self._render_waterfall(detail)
         self._render_events(detail)
+        self._render_inspector()
+
+    def on_screen_suspend(self) -> None:
+        self.query_one(LiveView).show(None)  # nobody looks: stop following (resuming renders the inspector again)
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
         self._render_inspector()
 
     def on_run_changed(self, message: RunChanged) -> None:
@@ -281,6 +290,7 @@ class RunDetailScreen(ConsoleScreen):
         if d is None:
             return
         key = self._selected
+        self.query_one(LiveView).show(live_target(self.run_id, key, d))  # follows only a running llm/agent step
         if key[0] == "turn" and key in self._calls:
             body.update(inspect_call(*self._calls[key]))
             return
@@ -380,18 +390,3 @@ class RunDetailScreen(ConsoleScreen):
             self.notify(f"Cancel requested for run {short_id(s.run_id)}.", title="Cancelled")
         self.request_reload()
 
-
-def span_detail(row: SpanRow | None, width: int) -> Text:
-    """Two lines under the span waterfall: the selected span, then the legend."""
-    out = Text(no_wrap=True, overflow="ellipsis")
-    if row is not None:
-        s = row.span
-        out.append(s.name, style="bold")
-        out.append(f"  {row.role} · {format_duration(row.seconds)} · {format_clock_ms(s.start)}", style="dim")
-        if row.crashed:
-            out.append("  crashed", style="bold red")
-        if s.status_message:
-            out.append(f"  {s.status_message}", style="red" if row.failed else "")
-        out.truncate(max(10, width), overflow="ellipsis")
-    out.append("\n" + LEGEND[: max(10, width)], style="dim")
-    return out

@@ -16,13 +16,14 @@ from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from console.formatting import format_duration, truncate
+from console.formatting import format_clock_ms, format_duration, truncate
 from worker.models import SpanView
 
 LABEL_MAX = 28
@@ -336,3 +337,19 @@ class SpanWaterfall(ScrollView, can_focus=True):
 
     def on_blur(self) -> None:
         self.refresh()
+
+
+def span_detail(row: SpanRow | None, width: int) -> Text:
+    """Two lines under the span waterfall: the selected span, then the legend."""
+    out = Text(no_wrap=True, overflow="ellipsis")
+    if row is not None:
+        s = row.span
+        out.append(s.name, style="bold")
+        out.append(f"  {row.role} · {format_duration(row.seconds)} · {format_clock_ms(s.start)}", style="dim")
+        if row.crashed:
+            out.append("  crashed", style="bold red")
+        if s.status_message:
+            out.append(f"  {s.status_message}", style="red" if row.failed else "")
+        out.truncate(max(10, width), overflow="ellipsis")
+    out.append("\n" + LEGEND[: max(10, width)], style="dim")
+    return out

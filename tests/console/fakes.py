@@ -4,7 +4,8 @@ It answers like `worker.client.RuntimeClient`, records every command it receives
 resolve, replay, send_event, pause_schedule, resume_schedule, and the on-call ones of
 tests/console/fake_oncall.py: pause_run, resume_run, pause_workflow, resume_workflow, retry) in `commands`,
 can be told to raise Conflict for a task or to be unreachable, and its `watch_events` yields scripted
-events and then waits forever. Limits and budgets: tests/console/fake_limits.py.
+events and then waits forever. Limits and budgets: tests/console/fake_limits.py; the live text of llm/agent
+steps: tests/console/fake_live.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.console.fake_limits import FakeLimits
+from tests.console.fake_live import FakeLive
 from tests.console.fake_oncall import FakeOnCall, is_retrying
 from worker.client.events import EventDelivery, EventWait
 from worker.client.schedules import ScheduleInfo
@@ -609,7 +611,7 @@ def make_events() -> list[LiveEvent]:
     ]
 
 
-class FakeRuntimeClient(FakeOnCall, FakeLimits):
+class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive):
     """Answers like RuntimeClient from in-memory data; records commands."""
 
     def __init__(self, *, events: list[LiveEvent] | None = None) -> None:
@@ -648,6 +650,7 @@ class FakeRuntimeClient(FakeOnCall, FakeLimits):
         self.schedules = make_schedules()
         self.subscribers: dict[str, list[str]] = {"ticket.created": ["fan-out"]}
         """Event name -> the workflows `on: {event}` starts a run of."""
+        FakeLive.__init__(self, rid)
 
     # -- knobs for tests ---------------------------------------------------------------------
     def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:

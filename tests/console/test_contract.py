@@ -359,3 +359,79 @@ async def test_budgets_list_each_workflow_s_caps_and_today_s_spend(side: Side) -
         assert any(cap is not None for cap in (b.tokens_per_run, b.usd_per_run, b.usd_per_day))
         assert b.spent_today_usd >= 0 and b.calls_today >= 0 and b.asking >= 0
     assert any(b.usd_per_day and b.on_exceed == "fail" for b in budgets)
+
+
+# -- the live text of llm/agent steps (issue 19) ---------------------------------------------------------
+ANSWER = ("The refund for ticket T-1 was checked against the order: 40 EUR, paid by card on the 3rd. "
+          "The policy allows refunds within 30 days, so I approved it, and the customer was told.")
+ASK = """
+name: ask
+inputs: {llm: {type: string}}
+steps:
+  - id: ask
+    uses: llm
+    retry: {max_attempts: 3, initial_interval: 100ms}
+    with: {provider: openai, model: m, base_url: "${{ inputs.llm }}", prompt: Was the refund for T-1 made?}
+"""
+@dataclass
+class LiveSide:
+    side: Side
+    run_id: str
+    step_id: str
+    answer: str
+
+
+@pytest.fixture(params=["fake", "runtime"])
+async def live_side(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[LiveSide]:
+    """A run whose llm step's first attempt broke off mid-answer and whose retry wrote the whole answer."""
+    if request.param == "fake":
+        from tests.console.fake_live import ASK_ANSWER
+        from tests.console.fakes import rid
+
+        yield LiveSide(Side(FakeRuntimeClient(), _at_once), rid(23), "ask", ASK_ANSWER)
+        return
+    from tests.support.llm_peer import LlmPeer, Reply, openai_text
+
+    write_workflow(settings, "ask.yaml", ASK)
+    with LlmPeer() as peer:
+        peer.tokens_per_s = 60
+        answer = openai_text(ANSWER, usage=(30, 44))
+        peer.script([Reply(200, {}, answer, drop_after=6), answer])
+        async with running_worker(settings), client_for(settings) as client:
+            run_id = await client.start_run("ask", {"llm": peer.openai_url})
+            yield LiveSide(Side(client, _eventually), run_id, "ask", ANSWER)
+
+
+async def test_live_text_so_far_then_followed_to_the_step_s_end_with_the_abandoned_attempt_apart(
+        live_side: LiveSide) -> None:
+    from worker.client.live import LiveText
+
+    client, run_id, step = live_side.side.client, live_side.run_id, live_side.step_id
+
+    async def writing() -> bool:
+        return bool(await client.live_entries(run_id))
+
+    await live_side.side.settle(writing)
+    first = await client.live_entries(run_id, count=1)
+    assert len(first) == 1 and first[0].run_id == run_id and first[0].step_id == step
+    rest = [e async for e in client.follow_live(run_id, after=first[0].id, step_id=step)]  # ends with the step
+    whole = first + rest
+    assert all(e.step_id == step for e in whole)
+    ids = [tuple(map(int, e.id.split("-"))) for e in whole]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), "nothing skipped or repeated after the cursor"
+    assert [e.id for e in await client.live_entries(run_id)] == [e.id for e in whole]
+    assert [e.id for e in await client.live_entries(run_id, after=whole[2].id)] == [e.id for e in whole[3:]]
+    text = LiveText()
+    for e in whole:
+        text.feed(e)
+    calls = text.of_step(step)
+    assert [(c.attempt, c.abandoned, c.done) for c in calls] == [(1, True, False), (2, False, True)]
+    assert calls[0].text and live_side.answer.startswith(calls[0].text) and calls[0].reason
+    assert calls[1].text == live_side.answer and calls[1].ttft_ms is not None
+    assert calls[1].output_tokens_per_s is not None
+    view = next(v for v in (await client.get_run(run_id)).steps if v.step_id == step)
+    assert view.status == "completed"
+    with pytest.raises(WorkerError):
+        await client.live_entries(run_id, after="not-an-id")
+    with pytest.raises(NotFound):
+        await client.live_entries("00000000-0000-4000-8000-000000000000")

@@ -455,3 +455,37 @@ def test_command_log(snap_compare: Any, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_command_log_empty(snap_compare: Any, size: tuple[int, int]) -> None:
     check(snap_compare, size, keys("L"))
+
+
+def live_step(key: tuple[object, ...], expect: str) -> Before:
+    """Open run 22 and select a streaming step; wait until its live text (fed by FakeLive) is drawn."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        from console.screens.run_detail import RunDetailScreen
+        from console.widgets.live_text import LiveView
+
+        app: AgentConsole = pilot.app  # type: ignore[assignment]
+        await settle(pilot)
+        app.open_run(rid(22))
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunDetailScreen)
+        screen.query_one("#step-tree").move_cursor(screen._tree_nodes[key], animate=False)  # type: ignore[attr-defined]
+        await settle(pilot)
+        for _ in range(100):
+            if expect in str(screen.query_one(LiveView).render()):
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_live_text_mid_stream(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, live_step(("step", "draft", None), "Leipzig"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_live_text_after_an_abandoned_attempt(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, live_step(("step", "resolve", None), "lookup"))
