@@ -56,8 +56,11 @@ async def test_crash_after_the_lease_before_the_stream_ack_then_during_reclaim(
     async with client_for(settings) as client:
         run_id = await client.start_run("chain", {"sink": http_sink.url})
         await wait_dead(first)
-        # the entry is still pending for the dead consumer: the next worker reclaims it, and dies there
-        second = worker_procs.start(extra_env=armed("during-reclaim", marker), name="second")
+        # the entry is still pending for the dead consumer: the next worker reclaims it, and dies there. (Its death
+        # watch would see the first worker gone first and hand the run out afresh, dropping the dead consumer:
+        # the reclaim path is what workers without the liveness lock rely on, so this one runs without it.)
+        second = worker_procs.start(extra_env={**armed("during-reclaim", marker), "AGENTRT_LIVENESS": "off"},
+                                    name="second")
         await wait_dead(second, timeout=30)
         assert marker.read_text().split() == ["after-commit-before-ack", "during-reclaim"]
         assert http_sink.count() == 0
