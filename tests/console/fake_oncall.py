@@ -14,7 +14,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from worker.client.pauses import PauseOutcome, WorkflowPause
 from worker.client.retries import VERSION_CHOICES, RetryOption, RetryResult, VersionChoice
@@ -255,12 +255,11 @@ class FakeOnCall:
         if not found:
             return RetryResult(run_id, None, None, None, "no such run")
         option = found[0]
-        if not option.retryable:
-            return RetryResult(option.run_id, None, None, None, option.problem)
-        chosen: Literal["run", "current"] = option.default if version == "auto" else version
-        if chosen == "current" and option.changed and not option.compatible:
-            return RetryResult(option.run_id, None, None, None, f"the current version cannot take it over: "
-                                                                f"{option.problem}")
+        chosen = option.choose(version)  # the runtime's own rule (RetryOption is the real dataclass)
+        if chosen is None:
+            why = (option.problem if not option.retryable
+                   else f"the current version cannot take it over: {option.problem}")
+            return RetryResult(option.run_id, None, None, None, why)
         try:
             plan, new_id = await self.start_replay(option.run_id, latest=chosen == "current" and option.changed)
         except WorkerError as exc:

@@ -53,6 +53,13 @@ class RetryOption:
     def default(self) -> Literal["run", "current"]:
         return "current" if self.changed and self.compatible else "run"
 
+    def choose(self, version: VersionChoice) -> Literal["run", "current"] | None:
+        """The version `version` means for this run; None when it cannot be retried that way."""
+        if not self.retryable:
+            return None
+        chosen: Literal["run", "current"] = self.default if version == "auto" else version
+        return None if chosen == "current" and self.changed and not self.compatible else chosen
+
 
 @dataclass(frozen=True, slots=True)
 class RetryResult:
@@ -116,12 +123,11 @@ class RetriesApi(RunsApi):
         if not found:
             return RetryResult(run_id, None, None, None, "no such run")
         option = found[0]
-        if not option.retryable:
-            return RetryResult(option.run_id, None, None, None, option.problem)
-        chosen: Literal["run", "current"] = option.default if version == "auto" else version
-        if chosen == "current" and option.changed and not option.compatible:
-            return RetryResult(option.run_id, None, None, None, f"the current version cannot take it over: "
-                                                                f"{option.problem}")
+        chosen = option.choose(version)
+        if chosen is None:
+            why = (option.problem if not option.retryable
+                   else f"the current version cannot take it over: {option.problem}")
+            return RetryResult(option.run_id, None, None, None, why)
         latest = chosen == "current" and option.changed
         try:
             plan, new_id = await self.replay(option.run_id, latest=latest, by=by)

@@ -149,20 +149,10 @@ async def cmd_bulk(client: Any, args: argparse.Namespace) -> int:
     return 0 if not failed else 1
 
 
-def _version_of(option: Any, choice: str) -> str | None:
-    """What `choice` means for this run: "current" / "run", or None when it cannot be retried that way."""
-    if not option.retryable:
-        return None
-    chosen = option.default if choice == "auto" else choice
-    if chosen == "current" and option.changed and not option.compatible:
-        return None
-    return str(chosen)
-
-
 async def _bulk_retry(client: Any, args: argparse.Namespace, runs: list[Any]) -> int:
     """`agentrt runs --retry`: counts per version first (dry run without --yes), then one retry per run, paced."""
     options = await client.retry_options([r.run_id for r in runs])
-    plan = [(opt, _version_of(opt, args.version)) for opt in options]
+    plan = [(opt, opt.choose(args.version)) for opt in options]
     skipped = [{"run_id": opt.run_id, "reason": opt.problem or "cannot be retried"} for opt, v in plan if v is None]
     per_version: dict[str, int] = {}
     for opt, version in plan:
