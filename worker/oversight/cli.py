@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from worker import output as o
@@ -119,25 +120,15 @@ async def cmd_bulk(client: Any, args: argparse.Namespace) -> int:
         else:
             o.out.print(f"{len(runs)} run(s) would be cancelled; add --yes to do it")
         return 0
-    done: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    interval = 1.0 / args.rate if args.rate > 0 else 0.0
-    started = time.monotonic()
-    for i, run in enumerate(runs, 1):
-        t0 = time.monotonic()
+    async def cancel(run: Any) -> dict[str, Any]:
         try:
             await client.cancel(run.run_id, reason=args.reason)
-            done.append({"run_id": run.run_id})
         except WorkerError as exc:
-            failed.append({"run_id": run.run_id, "error": str(exc)})
-        if not args.json and (i % 10 == 0 or i == len(runs)):
-            sys.stderr.write(f"\r{i}/{len(runs)} ({len(failed)} failed)")
-            sys.stderr.flush()
-        wait = interval - (time.monotonic() - t0)
-        if wait > 0:
-            await asyncio.sleep(wait)
-    if not args.json and runs:
-        sys.stderr.write("\n")
+            return {"run_id": run.run_id, "error": str(exc)}
+        return {"run_id": run.run_id}
+
+    started = time.monotonic()
+    done, failed = await _paced(runs, cancel, rate=args.rate, progress=not args.json)
     summary = {"action": args.action, "matching": len(runs), "succeeded": len(done), "failed": len(failed),
                "seconds": round(time.monotonic() - started, 2), "results": done, "errors": failed}
     if args.json:
@@ -173,26 +164,15 @@ async def _bulk_retry(client: Any, args: argparse.Namespace, runs: list[Any]) ->
             for s in skipped:
                 o.out.print(f"  skipped {s['run_id'][:8]}: {s['reason']}", markup=False)
         return 0
-    done: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    interval = 1.0 / args.rate if args.rate > 0 else 0.0
-    started = time.monotonic()
-    for i, opt in enumerate(todo, 1):
-        t0 = time.monotonic()
+    async def retry(opt: Any) -> dict[str, Any]:
         result = await client.retry(opt.run_id, args.version)
-        if result.new_run is not None:
-            done.append({"run_id": opt.run_id, "new_run": result.new_run, "version": result.version,
-                         "def_hash": result.def_hash})
-        else:
-            failed.append({"run_id": opt.run_id, "error": result.skipped or "not retried"})
-        if not args.json and (i % 10 == 0 or i == len(todo)):
-            sys.stderr.write(f"\r{i}/{len(todo)} ({len(failed)} failed)")
-            sys.stderr.flush()
-        wait = interval - (time.monotonic() - t0)
-        if wait > 0:
-            await asyncio.sleep(wait)
-    if not args.json and todo:
-        sys.stderr.write("\n")
+        if result.new_run is None:
+            return {"run_id": opt.run_id, "error": result.skipped or "not retried"}
+        return {"run_id": opt.run_id, "new_run": result.new_run, "version": result.version,
+                "def_hash": result.def_hash}
+
+    started = time.monotonic()
+    done, failed = await _paced(todo, retry, rate=args.rate, progress=not args.json)
     summary = {"action": "retry", "matching": len(runs), "succeeded": len(done), "failed": len(failed),
                "skipped": skipped, "per_version": per_version, "seconds": round(time.monotonic() - started, 2),
                "results": done, "errors": failed}
@@ -207,3 +187,24 @@ async def _bulk_retry(client: Any, args: argparse.Namespace, runs: list[Any]) ->
         for s in skipped:
             o.out.print(f"  skipped {s['run_id'][:8]}: {s['reason']}", markup=False)
     return 0 if not failed else 1
+
+
+async def _paced(items: list[Any], act: Callable[[Any], Awaitable[dict[str, Any]]], *, rate: float,
+                 progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`act` on each item at most `rate` per second, with progress on stderr; (results, those with an `error`)."""
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    interval = 1.0 / rate if rate > 0 else 0.0
+    for i, item in enumerate(items, 1):
+        t0 = time.monotonic()
+        result = await act(item)
+        (failed if "error" in result else done).append(result)
+        if progress and (i % 10 == 0 or i == len(items)):
+            sys.stderr.write(f"\r{i}/{len(items)} ({len(failed)} failed)")
+            sys.stderr.flush()
+        wait = interval - (time.monotonic() - t0)
+        if wait > 0:
+            await asyncio.sleep(wait)
+    if progress and items:
+        sys.stderr.write("\n")
+    return done, failed
