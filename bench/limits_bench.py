@@ -39,9 +39,9 @@ from stack import bench_servers, start_worker, stop_worker, wait_workflows  # no
 
 from tests.limits.support import load_workflows, run_load, sized_answer, write_limits  # noqa: E402
 from tests.support.llm_peer import LlmPeer  # noqa: E402
+from worker import runlog as ev  # noqa: E402
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
-from worker.engine import events as ev  # noqa: E402
 
 WORKERS = 3
 

@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
 
 from tests.support.llm_peer import LlmPeer, openai_text  # noqa: E402
+from worker import runlog as ev  # noqa: E402
 from worker.bus.streams import Keys  # noqa: E402
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
-from worker.engine import events as ev  # noqa: E402
 from worker.streams.entries import LLM_DELTA  # noqa: E402
 
 SHORT = " ".join(f"word{i}" for i in range(40))  # 40 pieces

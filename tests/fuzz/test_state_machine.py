@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from worker import runlog as ev
 from worker.definitions.loader import load_text
 from worker.definitions.model import Definition
-from worker.engine import events as ev
 from worker.engine.commands import Complete, CompleteRun, Expand, Fail, FailRun, Skip, Start, TimeoutTask
 from worker.engine.retry import next_retry_at
 from worker.engine.scheduler import decide

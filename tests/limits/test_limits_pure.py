@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from worker import runlog as ev
 from worker.definitions.loader import load_text
-from worker.engine import events as ev
 from worker.engine.attempt import Outcome
 from worker.engine.commands import Start
 from worker.engine.outcomes import record_outcome

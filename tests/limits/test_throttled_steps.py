@@ -14,8 +14,8 @@ from tests.limits.support import sized_answer, write_limits
 from tests.support.http_sink import HttpSink
 from tests.support.llm_peer import LlmPeer
 from tests.support.runtime import client_for, eventually, running_worker, wait_status, write_workflow
+from worker import runlog as ev
 from worker.config import Settings
-from worker.engine import events as ev
 from worker.models import StepStatus
 from worker.telemetry.spans import RunTracer
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 
+from worker import runlog as ev
 from worker.client.base import ClientBase, check_idempotency_key
 from worker.definitions.model import Definition
 from worker.definitions.schema import EVENT_NAME
-from worker.engine import events as ev
 from worker.engine.admission import admission_for
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.errors import Conflict, WorkerError

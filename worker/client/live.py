@@ -19,8 +19,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from worker import runlog as ev
 from worker.client.base import ClientBase
-from worker.engine import events as ev
 from worker.errors import NotFound, WorkerError
 from worker.streams.entries import FIRST_ID, LiveEntry, decode_entry, parse_stream_id
 from worker.streams.fold import CallText, LiveText

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from worker import runlog as ev
 from worker.client.base import ClientBase, check_idempotency_key
 from worker.definitions.flow import check_priority
-from worker.engine import events as ev
 from worker.engine.admission import admission_for
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.errors import Conflict, InvalidRequest, WorkerError

@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from worker import faults
+from worker import runlog as ev
 from worker.definitions.model import Definition
-from worker.engine import events as ev
 from worker.engine.attempt import Outcome, RunLease, run_attempt
 from worker.engine.commands import (
     Decision,

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from worker import runlog as ev
 from worker.definitions.model import Definition
 from worker.definitions.step_args import WorkflowArgs
-from worker.engine import events as ev
 from worker.engine.admission import admission_for
 from worker.engine.commands import Start
 from worker.engine.host import ActorHost

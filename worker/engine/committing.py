@@ -14,8 +14,8 @@ import dataclasses
 import time
 from typing import Any
 
+from worker import runlog as ev
 from worker.bus.publisher import Publisher
-from worker.engine import events as ev
 from worker.engine.attempt import Outcome
 from worker.engine.state import InstanceKey
 from worker.secrets.transit import PayloadCipher, seal_fields

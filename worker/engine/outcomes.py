@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from worker import runlog as ev
 from worker.definitions.model import Definition
-from worker.engine import events as ev
 from worker.engine.attempt import Outcome, parked_task_id, task_id_for
 from worker.engine.commands import Command, Complete, CompleteRun, Expand, Fail, Skip
 from worker.engine.parking import SignalEvent

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from worker import runlog as ev
 from worker.definitions.model import Definition
 from worker.definitions.schema import EXTERNAL_KINDS
-from worker.engine import events as ev
 from worker.engine.attempt import task_id_for
 from worker.engine.retry import next_retry_at
 from worker.engine.state import Instance, RunState

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker import runlog as ev
 from worker.definitions.model import Definition
 from worker.definitions.step_args import ARGS_MODELS
-from worker.engine import events as ev
 from worker.engine.commands import Start
 from worker.engine.parking import PARKING_KINDS, park
 from worker.steps.base import idempotency_key

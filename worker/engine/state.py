@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.engine import events as ev
+from worker import runlog as ev
 from worker.models import RunStatus, StepStatus
 
 InstanceKey = tuple[str, int | None]

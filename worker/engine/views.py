@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.engine import events as ev
+from worker import runlog as ev
 from worker.engine.state import RunState
 from worker.models import AttemptView, StepStatus, StepView
 

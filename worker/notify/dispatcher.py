@@ -26,8 +26,8 @@ from typing import Any
 
 import asyncpg
 
+from worker import runlog as ev
 from worker.config import Settings
-from worker.engine import events as ev
 from worker.engine.state import RunState
 from worker.notify import outbox
 from worker.notify.config import OperatorNotify

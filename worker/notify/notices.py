@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.engine import events as ev
+from worker import runlog as ev
 from worker.engine.state import RunState
 from worker.notify.outbox import OutboxRow
 from worker.store.writer import NewTask

@@ -15,9 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from worker import runlog as ev
 from worker.definitions.model import Definition
 from worker.definitions.schema import EXTERNAL_KINDS
-from worker.engine import events as ev
 from worker.engine.admission import admission_for
 from worker.engine.inputs import resolve_inputs
 from worker.engine.state import RunState

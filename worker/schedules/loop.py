@@ -30,10 +30,10 @@ from typing import Any
 import asyncpg
 
 from worker import faults
+from worker import runlog as ev
 from worker.bus.publisher import Publisher
 from worker.definitions.expressions import is_template
 from worker.definitions.model import Definition
-from worker.engine import events as ev
 from worker.engine.admission import admission_for
 from worker.engine.inputs import InputError
 from worker.errors import ExpressionError, WorkerError

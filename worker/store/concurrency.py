@@ -35,6 +35,7 @@ import asyncpg
 
 from worker.identity import Identity
 from worker.models import QueueInfo
+from worker.runlog import RUN_CANCELLED
 
 
 def rank(table: str = "") -> str:
@@ -48,7 +49,6 @@ ADMITTED = "('pending', 'running', 'waiting', 'paused')"
 """Statuses that hold a slot of their key (a paused run keeps its slot)."""
 SYSTEM = Identity(user="system:concurrency")
 """Who cancels a run for `on_full: cancel_oldest` in the audit trail."""
-RUN_CANCELLED = "run.cancelled"  # worker.engine.events.RUN_CANCELLED (the store does not import the engine)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from worker.engine.events import Event
+from worker.runlog import Event
 from worker.store import concurrency
 from worker.store.concurrency import Admission, Admitted
 from worker.store.waits import closed_waits, ts_to_dt

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from worker.engine.events import Event
+from worker.runlog import Event
 from worker.store.pool import dumps
 from worker.store.runs import row_to_event, ts_to_dt
 

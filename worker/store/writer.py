@@ -15,8 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from worker.engine.events import Event
 from worker.notify import outbox
+from worker.runlog import Event
 from worker.store import concurrency, waits
 from worker.store.concurrency import Admission
 from worker.store.pool import dumps

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from worker.config import Settings
-from worker.engine.events import Event
+from worker.runlog import Event
 from worker.telemetry.child import achild_span, child_span, span_traceparent
 
 __all__ = ["NoTelemetry", "Telemetry", "achild_span", "build_telemetry", "child_span", "span_traceparent"]

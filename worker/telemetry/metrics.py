@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from worker.engine import events as ev
+from worker import runlog as ev
 from worker.telemetry.export import SCOPE_NAME, endpoint_configured, protocol
 from worker.telemetry.spans import SpanRecord
 

@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from worker.config import Settings
-from worker.engine.events import Event
+from worker.runlog import Event
 from worker.telemetry import logging as tlog
 from worker.telemetry.config import TelemetryConfig
 from worker.telemetry.export import Tracing

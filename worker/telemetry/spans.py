@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from worker.engine import events as ev
+from worker import runlog as ev
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 ERROR_CHARS = 200

@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
+from worker import runlog as ev
 from worker.definitions.loader import load_text
 from worker.definitions.schema import RetryPolicy
-from worker.engine import events as ev
 from worker.engine.commands import Complete, CompleteRun, Expand, Fail, FailRun, Skip, Start, TimeoutTask
 from worker.engine.inputs import InputError, resolve_inputs
 from worker.engine.retry import backoff_delay, next_retry_at

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from worker import runlog as ev
 from worker.config import Settings
 from worker.definitions.loader import load_text
 from worker.definitions.registry import is_workflow_file, load_operator_file, scan_directory
-from worker.engine import events as ev
 from worker.engine.state import RunState
 from worker.errors import DefinitionError
 from worker.notify.config import OperatorNotify, load_notify_text, notify_problems

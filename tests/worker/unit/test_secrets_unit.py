@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from worker import runlog as ev
 from worker.config import Settings
 from worker.definitions.loader import load_text
-from worker.engine import events as ev
 from worker.engine.commands import Start
 from worker.engine.scheduler import decide, expression_context
 from worker.engine.state import RunState

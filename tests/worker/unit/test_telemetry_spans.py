@@ -6,8 +6,8 @@ import json
 import logging
 import uuid
 
-from worker.engine import events as ev
-from worker.engine.events import Event
+from worker import runlog as ev
+from worker.runlog import Event
 from worker.telemetry import logging as tlog
 from worker.telemetry.export import otlp_json
 from worker.telemetry.spans import (

@@ -1,4 +1,5 @@
-"""Event types of the run log and the event record itself."""
+"""The run log's vocabulary: event types and the event record itself. The ground floor: the engine, the store,
+telemetry and the client all import it; it imports nothing of theirs."""
 
 from __future__ import annotations
 
