@@ -4,6 +4,12 @@ Starts its own durable Postgres (fsync on) and Redis from the wheels, one worker
 it through RuntimeClient. Prints a table and writes bench/results/engine.json.
 
     python bench/engine_bench.py [--sequential-runs 40] [--concurrent-runs 500] [--steps 10]
+                                 [--rounds 3] [--telemetry on,off]
+
+With several telemetry modes, every round starts one worker per mode (the order alternating) and the
+table shows medians per mode and the median of the per-round throughput ratios. The worker's CPU per
+step (from /proc, its own process and its sandbox children apart) is the figure least moved by
+whatever else the machine is doing.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -63,7 +70,7 @@ async def run_gaps(client: RuntimeClient, name: str, runs: int) -> list[float]:
     gaps: list[float] = []
     for _ in range(runs):
         run_id = await client.start_run(name)
-        summary = await client.wait_for_run(run_id, timeout=60, poll=0.002)
+        summary = await client.wait_for_run(run_id, timeout=60)  # pushed: no polling
         assert summary.status.value == "completed", summary.error
         gaps.extend(await step_gaps(client, run_id))
     return gaps
@@ -96,7 +103,7 @@ async def sequential(client: RuntimeClient, name: str, runs: int) -> dict[str, f
     for _ in range(runs):
         t0 = time.perf_counter()
         run_id = await client.start_run(name)
-        summary = await client.wait_for_run(run_id, timeout=60, poll=0.002)
+        summary = await client.wait_for_run(run_id, timeout=60)  # pushed: no polling
         walls.append(time.perf_counter() - t0)
         assert summary.status.value == "completed", summary.error
         gaps.extend(await step_gaps(client, run_id))
@@ -124,35 +131,80 @@ async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) ->
             "wall_s": elapsed, "create_s": created, "failed": failed}
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, object]:
+def cpu_seconds(pid: int) -> tuple[float, dict[int, float]]:
+    """CPU seconds (user + system) of process `pid`, and of each of its children alive now (the sandbox pool)."""
+    def read(p: int) -> tuple[int, float]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = read(pid)[1]
+    children: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != pid:
+            try:
+                ppid, cpu = read(int(d.name))
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                children[int(d.name)] = cpu
+    return own, children
+
+
+async def measure(client: RuntimeClient, worker_pid: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    await sequential(client, "seq", 3)  # warm-up
+    await concurrent(client, "seq-async", 100, args.steps)  # the sandbox pool grows
+    out = {"sequential_sync_python": await sequential(client, "seq", args.sequential_runs),
+           "sequential_async_python": await sequential(client, "seq-async", args.sequential_runs)}
+    before = cpu_seconds(worker_pid)
+    conc = await concurrent(client, "seq-async", args.concurrent_runs, args.steps)
+    after = cpu_seconds(worker_pid)
+    steps = args.concurrent_runs * args.steps
+    conc["worker_cpu_us_per_step"] = (after[0] - before[0]) / steps * 1e6
+    conc["sandbox_cpu_us_per_step"] = sum(c - before[1].get(p, 0.0) for p, c in after[1].items()) / steps * 1e6
+    out["concurrent"] = conc
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Every round starts one worker per telemetry mode (the order alternating) on the same database."""
+    rounds: list[dict[str, object]] = []
     async with bench_servers("bench") as srv:
         wf_dir = srv.workflows
         (wf_dir / "bench_tasks.py").write_text(TASKS)
         (wf_dir / "seq.yaml").write_text(workflow("seq", args.steps, "noop"))
         (wf_dir / "seq-async.yaml").write_text(workflow("seq-async", args.steps, "anoop"))
         url = srv.db_url("bench")
-        env = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
-               "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": str(max(600, args.concurrent_runs)),
-               "AGENTRT_LOG_LEVEL": "WARNING", "AGENTRT_DB_POOL_SIZE": "8"}
+        base = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
+                "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": str(max(600, args.concurrent_runs)),
+                "AGENTRT_LOG_LEVEL": "WARNING", "AGENTRT_DB_POOL_SIZE": "8"}
         prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
-        worker: subprocess.Popen[bytes] | None = None
-        with (srv.tmp / "worker.log").open("wb") as log:
-            try:
-                worker = start_worker(env, log, prof)
-                client = await RuntimeClient.connect(Settings(database_url=url, redis_url=srv.redis.url(),
-                                                              workflows_dir=wf_dir))
-                try:
-                    await wait_workflows(client, {"seq", "seq-async"})
-                    await sequential(client, "seq", 3)  # warm-up
-                    return {
-                        "sequential_sync_python": await sequential(client, "seq", args.sequential_runs),
-                        "sequential_async_python": await sequential(client, "seq-async", args.sequential_runs),
-                        "concurrent": await concurrent(client, "seq-async", args.concurrent_runs, args.steps),
-                    }
-                finally:
-                    await client.close()
-            finally:
-                stop_worker(worker)
+        client = await RuntimeClient.connect(Settings(database_url=url, redis_url=srv.redis.url(),
+                                                      workflows_dir=wf_dir))
+        try:
+            for r in range(args.rounds):
+                modes = args.telemetry if r % 2 == 0 else list(reversed(args.telemetry))
+                result: dict[str, object] = {}
+                for mode in modes:
+                    worker: subprocess.Popen[bytes] | None = None
+                    with (srv.tmp / f"worker-{r}-{mode}.log").open("wb") as log:
+                        try:
+                            worker = start_worker({**base, **args.variants[mode]}, log, prof)
+                            await wait_workflows(client, {"seq", "seq-async"})
+                            await asyncio.sleep(1.0)  # the worker's own start-up work settles
+                            result[mode] = await measure(client, worker.pid, args)
+                        finally:
+                            stop_worker(worker)
+                rounds.append(result)
+                print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+                    f"{m}: {result[m]['concurrent']['steps_per_s']:,.0f} steps/s, "  # type: ignore[index]
+                    f"{result[m]['sequential_async_python']['step_overhead_p50_ms']:.3f} ms/step"  # type: ignore[index]
+                    for m in modes), flush=True)
+        finally:
+            await client.close()
+    return rounds
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def main() -> None:
@@ -160,26 +212,57 @@ def main() -> None:
     p.add_argument("--sequential-runs", type=int, default=40)
     p.add_argument("--concurrent-runs", type=int, default=500)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=1, help="rounds; figures are medians over them (default 1)")
+    p.add_argument("--telemetry", default="on",
+                   help="comma-separated AGENTRT_TELEMETRY modes to compare in every round, e.g. on,off "
+                        "(default: on)")
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL:ENV=VALUE[,ENV=VALUE]",
+                   help="instead of --telemetry: compare workers started with these environments, e.g. "
+                        "--variant a:AGENTRT_TELEMETRY=on --variant b:AGENTRT_TELEMETRY=on,PYTHONHASHSEED=0")
     args = p.parse_args()
-    results = asyncio.run(main_async(args))
-    seq, seqa, conc = (results["sequential_sync_python"], results["sequential_async_python"],
-                       results["concurrent"])
-    print(f"\nAgentRuntime engine benchmark ({os.cpu_count()} cores; Postgres fsync on, Redis, one worker)")
-    print(f"{'figure':58} {'value':>12}")
-    for label, value in [
-        (f"per-step overhead p50, sequential {args.steps}-step, sync python no-op (ms)", seq["step_overhead_p50_ms"]),
-        ("per-step overhead p99, sync python no-op (ms)", seq["step_overhead_p99_ms"]),
-        ("per-step overhead p50, async python no-op (ms)", seqa["step_overhead_p50_ms"]),
-        ("per-step overhead p99, async python no-op (ms)", seqa["step_overhead_p99_ms"]),
-        (f"whole {args.steps}-step run incl. start + polling, p50 (ms)", seq["run_wall_p50_ms"]),
-        (f"throughput, {conc['runs']} concurrent {args.steps}-step runs (steps/s)", conc["steps_per_s"]),
-        ("  time from first create to last finish (s)", conc["elapsed_s"]),
-        ("  failed runs", conc["failed"]),
-    ]:
-        print(f"{label:58} {value:>12.2f}")
+    if args.variant:
+        args.variants = {}
+        for v in args.variant:
+            label, _, assignments = v.partition(":")
+            args.variants[label] = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    else:
+        args.variants = {m.strip(): {"AGENTRT_TELEMETRY": m.strip()} for m in args.telemetry.split(",") if m.strip()}
+    args.telemetry = list(args.variants)
+    rounds = asyncio.run(main_async(args))
+
+    def fig(mode: str, part: str, key: str) -> float:
+        return median([float(r[mode][part][key]) for r in rounds])  # type: ignore[index]
+
+    load = os.getloadavg()
+    print(f"\nAgentRuntime engine benchmark ({os.cpu_count()} cores; Postgres fsync on, Redis, one worker; "
+          f"medians of {args.rounds} round(s); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
+    rows = [
+        (f"per-step overhead p50, sequential {args.steps}-step, sync python no-op (ms)",
+         "sequential_sync_python", "step_overhead_p50_ms"),
+        ("per-step overhead p99, sync python no-op (ms)", "sequential_sync_python", "step_overhead_p99_ms"),
+        ("per-step overhead p50, async python no-op (ms)", "sequential_async_python", "step_overhead_p50_ms"),
+        ("per-step overhead p99, async python no-op (ms)", "sequential_async_python", "step_overhead_p99_ms"),
+        (f"whole {args.steps}-step run, start to result seen, p50 (ms)", "sequential_async_python",
+         "run_wall_p50_ms"),
+        (f"throughput, {args.concurrent_runs} concurrent {args.steps}-step runs (steps/s)", "concurrent",
+         "steps_per_s"),
+        ("  worker process CPU per step (us)", "concurrent", "worker_cpu_us_per_step"),
+        ("  sandbox processes CPU per step (us)", "concurrent", "sandbox_cpu_us_per_step"),
+        ("  failed runs", "concurrent", "failed"),
+    ]
+    modes = args.telemetry
+    print(f"{'figure':62}" + "".join(f"{m:>16}" for m in modes))
+    for label, part, key in rows:
+        print(f"{label:62}" + "".join(f"{fig(m, part, key):>16.3f}" for m in modes))
+    if len(modes) >= 2:
+        a, b = modes[0], modes[1]
+        ratios = [float(r[a]["concurrent"]["steps_per_s"]) / float(r[b]["concurrent"]["steps_per_s"])  # type: ignore[index]
+                  for r in rounds]
+        print(f"throughput {a} / {b}, median of per-round ratios: {median(ratios):.3f} "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(results, indent=2))
+    (out / "engine.json").write_text(json.dumps({"args": vars(args), "rounds": rounds}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,18 @@ import orjson
 
 from worker.models import LiveEvent, RunId
 
+EVENT_FIELD = "e"
+"""A live event's stream entry has this one field: fewer arguments per XADD is measurably cheaper."""
+
+
+def encode_payload(kind: str, type_: str, run_id: str | None, data: dict[str, Any]) -> bytes:
+    """The compact JSON of a live event's one field."""
+    return orjson.dumps({"k": kind, "t": type_, "r": run_id, "d": data}, option=orjson.OPT_NON_STR_KEYS)
+
 
 def encode_event(kind: str, type_: str, run_id: str | None, data: dict[str, Any]) -> dict[str, bytes]:
-    """One field holding compact JSON: fewer arguments per XADD is measurably cheaper in the hot path."""
-    return {"e": orjson.dumps({"k": kind, "t": type_, "r": run_id, "d": data}, option=orjson.OPT_NON_STR_KEYS)}
+    """A live event's stream entry: {EVENT_FIELD: compact JSON}."""
+    return {EVENT_FIELD: encode_payload(kind, type_, run_id, data)}
 
 
 def decode_event(stream_id: bytes | str, fields: dict[bytes, bytes]) -> LiveEvent:

@@ -1,0 +1,44 @@
+"""`AGENTRT_GC_THRESHOLDS`: the worker's collector settings."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from worker.cli.local import GC_THRESHOLDS, tune_gc
+
+
+@pytest.fixture(autouse=True)
+def _restore_gc() -> Iterator[None]:
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+    gc.unfreeze()
+
+
+def test_default_thresholds_and_frozen_start_up_objects() -> None:
+    gc.unfreeze()
+    tune_gc("")
+    assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_freeze_count() > 0
+
+
+def test_explicit_thresholds() -> None:
+    tune_gc(" 5000, 10 ,10")
+    assert gc.get_threshold() == (5000, 10, 10)
+
+
+def test_python_keeps_the_interpreter_defaults() -> None:
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    tune_gc("python")
+    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("bad", ["fast", "1,2", "1,2,x"])
+def test_a_bad_value_stops_with_a_message(bad: str) -> None:
+    with pytest.raises(SystemExit, match="AGENTRT_GC_THRESHOLDS: expected"):
+        tune_gc(bad)
