@@ -35,7 +35,12 @@ def dumps(value: Any) -> str:
     """JSON for a jsonb column. Postgres cannot store U+0000 in jsonb (or text): a NUL that a step returned
     (a binary HTTP body, a C string) is stored as U+FFFD, so the output is kept instead of the commit
     failing on every attempt."""
-    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return jsonb_text(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+
+
+def jsonb_text(raw: bytes) -> str:
+    """Serialized JSON made fit for a jsonb column (U+0000 stored as U+FFFD, as `dumps` does)."""
+    text = raw.decode()
     return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 

@@ -24,24 +24,30 @@ class RunTraceInfo:
 
 async def insert_spans(pool: asyncpg.Pool, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """(run_id, span row) pairs in one statement; a span already stored (same id) is kept."""
-    if not rows:
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for run_id, row in rows:
+        by_run.setdefault(run_id, []).append(row)
+    await insert_span_json(pool, [(run_id, dumps(run_rows)) for run_id, run_rows in by_run.items()])
+
+
+async def insert_span_json(pool: asyncpg.Pool, runs: Sequence[tuple[str, str]]) -> None:
+    """(run_id, JSON array of that run's span rows, as `SpanRecord.to_row` shapes them) in one statement;
+    Postgres takes the rows apart (jsonb_to_recordset): the worker serializes each span once, for this and
+    for the live stream alike. A span already stored (same id) is kept."""
+    if not runs:
         return
-    cols: list[list[Any]] = [[] for _ in range(12)]
-    for run_id, r in rows:
-        # JSON is sent as text: asyncpg would read a list inside an array parameter as a sub-array
-        for i, v in enumerate((run_id, r["span_id"], r["trace_id"], r["parent_id"], r["name"], r["kind"],
-                               ts_to_dt(r["start"]), ts_to_dt(r["end"]), r["status"], r["status_message"],
-                               dumps(r["attributes"]), dumps(r["events"]))):
-            cols[i].append(v)
     await pool.execute(
         """INSERT INTO spans (run_id, span_id, trace_id, parent_id, name, kind, start_ts, end_ts, status,
                               status_message, attributes, events)
-           SELECT r, s, t, p, n, k, st, en, stat, msg, a::jsonb, e::jsonb
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
-                AS x(r, s, t, p, n, k, st, en, stat, msg, a, e)
+           SELECT r.run_id, x.span_id, x.trace_id, x.parent_id, x.name, x.kind, to_timestamp(x.start),
+                  to_timestamp(x."end"), x.status, x.status_message, coalesce(x.attributes, '{}'),
+                  coalesce(x.events, '[]')
+           FROM unnest($1::uuid[], $2::text[]) AS r(run_id, rows),
+                jsonb_to_recordset(r.rows::jsonb) AS x(span_id text, trace_id text, parent_id text, name text,
+                                                       kind text, start float8, "end" float8, status text,
+                                                       status_message text, attributes jsonb, events jsonb)
            ON CONFLICT (run_id, span_id) DO NOTHING""",
-        *cols)
+        [run_id for run_id, _ in runs], [json for _, json in runs])
 
 
 async def insert_step_logs(pool: asyncpg.Pool, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -23,11 +23,13 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from worker.config import Settings
 from worker.runlog import Event
+from worker.store.pool import jsonb_text
 from worker.telemetry import logging as tlog
 from worker.telemetry.config import TelemetryConfig
 from worker.telemetry.export import Tracing
@@ -333,21 +335,21 @@ class RuntimeTelemetry:
             batch: list[SpanRecord] = []
             while self._store and len(batch) < 5000:
                 batch.append(self._store.popleft())
-            rows = [(s.run_id, s.to_row()) for s in batch]
+            by_run: dict[str, list[bytes]] = {}
+            for span in batch:  # each span serialized once: for Postgres and the live stream alike
+                by_run.setdefault(span.run_id, []).append(orjson.dumps(span.to_row(), option=orjson.OPT_NON_STR_KEYS))
             try:
-                await span_store.insert_spans(self._pool, rows)
+                await span_store.insert_span_json(self._pool, [(run_id, jsonb_text(b"[" + b",".join(rows) + b"]"))
+                                                               for run_id, rows in by_run.items()])
             except Exception as exc:  # noqa: BLE001 - dropped, never retried without bound
-                self.dropped_spans += len(rows)
-                self._warn("telemetry: %d spans not stored: %s", len(rows), exc)
+                self.dropped_spans += len(batch)
+                self._warn("telemetry: %d spans not stored: %s", len(batch), exc)
             else:
                 if self._publisher is not None:
-                    by_run: dict[str, list[dict[str, Any]]] = {}
-                    for run_id, row in rows:
-                        by_run.setdefault(run_id, []).append(row)
-                    for run_id, run_rows in by_run.items():
-                        for i in range(0, len(run_rows), LIVE_SPANS_PER_EVENT):
-                            self._publisher.event("span", "span.finished", run_id,
-                                                  {"spans": run_rows[i:i + LIVE_SPANS_PER_EVENT]})
+                    for run_id, rows in by_run.items():
+                        for i in range(0, len(rows), LIVE_SPANS_PER_EVENT):
+                            part = orjson.Fragment(b"[" + b",".join(rows[i:i + LIVE_SPANS_PER_EVENT]) + b"]")
+                            self._publisher.event("span", "span.finished", run_id, {"spans": part})
         lines = self.capture.drain()
         if lines:
             try:

@@ -51,10 +51,14 @@ def parse_traceparent(value: str | None) -> TraceContext | None:
     return TraceContext(trace_id, span_id, bool(int(m.group(4), 16) & 1))
 
 
+def _hash_id(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") or 1
+
+
 @functools.lru_cache(maxsize=65_536)
 def span_id_for(*parts: object) -> int:
-    digest = hashlib.blake2b("/".join("" if p is None else str(p) for p in parts).encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big") or 1
+    """The id of a span named by `parts`: a hash of them joined by "/" (None as empty)."""
+    return _hash_id("/".join("" if p is None else str(p) for p in parts))
 
 
 def run_span_id(run_id: str) -> int:
@@ -62,11 +66,12 @@ def run_span_id(run_id: str) -> int:
 
 
 def step_span_id(run_id: str, step_id: str, item: int | None) -> int:
-    return span_id_for("step", run_id, step_id, item)
+    # the text span_id_for("step", ...) hashes, built directly (a step's spans ask for it several times)
+    return _hash_id(f"step/{run_id}/{step_id}/{'' if item is None else item}")
 
 
 def attempt_span_id(run_id: str, step_id: str, item: int | None, attempt: int) -> int:
-    return span_id_for("attempt", run_id, step_id, item, attempt)
+    return _hash_id(f"attempt/{run_id}/{step_id}/{'' if item is None else item}/{attempt}")
 
 
 def trace_id_for(run_id: str, parent: TraceContext | None) -> int:
@@ -162,9 +167,26 @@ class RunTracer:
         self.stored = 0  # spans this process stored for the run (a per-run cap)
         self.annotations: dict[tuple[str, int | None, int], dict[str, Any]] = {}
         """(step, item, attempt) -> attributes an executor measured (e.g. an LLM's time to first token)."""
+        self._step_ids: dict[Key, int] = {}
+        self._attempt_ids: dict[tuple[str, int | None, int], int] = {}
+        """Span ids asked for while the step runs (launch, open, close): hashed once. Dropped when it ends."""
 
     def context_of(self, step_id: str, item: int | None, attempt: int) -> TraceContext:
-        return TraceContext(self.trace_id, attempt_span_id(self.run_id, step_id, item, attempt), self.sampled)
+        return TraceContext(self.trace_id, self._attempt_id(step_id, item, attempt), self.sampled)
+
+    def _step_id(self, step_id: str, item: int | None) -> int:
+        key = (step_id, item)
+        found = self._step_ids.get(key)
+        if found is None:
+            found = self._step_ids[key] = step_span_id(self.run_id, step_id, item)
+        return found
+
+    def _attempt_id(self, step_id: str, item: int | None, attempt: int) -> int:
+        key = (step_id, item, attempt)
+        found = self._attempt_ids.get(key)
+        if found is None:
+            found = self._attempt_ids[key] = attempt_span_id(self.run_id, step_id, item, attempt)
+        return found
 
     # -- helpers -----------------------------------------------------------------------------
     def _span(self, span_id: int, parent_id: int | None, name: str, start: float, end: float,
@@ -177,7 +199,7 @@ class RunTracer:
 
     def _step_parent(self, step_id: str, item: int | None) -> int:
         if item is not None and step_id in self._expanded:
-            return step_span_id(self.run_id, step_id, None)
+            return self._step_id(step_id, None)
         return self.root_id
 
     def _step_attrs(self, step_id: str, item: int | None) -> dict[str, Any]:
@@ -214,7 +236,7 @@ class RunTracer:
         self.counters["attempts"] += 1
         if delay >= QUEUE_SPAN_MIN:
             out.append(self._span(span_id_for("queued", self.run_id, key[0], key[1], number),
-                                  step_span_id(self.run_id, *key), "queued", min(scheduled, e.ts), e.ts,
+                                  self._step_id(*key), "queued", min(scheduled, e.ts), e.ts,
                                   attributes={**self._step_attrs(*key), "agentrt.step.attempt": number,
                                               "agentrt.queue.reason": "retry" if retry else "ready"}))
 
@@ -222,7 +244,9 @@ class RunTracer:
                        extra: dict[str, Any]) -> SpanRecord:
         a = self._attempts.pop(key)
         attrs = {**a.attrs, **self.annotations.pop((key[0], key[1], a.number), {}), **extra}
-        return self._span(attempt_span_id(self.run_id, key[0], key[1], a.number), step_span_id(self.run_id, *key),
+        span_id = self._attempt_ids.pop((key[0], key[1], a.number), None) or attempt_span_id(
+            self.run_id, key[0], key[1], a.number)
+        return self._span(span_id, self._step_id(*key),
                           f"{key[0]}{'' if key[1] is None else f'[{key[1]}]'} attempt {a.number}", a.start, end,
                           status=status, status_message=message, attributes=attrs)
 
@@ -230,7 +254,8 @@ class RunTracer:
                     extra: dict[str, Any] | None = None) -> SpanRecord:
         start = self._steps.pop(key, end)
         attrs = {**self._step_attrs(*key), **(extra or {})}
-        return self._span(step_span_id(self.run_id, *key), self._step_parent(*key),
+        span_id = self._step_ids.pop(key, None) if key[0] not in self._expanded else None
+        return self._span(span_id or step_span_id(self.run_id, *key), self._step_parent(*key),
                           f"step {key[0]}{'' if key[1] is None else f'[{key[1]}]'}", start, end,
                           status=status, status_message=message, attributes=attrs)
 
@@ -269,10 +294,10 @@ class RunTracer:
                     out.append(self._close_attempt(key, e.ts, "error", "worker lost during attempt",
                                                    {"agentrt.attempt.crashed": True,
                                                     "agentrt.attempt.outcome": "crashed"}))
-                parent = step_span_id(self.run_id, *key)
+                parent = self._step_id(*key)
             else:
                 self._open_attempt(e, key, out)
-                parent = attempt_span_id(self.run_id, key[0], key[1], e.attempt or 1)
+                parent = self._attempt_id(key[0], key[1], e.attempt or 1)
             attrs = {**self._step_attrs(*key), "agentrt.wait.reason": reason}
             if e.data.get("task_id"):
                 attrs["agentrt.task.id"] = str(e.data["task_id"])
@@ -395,11 +420,11 @@ class RunTracer:
             out.append(self._span(w.span_id, w.parent_id, WAIT_NAMES.get(w.reason, w.reason), w.start, now,
                                   attributes={**w.attrs, "agentrt.in_progress": True}))
         for key, a in self._attempts.items():
-            out.append(self._span(attempt_span_id(self.run_id, key[0], key[1], a.number),
-                                  step_span_id(self.run_id, *key), f"{key[0]} attempt {a.number}", a.start, now,
+            out.append(self._span(self._attempt_id(key[0], key[1], a.number),
+                                  self._step_id(*key), f"{key[0]} attempt {a.number}", a.start, now,
                                   attributes={**a.attrs, "agentrt.in_progress": True}))
         for key, start in self._steps.items():
-            out.append(self._span(step_span_id(self.run_id, *key), self._step_parent(*key),
+            out.append(self._span(self._step_id(*key), self._step_parent(*key),
                                   f"step {key[0]}{'' if key[1] is None else f'[{key[1]}]'}", start, now,
                                   attributes={**self._step_attrs(*key), "agentrt.in_progress": True}))
         out.append(self._span(self.root_id, self.parent.span_id if self.parent else None,

@@ -6,6 +6,8 @@ import json
 import logging
 import uuid
 
+import pytest
+
 from worker import runlog as ev
 from worker.runlog import Event
 from worker.telemetry import logging as tlog
@@ -194,3 +196,13 @@ def test_export_is_configured_only_by_otel_variables(monkeypatch) -> None:  # ty
     assert build_resource().attributes["service.name"] == "billing-workers"
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert not TelemetryConfig.from_env().enabled
+
+
+@pytest.mark.parametrize("item", [None, 0, 7])
+def test_step_and_attempt_ids_are_the_generic_hash_of_their_parts(item: int | None) -> None:
+    """The fast paths hash the same text as span_id_for: ids stay stable across versions of the worker
+    (a run resumed by an upgraded worker continues the same spans)."""
+    from worker.telemetry.spans import span_id_for
+
+    assert step_span_id(RUN, "fetch", item) == span_id_for("step", RUN, "fetch", item)
+    assert attempt_span_id(RUN, "fetch", item, 3) == span_id_for("attempt", RUN, "fetch", item, 3)
