@@ -8,6 +8,7 @@ import gc
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,21 @@ def tune_gc(setting: str) -> None:
     gc.freeze()
 
 
+def event_loop_factory(setting: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """`AGENTRT_EVENT_LOOP`: `uvloop` (the default where it is installed: a third more steps per second and a
+    third less latency per step than asyncio's own loop under the engine benchmark) or `asyncio`."""
+    setting = setting.strip().lower() or "uvloop"
+    if setting not in ("uvloop", "asyncio"):
+        raise SystemExit(f"AGENTRT_EVENT_LOOP: expected 'uvloop' or 'asyncio', got {setting!r}")
+    if setting == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # a platform without its wheels (Windows): asyncio's loop
+        return None
+    return uvloop.new_event_loop
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.engine.service import WorkerService
     from worker.secrets.identity import make_undumpable
@@ -60,7 +76,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         await service.run_until(stop)
         return EXIT_OK
 
-    return asyncio.run(go())
+    with asyncio.Runner(loop_factory=event_loop_factory(os.environ.get("AGENTRT_EVENT_LOOP", ""))) as runner:
+        return runner.run(go())
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

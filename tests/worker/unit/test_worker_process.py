@@ -1,4 +1,4 @@
-"""`AGENTRT_GC_THRESHOLDS`: the worker's collector settings."""
+"""The worker process's runtime settings: `AGENTRT_GC_THRESHOLDS` (its collector) and `AGENTRT_EVENT_LOOP`."""
 
 from __future__ import annotations
 
@@ -42,3 +42,19 @@ def test_python_keeps_the_interpreter_defaults() -> None:
 def test_a_bad_value_stops_with_a_message(bad: str) -> None:
     with pytest.raises(SystemExit, match="AGENTRT_GC_THRESHOLDS: expected"):
         tune_gc(bad)
+
+
+def test_the_worker_runs_on_uvloop_unless_told_otherwise() -> None:
+    import asyncio
+
+    import uvloop
+
+    from worker.cli.local import event_loop_factory
+
+    assert event_loop_factory("") is uvloop.new_event_loop
+    assert event_loop_factory("UVLOOP") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None  # asyncio.Runner's default loop
+    with pytest.raises(SystemExit, match="AGENTRT_EVENT_LOOP: expected"):
+        event_loop_factory("trio")
+    with asyncio.Runner(loop_factory=event_loop_factory("")) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
