@@ -257,6 +257,13 @@ class EventWriter:
         Raises the store's exception when Postgres failed (outcome unknown: the caller reloads).
         """
         a.future = asyncio.get_running_loop().create_future()
+        if not self._queue and not self._inflight and self._task is not None:
+            # nothing else is being written: its own flush at once, without waiting for the writer's loop to
+            # wake up first (a sequential run's every step waits for this commit). A task of its own still:
+            # the write goes on if the caller is cancelled. Appends made meanwhile queue and are batched.
+            await self._slots.acquire()  # free (nothing in flight): no suspension
+            self._start_flush([a])
+            return await a.future
         self._queue.append(a)
         self._wakeup.set()
         return await a.future
@@ -268,9 +275,13 @@ class EventWriter:
             while self._queue:
                 await self._slots.acquire()
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                task = asyncio.create_task(self._flush(batch))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                self._start_flush(batch)
+
+    def _start_flush(self, batch: list[Append]) -> None:
+        """With a slot acquired."""
+        task = asyncio.create_task(self._flush(batch))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _flush(self, batch: list[Append]) -> None:
         try:
