@@ -10,12 +10,20 @@ It is not a language model. It follows a fixed playbook keyed by the tools it is
 - no tools: answer the prompt with a canned sentence, or with JSON matching `response_format`.
 
 Every answer says it comes from the offline demo model. `start_demo_model()` runs it in a thread.
+
+A request with `"stream": true` gets the same answer as real chunked Server-Sent Events, as OpenAI streams it:
+`chat.completion.chunk`s carrying the text in token-sized pieces (about four characters) and the tool calls in
+pieces (`index`, `id` and `function.name` first, then `function.arguments` a few characters at a time), a last
+chunk with `finish_reason`, a usage chunk when `stream_options.include_usage` asks for it, then `[DONE]`. The
+pieces are paced at `AGENTRT_DEMO_MODEL_TPS` tokens a second (default 40; 0: as fast as the socket takes them),
+but no answer takes longer than `MAX_STREAM_SECONDS` (a longer one is sent faster), so the demos stay quick.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -23,6 +31,10 @@ from typing import Any
 
 MODEL_NAME = "agentrt-offline-demo"
 LABEL = "[offline demo model]"
+TPS_ENV = "AGENTRT_DEMO_MODEL_TPS"
+DEFAULT_TPS = 40.0
+MAX_STREAM_SECONDS = 3.0
+"""The longest a streamed answer takes: one with more pieces than that at the pace is sent faster."""
 
 
 def _tool_names(body: dict[str, Any]) -> list[str]:
@@ -157,14 +169,73 @@ def _calls(calls: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         for i, (name, args) in enumerate(calls)]}, "finish_reason": "tool_calls"}
 
 
+def _pieces(text: str) -> list[str]:
+    """Token-like pieces: a word with the spaces before it, words longer than four characters in parts."""
+    out: list[str] = []
+    for word in re.findall(r"\s*\S+|\s+", text):
+        head = len(word) - len(word.lstrip())
+        first = head + 4
+        out.append(word[:first])
+        out += [word[i:i + 4] for i in range(first, len(word), 4)]
+    return out
+
+
+def stream_chunks(reply: dict[str, Any], *, include_usage: bool) -> list[tuple[dict[str, Any] | str, bool]]:
+    """A `chat.completion` reply as the chunks of its stream: (chunk, whether it carries a piece of the answer,
+    which pacing counts); the last is the string `[DONE]`. Assembled, the chunks give the reply back."""
+    base: dict[str, Any] = {k: reply[k] for k in ("id", "model", "system_fingerprint") if k in reply}
+    base |= {"object": "chat.completion.chunk", "created": reply.get("created", 0)}
+    choice = reply["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    out: list[tuple[dict[str, Any] | str, bool]] = [(chunk({"role": "assistant", "content": ""}), False)]
+    out += [(chunk({"content": piece}), True) for piece in _pieces(message.get("content") or "")]
+    for i, call in enumerate(message.get("tool_calls") or []):
+        out.append((chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                           "function": {"name": call["function"]["name"], "arguments": ""}}]}), True))
+        arguments = call["function"].get("arguments") or ""
+        out += [(chunk({"tool_calls": [{"index": i, "function": {"arguments": arguments[j:j + 8]}}]}), True)
+                for j in range(0, len(arguments), 8)]
+    out.append((chunk({}, choice.get("finish_reason")), False))
+    if include_usage:
+        out.append(({**base, "choices": [], "usage": reply["usage"]}, False))
+    out.append(("[DONE]", False))
+    return out
+
+
+def _pause(tokens_per_s: float, pieces: int) -> float:
+    """Seconds between two pieces of an answer of `pieces` pieces."""
+    if tokens_per_s <= 0 or pieces < 2:
+        return 0.0
+    return min(1.0 / tokens_per_s, MAX_STREAM_SECONDS / (pieces - 1))
+
+
+def tokens_per_s_from_env() -> float:
+    """`AGENTRT_DEMO_MODEL_TPS` (default 40; 0 or less: no pacing)."""
+    raw = os.environ.get(TPS_ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_TPS
+    except ValueError:
+        raise ValueError(f"{TPS_ENV}={raw!r} is not a number (tokens a second; 0: no pacing)") from None
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    tokens_per_s = DEFAULT_TPS
+    stopping: threading.Event
 
 
 def _handler(playbook: Playbook) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "agentrt-demo-model"
+        # headers and each piece of a stream leave in separate writes: without TCP_NODELAY each one after the
+        # first would wait for the client's delayed ACK (~40 ms)
+        disable_nagle_algorithm = True
+        server: _Server
 
         def log_message(self, format: str, *args: Any) -> None:
             return
@@ -195,11 +266,39 @@ def _handler(playbook: Playbook) -> type[http.server.BaseHTTPRequestHandler]:
                 self._send(400, {"error": {"message": f"{LABEL} cannot handle this request: {exc}"}})
                 return
             content = choice["message"].get("content") or json.dumps(choice["message"].get("tool_calls"))
-            self._send(200, {
+            reply = {
                 "id": "chatcmpl-demo", "object": "chat.completion", "model": MODEL_NAME,
                 "choices": [{"index": 0, **choice}], "usage": _usage(body.get("messages"), content),
                 "system_fingerprint": "offline-demo",
-            })
+            }
+            if body.get("stream") is not True:
+                self._send(200, reply)
+                return
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            try:
+                self._stream(stream_chunks(reply, include_usage=include_usage))
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away mid-answer
+
+        def _stream(self, chunks: list[tuple[dict[str, Any] | str, bool]]) -> None:
+            """Chunked transfer encoding (the connection stays usable), one chunk per event, paced."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            pause = _pause(self.server.tokens_per_s, sum(piece for _, piece in chunks))
+            sent = 0
+            for data, piece in chunks:
+                if piece:
+                    if sent and pause and self.server.stopping.wait(pause):
+                        self.close_connection = True  # stopping: end the answer here (no end marker)
+                        return
+                    sent += 1
+                event = b"data: " + (data if isinstance(data, str) else json.dumps(data)).encode() + b"\n\n"
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
 
     return Handler
 
@@ -212,15 +311,30 @@ class DemoModelServer:
     _server: _Server
     _thread: threading.Thread
 
+    @property
+    def tokens_per_s(self) -> float:
+        """The pace of streamed answers (0: unpaced); may be changed while it runs."""
+        return self._server.tokens_per_s
+
+    @tokens_per_s.setter
+    def tokens_per_s(self, value: float) -> None:
+        self._server.tokens_per_s = max(0.0, value)
+
     def stop(self) -> None:
+        self._server.stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
 
-def start_demo_model(host: str = "127.0.0.1", port: int = 0) -> DemoModelServer:
-    """Start the offline demo model in a background thread."""
+def start_demo_model(host: str = "127.0.0.1", port: int = 0, *,
+                     tokens_per_s: float | None = None) -> DemoModelServer:
+    """Start the offline demo model in a background thread; streamed answers are paced at `tokens_per_s`
+    (None: `AGENTRT_DEMO_MODEL_TPS`, default 40; 0: unpaced)."""
+    pace = tokens_per_s_from_env() if tokens_per_s is None else max(0.0, tokens_per_s)
     server = _Server((host, port), _handler(Playbook()))
+    server.tokens_per_s = pace
+    server.stopping = threading.Event()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
                               name="demo-model")
     thread.start()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.llm_peer import MemoryJournal, step_context
@@ -17,13 +21,14 @@ from worker.devmodel import DemoModelServer, start_demo_model
 from worker.errors import StepParked
 from worker.steps.agent import AgentExecutor
 from worker.steps.llm import LlmExecutor
+from worker.steps.providers.openai import OpenAIStream
 
 REPO_WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"
 
 
 @pytest.fixture
 def demo_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[DemoModelServer]:
-    server = start_demo_model()
+    server = start_demo_model(tokens_per_s=0)  # streamed answers unpaced: these tests are about the playbook
     monkeypatch.setenv("AGENTRT_DEMO_MODEL_URL", server.base_url)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     yield server
@@ -93,3 +98,99 @@ def test_demo_workflows_and_tools_file_are_valid(tmp_path: Path) -> None:
     for name in ("support-triage.yaml", "research-summary.yaml"):
         assert load_file(REPO_WORKFLOWS / name).name == name.removesuffix(".yaml")
     shutil.copy(REPO_WORKFLOWS / "tools.yaml", tmp_path / "tools.yaml")
+
+
+# what the demo model is asked for in the demos: plain text, one tool call, two tool calls, a JSON answer
+_HELPDESK_TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+                   for n in ("get_ticket", "search_kb", "set_priority", "reply_to_customer")]
+_NOTES_TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+                for n in ("search_notes", "read_note")]
+_REQUESTS: dict[str, dict[str, Any]] = {
+    "text": {"messages": [{"role": "user", "content": "hello, what can you do for the on-call engineer?"}]},
+    "one tool call": {"messages": [{"role": "user", "content": "Triage ticket T-1001"}], "tools": _HELPDESK_TOOLS},
+    "two tool calls": {"tools": _NOTES_TOOLS, "messages": [
+        {"role": "user", "content": "durable execution"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "search_notes", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1",
+         "content": json.dumps({"results": [{"id": "n-1"}, {"id": "n-22"}]})}]},
+    "json answer": {"messages": [{"role": "user", "content": "headline"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "h", "schema": {
+            "type": "object", "properties": {"headline": {"type": "string"},
+                                             "confidence": {"enum": ["low", "high"]}}}}}},
+}
+
+
+def _streamed(url: str, body: dict[str, Any], *,
+              include_usage: bool = True) -> tuple[dict[str, Any], list[float], httpx.Headers]:
+    """The answer assembled by the worker's own OpenAI stream reader, and when each event arrived."""
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    reader, arrivals = OpenAIStream(), []
+    started = time.monotonic()
+    with httpx.stream("POST", url + "/chat/completions", json={**body, "stream": True, **options},
+                      timeout=10) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                reader.feed(None, line.removeprefix("data: "))
+                arrivals.append(time.monotonic() - started)
+    assert reader.finished  # the stream ended with [DONE]
+    return reader.body(), arrivals, response.headers
+
+
+@pytest.mark.parametrize("kind", list(_REQUESTS))
+def test_a_streamed_reply_assembles_to_the_plain_one(demo_model: DemoModelServer, kind: str) -> None:
+    body = {"model": "x", **_REQUESTS[kind]}
+    plain = httpx.post(demo_model.base_url + "/chat/completions", json=body, timeout=10).json()
+    assembled, arrivals, headers = _streamed(demo_model.base_url, body)
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers["transfer-encoding"] == "chunked"
+    assert assembled["choices"] == plain["choices"]  # text, tool calls (ids, names, arguments), finish reason
+    assert assembled["usage"] == plain["usage"] and assembled["model"] == plain["model"] == "agentrt-offline-demo"
+    assert len(arrivals) >= 6  # role, several pieces, finish, usage, [DONE]
+    if kind != "text":
+        calls = plain["choices"][0]["message"].get("tool_calls") or []
+        assert len(calls) == {"one tool call": 1, "two tool calls": 2, "json answer": 0}[kind]
+    without_usage, _, _ = _streamed(demo_model.base_url, body, include_usage=False)
+    assert without_usage["usage"] is None and without_usage["choices"] == plain["choices"]
+
+
+def test_a_streamed_reply_arrives_in_pieces_over_time() -> None:
+    server = start_demo_model(tokens_per_s=100)
+    try:
+        body = {"model": "x", **_REQUESTS["text"]}
+        plain = httpx.post(server.base_url + "/chat/completions", json=body, timeout=10).json()
+        assembled, arrivals, _ = _streamed(server.base_url, body)
+    finally:
+        server.stop()
+    text = plain["choices"][0]["message"]["content"]
+    assert assembled["choices"][0]["message"]["content"] == text
+    pieces = len(arrivals) - 4  # the role chunk, the finish chunk, the usage chunk, [DONE]
+    assert pieces >= len(text) / 6  # token-sized pieces (about four characters each)
+    # paced at 100 pieces a second: the first piece comes at once, the last (pieces - 1) / 100 s later
+    assert arrivals[1] < 0.5
+    assert arrivals[-1] - arrivals[1] >= 0.8 * (pieces - 1) / 100
+    gaps = [b - a for a, b in itertools.pairwise(arrivals[1:pieces + 1])]
+    assert sum(g > 0.004 for g in gaps) >= 0.8 * len(gaps)  # one by one, not in a burst
+
+
+def test_the_demo_model_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker import devmodel
+
+    monkeypatch.setenv("AGENTRT_DEMO_MODEL_TPS", "0")
+    server = start_demo_model()
+    try:
+        assert server.tokens_per_s == 0
+        _, arrivals, _ = _streamed(server.base_url, {"model": "x", **_REQUESTS["text"]})
+        assert arrivals[-1] < 0.5  # unpaced
+    finally:
+        server.stop()
+    monkeypatch.delenv("AGENTRT_DEMO_MODEL_TPS")
+    assert devmodel.tokens_per_s_from_env() == devmodel.DEFAULT_TPS == 40
+    monkeypatch.setenv("AGENTRT_DEMO_MODEL_TPS", "fast")
+    with pytest.raises(ValueError, match="AGENTRT_DEMO_MODEL_TPS"):
+        start_demo_model()
+    # a long answer is sent faster rather than taking more than MAX_STREAM_SECONDS
+    assert devmodel._pause(40, 11) == 1 / 40
+    assert devmodel._pause(40, 1001) == pytest.approx(devmodel.MAX_STREAM_SECONDS / 1000)
+    assert devmodel._pause(0, 100) == 0.0
