@@ -89,6 +89,14 @@ def _tail(text: str, width: int, lines: int, console: Any) -> Text:
     return out
 
 
+def _height(text: Text, width: int, console: Any) -> int:
+    """Lines `text` takes at `width`: the body comes wrapped already, so only a longer line is wrapped here."""
+    total = 0
+    for line in text.split("\n", allow_blank=True):
+        total += 1 if line.cell_len <= width else len(line.wrap(console, width))
+    return total
+
+
 def render_live(text: LiveText, target: LiveTarget, spans: dict[Any, tuple[int, int]], *, width: int,
                 height: int, ended: bool, console: Any, note: str | None = None) -> Text:
     """The live block: a header (attempt, turn, time to first token, rate), abandoned partials, the text's
@@ -160,6 +168,11 @@ class LiveView(Static):
         self._worker: Worker[None] | None = None
         self._timer: Timer | None = None
         self._last_draw = 0.0
+        self._generation = 0
+        """Bumped by every show/stop: a follower of an earlier one (its cancellation can land late, inside a
+        Redis read) feeds nothing."""
+        self._lines = -1
+        """Lines of the last redraw: an unchanged height redraws this widget alone, without a layout pass."""
 
     @property
     def following(self) -> bool:
@@ -174,10 +187,13 @@ class LiveView(Static):
             return
         self.target, self.text, self.spans, self.ended, self.note = target, LiveText(), {}, False, None
         self.display = True
+        self._lines = -1
         self._draw()
-        self._worker = self.run_worker(self._follow(target), group="live", exclusive=True, exit_on_error=False)
+        self._worker = self.run_worker(self._follow(target, self._generation), group="live", exclusive=True,
+                                       exit_on_error=False)
 
     def stop(self) -> None:
+        self._generation += 1
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
@@ -190,7 +206,7 @@ class LiveView(Static):
     def on_unmount(self) -> None:
         self.stop()
 
-    async def _follow(self, target: LiveTarget) -> None:
+    async def _follow(self, target: LiveTarget, generation: int) -> None:
         client = cast("AgentConsole", self.app).client
         cursor: str | None = None
         try:
@@ -198,20 +214,26 @@ class LiveView(Static):
                 page = await client.live_entries(target.run_id, after=cursor, count=PAGE)
                 for entry in page:
                     cursor = entry.id
-                    self._feed(entry)
+                    self._feed(entry, generation)
                 if len(page) < PAGE:
                     break
+            if generation != self._generation:
+                return
             self._draw_soon()
             async for entry in client.follow_live(target.run_id, after=cursor, step_id=target.step_id):
-                self._feed(entry)
+                if generation != self._generation:
+                    return
+                self._feed(entry, generation)
         except (WorkerError, OSError) as exc:
-            self.note = f"live stream unavailable: {exc}"
-        if self.target == target:
+            if generation == self._generation:
+                self.note = f"live stream unavailable: {exc}"
+        if self.target == target and generation == self._generation:
             self.ended = True
             self._draw_soon()
 
-    def _feed(self, entry: LiveEntry) -> None:
-        if self.target is None or entry.step_id != self.target.step_id or entry.item != self.target.item:
+    def _feed(self, entry: LiveEntry, generation: int) -> None:
+        if (generation != self._generation or self.target is None or entry.step_id != self.target.step_id
+                or entry.item != self.target.item):
             return
         for call in self.text.feed(entry):
             ms = _ms(entry.id)
@@ -238,5 +260,8 @@ class LiveView(Static):
         parent = self.parent
         height = parent.size.height if isinstance(parent, Widget) and parent.size.height else 20
         width = self.content_region.width or max(20, self.app.size.width // 2)
-        self.update(render_live(self.text, self.target, self.spans, width=width, height=max(6, height - 2),
-                                ended=self.ended, console=self.app.console, note=self.note))
+        shown = render_live(self.text, self.target, self.spans, width=width, height=max(6, height - 2),
+                            ended=self.ended, console=self.app.console, note=self.note)
+        lines = _height(shown, width, self.app.console)
+        self.update(shown, layout=lines != self._lines)  # a layout pass of the screen cost ~3/4 of a redraw
+        self._lines = lines

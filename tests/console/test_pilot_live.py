@@ -104,6 +104,30 @@ async def test_changing_the_selection_or_leaving_the_screen_stops_following() ->
         await until(pilot, lambda: fake.live_followers == 0)
 
 
+async def test_a_follower_left_over_from_an_earlier_showing_feeds_nothing() -> None:
+    """Following the same step again (away and back) while the earlier follower is still draining (its
+    cancellation can land late, inside a Redis read): the text is shown once, not twice as fast."""
+    fake = FakeRuntimeClient()
+    app = make_app(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_live_run(pilot, app, ("step", "draft", None))
+        await until(pilot, lambda: "Leipzig" in live_text(app))
+        view = live(app)
+        stale = view._generation
+        await select(pilot, ("run",))
+        await select(pilot, ("step", "draft", None))
+        await until(pilot, lambda: "Leipzig" in live_text(app))
+        before = flat(live_text(app))
+        script = fake.live_scripts[rid(22)]
+        late = script.delta("draft", 1, " DUPLICATE?")
+        view._feed(late, stale)  # what the earlier follower would still deliver
+        await pilot.pause(REDRAW_EVERY * 3)
+        assert "DUPLICATE?" not in flat(live_text(app)) and flat(live_text(app)) == before
+        fake.push_live(late)  # the current follower takes it, once
+        await until(pilot, lambda: "DUPLICATE?" in flat(live_text(app)))
+        assert flat(live_text(app)).count("DUPLICATE?") == 1
+
+
 async def test_an_abandoned_attempt_is_marked_and_never_spliced_into_the_retry() -> None:
     fake = FakeRuntimeClient()
     app = make_app(fake)

@@ -56,6 +56,18 @@ def test_the_fold_keeps_an_abandoned_attempt_apart_and_counts_gaps() -> None:
     assert fold.current("s") is second and fold.last_id == "1-6"
 
 
+def test_the_fold_takes_an_entry_once_however_often_it_is_read() -> None:
+    """Two readers that overlapped (a follower still draining when the next began), or a reconnect that
+    replays: every character is shown once."""
+    fold = LiveText()
+    entries = [_entry(1, LLM_DELTA, 1, 0, 1, "Hel"), _entry(2, LLM_DELTA, 1, 0, 2, "lo"),
+               _entry(3, LLM_DELTA, 1, 0, 3, " world")]
+    for e in [entries[0], entries[1], entries[0], entries[1], entries[2], entries[2]]:
+        fold.feed(e)
+    (call,) = fold.of_step("s")
+    assert (call.text, call.missing, call.last_seq) == ("Hello world", 0, 3)
+
+
 @pytest.mark.parametrize(("header", "parsed"), [
     (None, (0, None)), ("", (0, None)), ("42", (42, None)), ("-5", (0, None)),
     ("42:1765059123456-3", (42, "1765059123456-3")), ("0:0-1", (0, "0-1")),

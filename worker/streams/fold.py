@@ -72,6 +72,8 @@ class LiveText:
             return []
         key = (entry.step_id, entry.item, entry.attempt, entry.turn)
         found = self.calls.get(key)
+        if found is not None and 0 < entry.seq <= found.last_seq:
+            return []  # folded already (a reader that overlapped another, a reconnect's replay): never twice
         call = found if found is not None else CallText(entry.step_id, entry.item, entry.attempt, entry.turn)
         self.calls[key] = call
         if entry.seq > call.last_seq + 1:
