@@ -295,4 +295,5 @@ class AgentConsole(App[None]):
     def action_help(self) -> None:
         screen = self.screen
         title = type(screen).__name__.removesuffix("Screen")
-        self.push_screen(HelpScreen(title, binding_rows(screen), self.readonly))
+        notes: tuple[str, ...] = getattr(screen, "HELP_NOTES", ())
+        self.push_screen(HelpScreen(title, binding_rows(screen), self.readonly, notes))

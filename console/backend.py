@@ -27,13 +27,16 @@ from worker.models import (
     WorkflowInfo,
     WorkflowVersion,
 )
+from worker.search.filters import RunFilter
+from worker.search.views import SavedView
 
 
 class ConsoleClient(Protocol):
     async def close(self) -> None: ...
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50, search: str | None = None, order: str = "newest") -> list[RunSummary]: ...
+                        limit: int = 50, search: str | None = None, order: str = "newest",
+                        filters: RunFilter | None = None) -> list[RunSummary]: ...
 
     async def count_runs(self) -> dict[str, int]: ...
 
@@ -118,5 +121,12 @@ class ConsoleClient(Protocol):
 
     def follow_live(self, run_id: str, *, after: str | None = None, step_id: str | None = None,
                     block_ms: int = 500, until_finished: bool = True) -> AsyncIterator[LiveEntry]: ...
+
+    # -- saved views of the runs list (worker/search, shared with `agentrt runs --view`) ------------------
+    async def save_view(self, name: str, filters: RunFilter, *, by: str | None = None) -> SavedView: ...
+
+    async def get_view(self, name: str) -> SavedView: ...
+
+    async def list_views(self) -> list[SavedView]: ...
 
     def watch_events(self, last_id: str = "$") -> AsyncIterator[LiveEvent]: ...

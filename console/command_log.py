@@ -1,7 +1,7 @@
 """The command log (`L`): what this console session did to the runtime and how each call went, like lazygit's.
 
 `LoggedClient` wraps the client the console uses. Each call that changes the runtime (start, approve, reject,
-resolve, replay, retry, cancel, pause, resume, send-event, schedule pause and resume) is recorded in a
+resolve, replay, retry, cancel, pause, resume, send-event, schedule pause and resume, save view) is recorded in a
 `CommandLog` with its time, its target, its reason or arguments, and its result: ok (and what came of it),
 skipped (and why), or the error. Reads are not recorded, nor is a replay's dry run. The log lives in memory,
 bounded to LOG_SIZE entries, for this session only: the audit log is the durable record.
@@ -24,6 +24,8 @@ from worker.client.retries import RetryResult, VersionChoice
 from worker.client.schedules import ScheduleInfo
 from worker.errors import WorkerError
 from worker.models import HumanTask, RunId, RunSummary
+from worker.search.filters import RunFilter
+from worker.search.views import SavedView
 
 LOG_SIZE = 500
 """Entries kept (the oldest go first)."""
@@ -185,6 +187,11 @@ class LoggedClient:
     async def resume_workflow(self, workflow: str, *, by: str | None = None) -> PauseOutcome:
         return await self._logged("resume workflow", f"workflow {workflow}", "",
                                   self._inner.resume_workflow(workflow, by=by), _workflow_pause)
+
+    # -- saved views of the runs list ------------------------------------------------------------------
+    async def save_view(self, name: str, filters: RunFilter, *, by: str | None = None) -> SavedView:
+        return await self._logged("save view", f"view {truncate(name, 63)}", filters.describe(),
+                                  self._inner.save_view(name, filters, by=by), _ok)
 
     # -- human tasks -----------------------------------------------------------------------------------
     async def decide(self, task_id: str, *, approve: bool, reason: str | None = None) -> HumanTask:

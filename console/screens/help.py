@@ -52,11 +52,13 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,question_mark,q", "dismiss_help", "Close"),
     ]
 
-    def __init__(self, title: str, rows: list[tuple[str, str]], readonly: bool) -> None:
+    def __init__(self, title: str, rows: list[tuple[str, str]], readonly: bool, notes: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.title_text = title
         self.rows = rows
         self.readonly = readonly
+        self.notes = notes
+        """What the screen's keys take (a filter's syntax), under the keys."""
 
     def _column(self, rows: list[tuple[str, str]]) -> Text:
         text = Text()
@@ -76,9 +78,12 @@ class HelpScreen(ModalScreen[None]):
         right = self.rows[split:end]
         with Vertical(id="help"):
             yield Label(f"Keys: {self.title_text}", id="help-title")
-            with VerticalScroll(id="help-scroll"), Horizontal(id="help-columns"):
-                yield Static(self._column(left), id="help-screen-keys")
-                yield Static(self._column(right), id="help-global-keys")
+            with VerticalScroll(id="help-scroll"):
+                with Horizontal(id="help-columns"):
+                    yield Static(self._column(left), id="help-screen-keys")
+                    yield Static(self._column(right), id="help-global-keys")
+                if self.notes:
+                    yield Static("\n".join(self.notes), id="help-notes", markup=False)
             if self.readonly:
                 yield Label("Read-only: every action that changes the runtime is disabled.", id="help-readonly")
             yield Label("esc or ? to close", id="help-hint")

@@ -17,7 +17,6 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
 from console.filtering import (
-    StatusTab,
     TextFilter,
     cancellable,
     filter_runs,
@@ -27,15 +26,18 @@ from console.filtering import (
 )
 from console.formatting import describe_error, short_id, truncate
 from console.messages import RunChanged, TasksChanged
-from console.screens.base import ConsoleScreen, guarded
+from console.run_query import preview_match
+from console.screens.base import guarded
 from console.screens.confirm import ConfirmDialog
 from console.screens.pausing import pause_runs_flow
 from console.screens.retry import bulk_retry_flow
+from console.screens.run_query import RunsQueryScreen
 from console.screens.run_rows import RunRows, run_lines, status_tabs
 from console.widgets.nav_table import NavTable
 from worker.client import RUN_ORDERS
 from worker.errors import WorkerError
 from worker.models import RunStatus, RunSummary
+from worker.search.filters import RunFilter
 
 RUNS_LIMIT = 500
 PATCH_INTERVAL = 0.1
@@ -45,7 +47,7 @@ RUN_ORDER_NAMES = tuple(RUN_ORDERS)
 ORDER_LABELS = {"oldest": "oldest first", "longest": "longest first", "workflow": "by workflow"}
 
 
-class RunsScreen(ConsoleScreen):
+class RunsScreen(RunsQueryScreen):
     """The default screen."""
 
     MODE = "runs"
@@ -59,16 +61,22 @@ class RunsScreen(ConsoleScreen):
         *guarded("p", "toggle_pause", "Pause/resume", show=False),  # the hint line says it (the footer is full)
         *guarded("E", "send_event", "Send event", show=False),
         Binding("slash", "filter", "Filter"),
+        Binding("colon", "command", "Saved views (:view, :save)", show=False),
         Binding("s", "cycle_status(1)", "Status"),
         Binding("o", "cycle_order", "Sort"),
         Binding("S", "cycle_status(-1)", "Status back", show=False),
         Binding("escape", "back", "Clear", show=False),
     ]
 
+    HELP_NOTES: ClassVar[tuple[str, ...]] = (
+        "/ filter: a regex over id, workflow, step, error, wait; and terms, all combined: workflow:W status:S "
+        "step:X error:TEXT since:2h waiting:human|event|retry|alice (quote values with spaces: error:\"HTTP 503\")",
+        ": commands: :view NAME applies a saved view (agentrt runs --save-view), :view lists them, :save NAME "
+        "saves this filter for everyone · esc clears the filter and the view",
+    )
+
     def __init__(self) -> None:
         super().__init__()
-        self.status: StatusTab = None
-        self.text_filter = TextFilter.parse("")
         self.marked: set[str] = set()
         self.runs: list[RunSummary] = []
         self.order = RUN_ORDER_NAMES[0]
@@ -84,37 +92,40 @@ class RunsScreen(ConsoleScreen):
         self._last_patched = 0.0
         self.searched_for: str | None = None
         """The text `runs` was searched for on the server (None: not searched)."""
-        self.invalid_regex = False
-        """Postgres refused the filter as a regex: it is matched literally, here."""
+        self.listed_by: RunFilter | None = None
+        """The terms (and status) `runs` was listed with on the server."""
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(id="runs-tabs")
         yield Static(id="runs-info")
+        yield Static(id="runs-message")
         yield NavTable(id="runs-table")
-        yield Input(placeholder="search: regex over run id, workflow, step, error", id="runs-filter")
+        yield Input(placeholder="regex, and/or workflow: status: step: error: since: waiting:  (:view NAME)",
+                    id="runs-filter")
 
     # -- data ------------------------------------------------------------------------------
     async def reload(self) -> None:
-        """The first runs (LIMIT) in the chosen order, filtered by status and by the `/` text on the server."""
+        """The first runs (LIMIT) in the chosen order, filtered by status and by the `/` line on the server."""
         client = self.console_app.client
-        status = str(self.status) if self.status else None
+        terms = replace(self.current_filter(), search=None)
         search = self.text_filter.text if self.text_filter.active else None
         invalid = False
         asked = time.monotonic()
         try:
-            runs = await client.list_runs(status=status, limit=RUNS_LIMIT, search=search, order=self.order)
+            runs = await client.list_runs(limit=RUNS_LIMIT, search=search, order=self.order, filters=terms)
         except Exception as exc:
             if search is None or not is_invalid_regex(exc):
                 raise
             invalid = True  # matched literally below, over the newest runs
-            runs = await client.list_runs(status=status, limit=RUNS_LIMIT, order=self.order)
+            runs = await client.list_runs(limit=RUNS_LIMIT, order=self.order, filters=terms)
         self.counts = await client.count_runs()
         self.retrying = await client.count_retrying()
         self.runs = list(runs)
         self.searched_for = None if invalid else search
         self.invalid_regex = invalid
+        self.listed_by = terms
         self.marked &= {r.run_id for r in self.runs}
-        if self.status is None and search is None and self.order == RUN_ORDER_NAMES[0]:
+        if not terms.as_dict() and search is None and self.order == RUN_ORDER_NAMES[0]:
             self.console_app.last_runs = list(self.runs)
         # events queued before the query are in its answer (or older than it)
         self._patches = {k: (m, t) for k, (m, t) in self._patches.items() if t > asked}
@@ -161,13 +172,15 @@ class RunsScreen(ConsoleScreen):
 
     @property
     def visible_runs(self) -> list[RunSummary]:
-        if not self.text_filter.active:
-            return self.runs
-        if self.searched_for == self.text_filter.text:
-            return self.runs  # the server searched
+        runs, terms = self.runs, replace(self.current_filter(), search=None)
+        if terms != self.listed_by:  # a preview until the server answers
+            now = self.console_app.now()
+            runs = [r for r in runs if preview_match(terms, r, now)]
+        if not self.text_filter.active or self.searched_for == self.text_filter.text:
+            return runs  # the server searched
         if self.invalid_regex:
-            return filter_runs(self.runs, TextFilter.literal(self.text_filter.text))
-        return filter_runs(self.runs, self.text_filter)  # a preview until the server answers
+            return filter_runs(runs, TextFilter.literal(self.text_filter.text))
+        return filter_runs(runs, self.text_filter)  # a preview until the server answers
 
     # -- rendering -------------------------------------------------------------------------
     def on_resize(self, event: events.Resize) -> None:
@@ -199,10 +212,11 @@ class RunsScreen(ConsoleScreen):
     def _render_header(self) -> None:
         tabs = [Content.from_markup(f"[{'reverse bold ' if chosen else ''}@click=screen.set_status('{name}')]"
                                     "$label[/]", label=label)
-                for name, label, chosen in status_tabs(self.counts, self.retrying, self.status, self.size.width)]
+                for name, label, chosen in status_tabs(self.counts, self.retrying, self.tab, self.size.width)]
         self.query_one("#runs-tabs", Static).update(Content("").join(tabs))
         shown = len(self.visible_runs)
         info = [f"{shown} shown" + (f" of {len(self.runs)}" if shown != len(self.runs) else "")]
+        info += self.q.info(self.status, self.size.width)
         if self.text_filter.active:
             if self.invalid_regex:
                 info.append(f"invalid regex, matched as text: {truncate(self.text_filter.text, 24)}")
@@ -217,6 +231,9 @@ class RunsScreen(ConsoleScreen):
         line = " · ".join(info)
         self.query_one("#runs-info", Static).update(
             Content.assemble((line, "bold"), (hint if len(line) + len(hint) <= self.size.width else "", "dim")))
+        message = self.query_one("#runs-message", Static)
+        message.update(self.q.message_text())
+        message.set_class(bool(self.q.message), "-visible")
 
     # -- actions ---------------------------------------------------------------------------
     def _selected_run(self) -> RunSummary | None:
@@ -251,10 +268,12 @@ class RunsScreen(ConsoleScreen):
 
     def action_set_status(self, name: str) -> None:
         self.status = parse_tab(name)
+        self.drop_status_term()
         self.request_reload()
 
     def action_cycle_status(self, step: int) -> None:
-        self.status = next_status(self.status, step)
+        self.status = next_status(self.tab, step)
+        self.drop_status_term()
         self._render_header()
         self.request_reload()
 
@@ -263,35 +282,10 @@ class RunsScreen(ConsoleScreen):
         self._render_header()
         self.request_reload()
 
-    def action_filter(self) -> None:
-        box = self.query_one("#runs-filter", Input)
-        box.add_class("-visible")
-        box.value = self.text_filter.text
-        box.focus()
-
-    @on(Input.Changed, "#runs-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.text_filter = TextFilter.parse(event.value)
-        self.invalid_regex = False
-        self.render_runs()  # a local preview now, the server's answer right after
-        self.request_reload()
-
-    @on(Input.Submitted, "#runs-filter")
-    def _filter_submitted(self) -> None:
-        self.query_one("#runs-filter", Input).remove_class("-visible")
-        self.query_one("#runs-table", NavTable).focus()
-
     def action_back(self) -> None:
-        box = self.query_one("#runs-filter", Input)
-        if box.has_class("-visible") or self.text_filter.active:
-            box.remove_class("-visible")
-            box.value = ""
-            self.text_filter = TextFilter.parse("")
-            self.invalid_regex = False
-            self.query_one("#runs-table", NavTable).focus()
-            self.render_runs()
-            self.request_reload()
-        elif self.marked:
+        if self.clear_query():
+            return
+        if self.marked:
             self.marked.clear()
             self.render_runs()
         else:

@@ -11,7 +11,7 @@ from console.app import AgentConsole
 from console.screens.base import ConsoleScreen
 from tests.console.fakes import FakeRuntimeClient, fixed_now
 
-BUSY_GROUPS = frozenset({"reload", "counts", "logs", "replay", "health", "versions", "diff"})
+BUSY_GROUPS = frozenset({"reload", "counts", "logs", "replay", "health", "versions", "diff", "query"})
 
 
 def make_app(client: FakeRuntimeClient | None = None, *, readonly: bool = False) -> AgentConsole:

@@ -154,7 +154,8 @@ def test_the_version_block_names_both_versions_the_default_and_the_check() -> No
 READS = frozenset({"close", "list_runs", "count_runs", "count_retrying", "get_run", "list_tasks", "get_task",
                    "list_workflows", "workflow_versions", "workflow_diff", "workflow_events", "list_workers",
                    "spans", "step_logs", "health", "open_waits", "list_schedules", "paused_workflows",
-                   "retry_options", "watch_events", "limits", "budgets", "live_entries", "follow_live"})
+                   "retry_options", "watch_events", "limits", "budgets", "live_entries", "follow_live",
+                   "get_view", "list_views"})
 
 
 def test_every_call_that_changes_the_runtime_is_logged() -> None:

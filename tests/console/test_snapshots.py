@@ -489,3 +489,36 @@ def test_run_detail_live_text_mid_stream(snap_compare: Any, size: tuple[int, int
 @pytest.mark.parametrize("size", SIZES)
 def test_run_detail_live_text_after_an_abandoned_attempt(snap_compare: Any, size: tuple[int, int]) -> None:
     check(snap_compare, size, live_step(("step", "resolve", None), "lookup"))
+
+
+# -- the on-call search: combined filters and saved views ----------------------------------------------------------
+def _with_views() -> AgentConsole:
+    from tests.console.fakes import FIXED_NOW
+    from worker.search.filters import RunFilter
+    from worker.search.views import SavedView
+
+    client = FakeRuntimeClient()
+    for name, filters in [("failing-nightly", RunFilter(workflow="nightly-report", status="failed", error="HTTP 503")),
+                          ("stuck-approvals", RunFilter(status="waiting", waiting="human", since="1h"))]:
+        client.views[name] = SavedView(name, filters, "alice@10.0.0.7", FIXED_NOW)
+    return make_app(client)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_combined_filter(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("slash", *"workflow:refund-request waiting:human since:1h", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_bad_filter_term(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("slash", *"workflow:hello since:2x"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_view_applied(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("colon", *"view failing-nightly", "enter"), _with_views())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_saved_views_listed(snap_compare: Any, size: tuple[int, int]) -> None:
+    check(snap_compare, size, keys("colon", *"view", "enter"), _with_views())
