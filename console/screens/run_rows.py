@@ -140,14 +140,17 @@ def status_tabs(counts: dict[str, int], retrying: int, selected: StatusTab,
                 width: int) -> list[tuple[str, str, bool]]:
     """The runs tabs as (name, label, selected): `all` counts every run (the retrying ones are among the
     waiting); queued and paused show only while some run is (or when chosen). Labels fit `width` if they can:
-    ` running 3 ` padded, `running 3 `, `run 3 `, then `▶3 `."""
-    tabs: list[tuple[str, int, bool]] = []
+    ` running 3 ` padded, `running 3 `, `run 3 `, then `▶3 `. A count the runtime estimated (`count_runs()`'s
+    `estimated`: a status with very many runs) shows as `~N`, and so does `all` then."""
+    estimated: frozenset[str] = getattr(counts, "estimated", frozenset())
+    tabs: list[tuple[str, str, bool]] = []
     for tab in STATUS_CYCLE:
         name = str(tab) if tab is not None else "all"
         n = (sum(counts.values()) if tab is None else retrying if tab == RETRYING else counts.get(str(tab), 0))
         if tab in HIDDEN_WHEN_EMPTY and not n and tab != selected:
             continue
-        tabs.append((name, n, tab == selected))
+        about = bool(estimated) if tab is None else str(tab) in estimated
+        tabs.append((name, f"~{n}" if about else str(n), tab == selected))
     styles = [lambda name, n: f" {name} {n} ", lambda name, n: f"{name} {n} ",
               lambda name, n: f"{_SHORT_TAB.get(name, name)} {n} ",
               lambda name, n: (f"{name} {n} " if name == "all" else f"{status_glyph(name)}{n} ")]

@@ -20,8 +20,10 @@ from typing import Any
 
 from tests.console.fake_limits import FakeLimits
 from tests.console.fake_live import FakeLive
-from tests.console.fake_oncall import FakeOnCall, is_retrying
+from tests.console.fake_oncall import FakeOnCall
+from tests.console.fake_search import FakeSearch, matching
 from worker.client.events import EventDelivery, EventWait
+from worker.client.runs import RunCounts
 from worker.client.schedules import ScheduleInfo
 from worker.definitions.versions import diff_pair, source_diff
 from worker.errors import Conflict, NotFound, PermissionDenied, WorkerError
@@ -47,6 +49,7 @@ from worker.models import (
     WorkflowVersion,
 )
 from worker.oversight.replay import ExternalCall, ReplayPlan
+from worker.search.filters import RunFilter
 
 FIXED_NOW = datetime(2025, 3, 14, 12, 0, 0, tzinfo=UTC)
 
@@ -419,12 +422,6 @@ def fan_out_logs(summary: RunSummary) -> list[StepLogLine]:
             for i, (sid, item, att, sec, level, msg) in enumerate(rows)]
 
 
-class InvalidRegularExpressionError(Exception):
-    """Like asyncpg's: Postgres refused the `~*` pattern (SQLSTATE 2201B)."""
-
-    sqlstate = "2201B"
-
-
 def make_tasks() -> list[HumanTask]:
     return [
         HumanTask(tid(1), rid(2), "refund-request", "approve", "approval", TaskStatus.PENDING,
@@ -611,7 +608,7 @@ def make_events() -> list[LiveEvent]:
     ]
 
 
-class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive):
+class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive, FakeSearch):
     """Answers like RuntimeClient from in-memory data; records commands."""
 
     def __init__(self, *, events: list[LiveEvent] | None = None) -> None:
@@ -641,6 +638,8 @@ class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive):
         self.replays: list[RunId] = []
         self.searches: list[str] = []
         self.orders: list[str] = []
+        self.filters: list[RunFilter] = []
+        """What each list_runs was asked for (its arguments merged, like RuntimeClient)."""
         self.unlisted = unlisted_runs()
         """Runs `get_run` finds that `list_runs` does not show."""
         self.details: dict[str, RunDetail] = {rid(20): agent_detail(self.unlisted[0]),
@@ -651,6 +650,7 @@ class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive):
         self.subscribers: dict[str, list[str]] = {"ticket.created": ["fan-out"]}
         """Event name -> the workflows `on: {event}` starts a run of."""
         FakeLive.__init__(self, rid)
+        FakeSearch.__init__(self)
 
     # -- knobs for tests ---------------------------------------------------------------------
     def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:
@@ -677,20 +677,14 @@ class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive):
         self.closed = True
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50, search: str | None = None, order: str = "newest") -> list[RunSummary]:
+                        limit: int = 50, search: str | None = None, order: str = "newest",
+                        filters: RunFilter | None = None) -> list[RunSummary]:
         self._check()
-        if search is not None:
-            self.searches.append(search)
-        runs = [r for r in self.runs if (status is None or r.status == status
-                                         or (status == "retrying" and is_retrying(r)))
-                and (workflow is None or r.workflow == workflow)]
-        if search is not None:
-            try:
-                pattern = re.compile(search, re.IGNORECASE)
-            except re.error as exc:
-                raise InvalidRegularExpressionError(f"invalid regular expression: {exc}") from None
-            runs = [r for r in runs if any(pattern.search(f or "") for f in
-                                           (r.run_id, r.workflow, r.current_step, r.error))]
+        f = (filters or RunFilter()).merged(RunFilter(workflow=workflow, status=status, search=search))
+        if f.search is not None:
+            self.searches.append(f.search)
+        self.filters.append(f)
+        runs = matching(self.runs, f, self.tasks, self.clock)  # fake_search.py
         self.orders.append(order)
         newest = sorted(runs, key=lambda r: r.created_at, reverse=True)
         if order == "oldest":
@@ -701,12 +695,12 @@ class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive):
             return sorted(newest, key=lambda r: r.workflow)[:limit]
         return newest[:limit]
 
-    async def count_runs(self) -> dict[str, int]:
+    async def count_runs(self) -> RunCounts:
         self._check()
         counts: dict[str, int] = {}
         for r in self.runs:
             counts[r.status.value] = counts.get(r.status.value, 0) + 1
-        return counts
+        return RunCounts(counts)  # a few runs: every count exact, like the runtime's under COUNT_EXACT_UPTO
 
     async def get_run(self, run_id: str) -> RunDetail:
         self._check()

@@ -19,9 +19,11 @@ import pytest
 from console.backend import ConsoleClient
 from tests.console.fakes import FakeRuntimeClient
 from tests.support.runtime import client_for, running_worker, write_workflow
+from worker.client.runs import RunCounts
 from worker.config import Settings
 from worker.errors import Conflict, NotFound, WorkerError
 from worker.models import RunStatus, RunSummary, TaskStatus
+from worker.search.filters import RunFilter
 
 if TYPE_CHECKING:
     from worker.client import RuntimeClient
@@ -128,6 +130,7 @@ async def test_listing_filters_and_orders_runs(side: Side) -> None:
     assert [r.created_at for r in await side.client.list_runs(limit=500, order="oldest")] == newest_first[::-1]
     assert len(await side.client.list_runs(limit=1)) == 1
     counts = await side.client.count_runs()
+    assert isinstance(counts, RunCounts) and not counts.estimated  # a few runs: each status counted exactly
     for status in {r.status for r in everything}:
         listed = await side.client.list_runs(status=status.value, limit=500)
         assert listed and {r.status for r in listed} == {status}
@@ -292,6 +295,63 @@ async def test_runs_backing_off_are_listed_and_counted_as_retrying(side: Side) -
     waiting = {r.run_id for r in await side.client.list_runs(status="waiting", limit=500)}
     assert {r.run_id for r in retrying} <= waiting
     assert "retrying" not in await side.client.count_runs()  # a part of `waiting`, not a status of its own
+
+
+async def test_filters_combine_with_and_like_the_runs_they_describe(side: Side) -> None:
+    everything = await side.client.list_runs(limit=500)
+
+    async def listed(**parts: str) -> set[str]:
+        return {r.run_id for r in await side.client.list_runs(limit=500, filters=RunFilter(**parts))}
+
+    failed = [r for r in everything if r.status is RunStatus.FAILED and r.error]
+    assert failed, "each side has failed runs with an error"
+    run = failed[0]
+    text = (run.error or "")[2:9].upper()  # literal, case-insensitive, anywhere in the error
+    with_text = {r.run_id for r in everything if r.error and text.lower() in r.error.lower()}
+    assert run.run_id in with_text and await listed(error=text) == with_text
+    assert await listed(workflow=run.workflow, status="failed") == {
+        r.run_id for r in failed if r.workflow == run.workflow}
+    assert await listed(workflow=run.workflow, status="failed", error=text) == {
+        r.run_id for r in failed if r.workflow == run.workflow and r.run_id in with_text}
+    assert await listed(workflow=run.workflow, status="completed", error=text) == {
+        r.run_id for r in everything if r.workflow == run.workflow and r.status is RunStatus.COMPLETED
+        and r.run_id in with_text}
+    on_step = next(r for r in everything if r.current_step and "," not in r.current_step)
+    assert on_step.run_id in await listed(step=on_step.current_step or "")
+    assert all(r.current_step == on_step.current_step for r in await side.client.list_runs(
+        limit=500, filters=RunFilter(step=on_step.current_step)))
+    assert await listed(since="3650d") == {r.run_id for r in everything}
+    assert await listed(waiting="retry") == {r.run_id for r in await side.client.list_runs(
+        status="retrying", limit=500)}
+    humans = {r.run_id for r in everything if r.status is RunStatus.WAITING and r.waiting_on == "human"}
+    assert humans and await listed(waiting="human") == humans
+    assert await listed(waiting="event") == {r.run_id for r in everything if (r.waiting_on or "").startswith("event")}
+    # a person: the waiting runs with a pending task that person may decide (no approvers: anyone may)
+    tasks = await side.client.list_tasks(status="pending")
+    anyone = {t.run_id for t in tasks if not t.approvers}
+    assert anyone and await listed(waiting="nobody-in-particular") == {
+        r.run_id for r in everything if r.run_id in anyone and r.status is RunStatus.WAITING}
+    # the arguments narrow the filters further (a saved view narrowed by flags)
+    narrowed = await side.client.list_runs(limit=500, status="failed", filters=RunFilter(workflow=run.workflow))
+    assert {r.run_id for r in narrowed} == await listed(workflow=run.workflow, status="failed")
+
+
+async def test_views_are_saved_replaced_listed_and_found_by_name(side: Side) -> None:
+    failing = RunFilter(status="failed", error="1 / 0")
+    saved = await side.client.save_view("oncall-failing", failing)
+    assert (saved.name, saved.filters) == ("oncall-failing", failing)
+    assert (await side.client.get_view("oncall-failing")).filters == failing
+    narrower = RunFilter(status="failed", error="1 / 0", since="1d")
+    await side.client.save_view("oncall-failing", narrower)  # saved again: replaced
+    await side.client.save_view("all-waiting", RunFilter(status="waiting"))
+    views = await side.client.list_views()
+    assert [v.name for v in views if v.name in ("all-waiting", "oncall-failing")] == ["all-waiting", "oncall-failing"]
+    assert next(v for v in views if v.name == "oncall-failing").filters == narrower
+    with pytest.raises(NotFound, match=r"no saved view 'nope' \(saved: .*oncall-failing"):
+        await side.client.get_view("nope")
+    with pytest.raises(WorkerError, match="a view name is lowercase"):
+        await side.client.save_view("Bad Name", failing)
+    assert "Bad Name" not in {v.name for v in await side.client.list_views()}
 
 
 async def test_retry_under_the_run_s_version_or_the_current_one(side: Side) -> None:

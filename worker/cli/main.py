@@ -85,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--status", choices=[*(s.value for s in RunStatus), "retrying"],
                     help="only runs in this status; `retrying`: backing off between attempts of a step")
     rs.add_argument("--workflow")
-    rs.add_argument("--step", default=None, help="only runs on this step now")
-    rs.add_argument("--error", default=None, metavar="TEXT", help="only runs whose error contains TEXT")
+    rs.add_argument("--step", default=None,
+                    help="only runs on this step now (looks at the newest 10,000 runs the other flags match)")
+    rs.add_argument("--error", default=None, metavar="TEXT",
+                    help="only runs whose error contains TEXT (looks at the newest 10,000 runs the other flags "
+                         "match: add --status, --workflow or --since to reach older ones)")
     rs.add_argument("--since", default=None, metavar="DURATION", help="only runs started within, e.g. 30m, 4h, 2d")
     rs.add_argument("--waiting-on", default=None, metavar="WHAT",
                     help="only runs waiting on human, event, retry, sleep, child, throttled, or on a person "

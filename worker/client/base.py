@@ -122,10 +122,14 @@ class ClientBase:
             return str(uuid.UUID(run_id))
         except ValueError:
             pass
-        if len(run_id) < 4 or any(c not in "0123456789abcdef-" for c in run_id.lower()):
+        from worker.search.filters import id_range
+
+        bounds = id_range(run_id)
+        if bounds is None:
             raise NotFound(f"no run {run_id!r}")
+        # a range of the primary key (an index range scan at any size), not LIKE over every id as text
         rows = await self.pool.fetch(
-            "SELECT run_id::text FROM runs WHERE run_id::text LIKE $1 LIMIT 2", run_id.lower() + "%")
+            "SELECT run_id::text FROM runs WHERE run_id BETWEEN $1 AND $2 ORDER BY run_id LIMIT 2", *bounds)
         if not rows:
             raise NotFound(f"no run {run_id!r}")
         if len(rows) > 1:

@@ -67,6 +67,39 @@ def _summary(r: asyncpg.Record) -> RunSummary:
 
 
 
+COUNT_EXACT_UPTO = 10_000
+"""`count_runs` counts each status exactly up to this many runs; beyond, the planner's estimate."""
+
+_COUNT_SQL = """
+WITH size AS (  -- the table's rows now: the last ANALYZE's density times its pages now (as the planner does)
+    SELECT CASE WHEN c.reltuples < 0 THEN NULL
+                WHEN c.relpages = 0 THEN c.reltuples
+                ELSE c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int) END AS n
+    FROM pg_class c WHERE c.oid = 'runs'::regclass
+), shares AS (
+    SELECT v.status, v.share FROM pg_stats s,
+           unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS v(status, share)
+    WHERE s.schemaname = current_schema() AND s.tablename = 'runs' AND s.attname = 'status'
+)
+SELECT k.status,
+       (SELECT count(*) FROM (SELECT 1 FROM runs r WHERE r.status = k.status LIMIT $1) AS x) AS n,
+       ((SELECT n FROM size) * (SELECT share FROM shares WHERE shares.status = k.status))::bigint AS estimate
+FROM unnest(ARRAY['queued', 'pending', 'running', 'waiting', 'paused', 'completed', 'failed', 'cancelled'])
+     AS k(status)
+"""
+
+
+class RunCounts(dict[str, int]):
+    """Runs by status (`count_runs`): a dict, with `estimated` naming the statuses whose count is an estimate
+    (shown as `~N`): those with more than COUNT_EXACT_UPTO runs."""
+
+    estimated: frozenset[str]
+
+    def __init__(self, counts: dict[str, int] | None = None, *, estimated: frozenset[str] = frozenset()) -> None:
+        super().__init__(counts or {})
+        self.estimated = estimated
+
+
 RUN_ORDERS: dict[str, str] = {
     "newest": "created_at DESC",
     "oldest": "created_at ASC",
@@ -86,19 +119,55 @@ class RunsApi(ClientBase):
         run id, workflow, current step, error, what it waits on. `status` is a RunStatus, or `retrying`: runs
         backing off between attempts of a step (status waiting, `waiting_on` `retry N/M`). `filters`
         (worker/search) combines more: step, error text, started within, waiting on what or whom; `status`,
-        `workflow` and `search` given here narrow it further."""
+        `workflow` and `search` given here narrow it further.
+
+        Bounded at scale: `search`, `step` and `error` (no index can serve them) and the `longest` order look at
+        the newest `search_filters.SCAN_LIMIT` runs that match the rest (the oldest ones in the `oldest` order),
+        and a search that is a run id prefix at the runs whose id starts with it as well; everything else is
+        served by an index (bench/scale.py)."""
         if order not in RUN_ORDERS:
             raise WorkerError(f"unknown run order {order!r}; one of {', '.join(RUN_ORDERS)}")
         f = (filters or RunFilter()).merged(RunFilter(workflow=workflow, status=status, search=search))
-        p = search_filters.params(f, before)
-        rows = await self.pool.fetch(
-            f"SELECT {_RUN_COLS} FROM runs WHERE {search_filters.WHERE} ORDER BY {RUN_ORDERS[order]} LIMIT $3",
-            p[1], p[2], limit, p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11])
+        c = search_filters.conditions(f, before, first=2)
+        bounded = bool(c.scanned) or order == "longest"
+        if bounded:
+            by = "created_at ASC" if order == "oldest" else "created_at DESC"
+            sql = (f"SELECT {_RUN_COLS} FROM (SELECT * FROM runs WHERE {c.sql(c.indexed)} ORDER BY {by} "
+                   f"LIMIT {search_filters.SCAN_LIMIT}) runs WHERE {c.sql(c.scanned)} "
+                   f"ORDER BY {RUN_ORDERS[order]} LIMIT $1")
+        else:
+            sql = f"SELECT {_RUN_COLS} FROM runs WHERE {c.sql(c.indexed)} ORDER BY {RUN_ORDERS[order]} LIMIT $1"
+        rows = await self.pool.fetch(sql, limit, *c.args)
+        ids = search_filters.id_range(f.search) if bounded else None
+        if ids is not None:  # a run id prefix finds its run however old: a range of the primary key
+            n = len(c.args) + 1
+            older = await self.pool.fetch(
+                f"SELECT run_id::text FROM runs WHERE run_id BETWEEN ${n + 1} AND ${n + 2} "
+                f"AND {c.sql(c.indexed + c.scanned)} LIMIT $1", limit, *c.args, *ids)
+            listed = [r["run_id"] for r in rows]
+            extra = [r["run_id"] for r in older if r["run_id"] not in set(listed)]
+            if extra:
+                rows = await self.pool.fetch(
+                    f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ANY($2::text[]::uuid[]) "
+                    f"ORDER BY {RUN_ORDERS[order]} LIMIT $1", limit, listed + extra)
         return [_summary(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
 
-    async def count_runs(self) -> dict[str, int]:
-        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
-        return {r["status"]: r["n"] for r in rows}
+    async def count_runs(self) -> RunCounts:
+        """Runs by status, for the status tabs, without reading millions of rows: each status is counted exactly
+        (an index-only scan of runs_status_created_idx) up to COUNT_EXACT_UPTO; a status with more (completed,
+        failed... in a big database) gets the planner's estimate instead (its share of the table in the
+        statistics ANALYZE keeps, times the table's rows scaled to its current size), named in `estimated`."""
+        rows = await self.pool.fetch(_COUNT_SQL, COUNT_EXACT_UPTO)
+        counts: dict[str, int] = {}
+        estimated: set[str] = set()
+        for r in rows:
+            n = r["n"]
+            if n >= COUNT_EXACT_UPTO:
+                n = max(COUNT_EXACT_UPTO, int(r["estimate"] or 0))
+                estimated.add(r["status"])
+            if n:
+                counts[r["status"]] = n
+        return RunCounts(counts, estimated=frozenset(estimated))
 
     async def count_retrying(self) -> int:
         """Runs backing off between attempts of a step (a part of the `waiting` ones)."""

@@ -1,0 +1,27 @@
+-- Queries that stay fast at 10M runs (issue 21; measured by bench/scale.py, see bench/README.md "Scale").
+--
+-- What already serves the console, the CLI and the API at scale, and needs nothing here: the runs list by
+-- creation time (runs_created_idx), by status (runs_status_created_idx, also the status tabs' exact counts as
+-- index-only scans up to COUNT_EXACT_UPTO, and the live runs a `waiting` filter looks at), by workflow
+-- (runs_workflow_created_idx), a run's events, spans and step logs (their primary keys / step_logs_run_idx),
+-- the approvals inbox (human_tasks_pending_idx). Text search, `step` and `error` filters and the `longest`
+-- order are bounded instead (worker/search/filters.py SCAN_LIMIT: pg_trgm is not in every Postgres, the
+-- embedded one included), and the status tabs show estimates beyond COUNT_EXACT_UPTO (worker/client/runs.py).
+--
+-- The engine UPDATEs `runs` on every step (status, current_step, waiting_on, updated_at, next_seq, lease...).
+-- An index on a column such an UPDATE changes makes it a non-HOT update (a new entry in every index of the
+-- table), so nothing here indexes current_step, waiting_on, updated_at or the lease columns. `status` is
+-- indexed already (runs_status_created_idx): an UPDATE that changes it is non-HOT today, and one that does not
+-- change it stays HOT whatever new index has `status` only in its predicate.
+--
+-- Built without CONCURRENTLY: the migration runs in one transaction. Measured on bench/scale.py's 1M runs
+-- (60,000 failed), 2 cores: 0.6 s (it reads runs once, sorts only the failed ones); 10M runs, by extrapolation:
+-- ~10 s of a SHARE lock on runs (reads go on; workers wait to write). On a bigger table, create it by hand first with
+-- CREATE INDEX CONCURRENTLY IF NOT EXISTS under the same name and definition: this file then skips it.
+
+-- "Failed runs of workflow W, newest first" (`agentrt runs --workflow W --status failed`, the console's
+-- failed tab filtered by workflow, the API): the triage query. Without it Postgres walks either every failed
+-- run or every run of W (1/20 of 10M) to find a rare workflow's failures. Partial: a row enters it once, when
+-- its run fails (a terminal UPDATE that changes `status`, non-HOT anyway); live runs and completed ones never
+-- touch it. About 1/15 the size of runs_workflow_created_idx.
+CREATE INDEX IF NOT EXISTS runs_failed_workflow_idx ON runs (workflow, created_at DESC) WHERE status = 'failed';
