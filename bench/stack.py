@@ -59,7 +59,10 @@ async def bench_servers(prefix: str, databases: Iterable[str] = ("bench",)) -> A
 
 
 def start_worker(env: dict[str, str], log: IO[bytes], python_args: Iterable[str] = ()) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, *python_args, "-m", "worker", "worker"], cwd=ROOT, env=env,
+    # AGENTRT_BENCH_WORKER_ROOT: another checkout's worker (e.g. `git worktree add /tmp/old <commit>`), to
+    # compare two versions of the code in one run: `engine_bench.py --variant old:AGENTRT_BENCH_WORKER_ROOT=/tmp/old`
+    root = env.get("AGENTRT_BENCH_WORKER_ROOT") or ROOT
+    return subprocess.Popen([sys.executable, *python_args, "-m", "worker", "worker"], cwd=root, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
 

@@ -23,7 +23,11 @@ from worker import runlog as ev
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 ERROR_CHARS = 200
-QUEUE_SPAN_MIN = 0.001  # seconds: shorter queue delays are only an attribute
+QUEUE_SPAN_MIN = 0.001  # seconds: shorter queue delays (a run's, a retry's) are only an attribute
+READY_SPAN_MIN = 0.05
+"""Seconds a step that was ready waited before it started, below which that wait is only an attribute of its
+attempt (`agentrt.queue.delay_ms`) and not a `queued` span of its own: between two steps of a run there is
+always the commit (a millisecond or two), which made every step a third span to derive, store and send."""
 WAIT_NAMES = {"approval": "approval wait", "sleep": "sleep", "child": "child workflow", "event": "event wait",
               "uncertain": "uncertain effect: waiting for a human", "throttled": "throttled"}
 
@@ -234,7 +238,7 @@ class RunTracer:
             attrs["agentrt.idempotency_key"] = e.data["key"]
         self._attempts[key] = _Attempt(number, e.ts, attrs)
         self.counters["attempts"] += 1
-        if delay >= QUEUE_SPAN_MIN:
+        if delay >= (QUEUE_SPAN_MIN if retry else READY_SPAN_MIN):
             out.append(self._span(span_id_for("queued", self.run_id, key[0], key[1], number),
                                   self._step_id(*key), "queued", min(scheduled, e.ts), e.ts,
                                   attributes={**self._step_attrs(*key), "agentrt.step.attempt": number,

@@ -206,3 +206,24 @@ def test_step_and_attempt_ids_are_the_generic_hash_of_their_parts(item: int | No
 
     assert step_span_id(RUN, "fetch", item) == span_id_for("step", RUN, "fetch", item)
     assert attempt_span_id(RUN, "fetch", item, 3) == span_id_for("attempt", RUN, "fetch", item, 3)
+
+
+def test_a_ready_step_gets_a_queued_span_only_when_it_waited_noticeably() -> None:
+    """The commit between two steps (a millisecond or two) is an attribute; a worker too busy to start a ready
+    step for 80 ms shows as a `queued` span."""
+    log = _log(
+        (ev.RUN_CREATED, 100.0, {"workflow": "w"}),
+        (ev.STEP_STARTED, 100.0, {"step": "a", "attempt": 1}),
+        (ev.STEP_COMPLETED, 100.010, {"step": "a", "attempt": 1, "output": 1}),
+        (ev.STEP_STARTED, 100.012, {"step": "b", "attempt": 1}),  # 2 ms after a completed
+        (ev.STEP_COMPLETED, 100.020, {"step": "b", "attempt": 1, "output": 1}),
+        (ev.STEP_STARTED, 100.100, {"step": "c", "attempt": 1}),  # 80 ms after b completed
+        (ev.STEP_COMPLETED, 100.110, {"step": "c", "attempt": 1, "output": 1}),
+        (ev.RUN_COMPLETED, 100.110, {"output": 1}),
+    )
+    spans = RunTracer(RUN).feed_all(log)
+    queued = [s for s in spans if s.name == "queued"]
+    assert [(s.parent_id, s.attributes["agentrt.queue.reason"]) for s in queued] == [
+        (step_span_id(RUN, "c", None), "ready")]
+    b = next(s for s in spans if s.name == "b attempt 1")
+    assert b.attributes["agentrt.queue.delay_ms"] == 2.0
