@@ -251,9 +251,10 @@ def main() -> None:
         ("  failed runs", "concurrent", "failed"),
     ]
     modes = args.telemetry
-    print(f"{'figure':62}" + "".join(f"{m:>16}" for m in modes))
+    width = max(16, *(len(m) + 2 for m in modes))
+    print(f"{'figure':62}" + "".join(f"{m:>{width}}" for m in modes))
     for label, part, key in rows:
-        print(f"{label:62}" + "".join(f"{fig(m, part, key):>16.3f}" for m in modes))
+        print(f"{label:62}" + "".join(f"{fig(m, part, key):>{width}.3f}" for m in modes))
     if len(modes) >= 2:
         a, b = modes[0], modes[1]
         ratios = [float(r[a]["concurrent"]["steps_per_s"]) / float(r[b]["concurrent"]["steps_per_s"])  # type: ignore[index]

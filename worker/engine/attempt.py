@@ -142,7 +142,9 @@ async def run_attempt(host: ActorHost, defn: Definition, run: RunLease, cmd: Sta
             idempotency_key=idempotency_key(run.run_id, cmd.step_id, cmd.item), timeout=timeout,
             settings=host.settings, logger=run.log, idempotent=step.idempotent, journal=journal,
             decisions=decisions, secrets=secrets,
-            traceparent=host.telemetry.traceparent(run.run_id, cmd.step_id, cmd.item, cmd.attempt), gate=gate,
+            traceparent=host.telemetry.traceparent(
+                run.run_id, cmd.step_id, cmd.item, cmd.attempt,
+                in_process=not (step.uses == "python" and host.settings.python_isolation == "process")), gate=gate,
             encrypted=run.encrypt,
         )
         if secrets:  # the step's own log lines (captured per step) are redacted too

@@ -54,14 +54,16 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     skipping asyncpg's default reset saves a round trip every time a connection is returned."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
-    """Open a pool; a clear StoreError when Postgres cannot be reached."""
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8,
+                      settings: dict[str, str] | None = None) -> asyncpg.Pool:
+    """Open a pool; a clear StoreError when Postgres cannot be reached. `settings`: more server settings for its
+    sessions."""
     try:
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_no_reset, timeout=10,
             command_timeout=60, max_inactive_connection_lifetime=120,
             # a frozen process (SIGSTOP, a debugger) must not hold row locks for ever
-            server_settings={"idle_in_transaction_session_timeout": "60000"},
+            server_settings={"idle_in_transaction_session_timeout": "60000", **(settings or {})},
         )
     except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
         raise StoreError(f"cannot connect to Postgres at {redact_dsn(dsn)}: {exc}") from exc

@@ -23,8 +23,11 @@ class Telemetry(Protocol):
         """Events of a run were committed (spans are derived from them)."""
         ...
 
-    def traceparent(self, run_id: str, step_id: str, item: int | None, attempt: int) -> str | None:
-        """W3C trace context of an attempt's span, for the executor's outgoing calls."""
+    def traceparent(self, run_id: str, step_id: str, item: int | None, attempt: int, *,
+                    in_process: bool = True) -> str | None:
+        """W3C trace context of an attempt's span, for the executor's outgoing calls. `in_process`: the
+        attempt's calls are made from this process (its HTTP client spans need the OpenTelemetry context);
+        False for a sandboxed `python` step, whose process gets the header instead."""
         ...
 
     async def aclose(self) -> None: ...
@@ -34,7 +37,8 @@ class NoTelemetry:
     def committed(self, run_id: str, workflow: str, events: Sequence[Event]) -> None:
         return None
 
-    def traceparent(self, run_id: str, step_id: str, item: int | None, attempt: int) -> str | None:
+    def traceparent(self, run_id: str, step_id: str, item: int | None, attempt: int, *,
+                    in_process: bool = True) -> str | None:
         return None
 
     async def aclose(self) -> None:

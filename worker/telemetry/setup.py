@@ -88,13 +88,14 @@ class RuntimeTelemetry:
             self._pending[run_id] = asyncio.get_running_loop().create_future()
             self._wake.set()  # bootstrap at once: an executor may be waiting for this run's trace id
 
-    def traceparent(self, run_id: str, step_id: str, item: int | None, attempt: int) -> str | None:
+    def traceparent(self, run_id: str, step_id: str, item: int | None, attempt: int, *,
+                    in_process: bool = True) -> str | None:
         tracker = self._trackers.get(run_id)
         if tracker is not None:
             ctx = tracker.context_of(step_id, item, attempt)
         else:  # not bootstrapped yet: provisional (`resolve_traceparent` corrects a caller's trace id)
             ctx = TraceContext(uuid.UUID(run_id).int, attempt_span_id(run_id, step_id, item, attempt))
-        _enter_step(run_id, step_id, item, attempt, ctx)
+        _enter_step(run_id, step_id, item, attempt, ctx, otel=in_process)
         return ctx.header()
 
     def annotate_attempt(self, run_id: str, step_id: str, item: int | None, attempt: int,
@@ -182,7 +183,11 @@ class RuntimeTelemetry:
         from worker.store.pool import create_pool
 
         try:
-            self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=2)
+            # spans and step log lines are not decisions: their commits do not wait for the WAL's fsync (a
+            # Postgres crash can lose the last fraction of a second of them), so they never queue behind or
+            # ahead of the engine's durable commits for the disk
+            self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=2,
+                                           settings={"synchronous_commit": "off"})
         except Exception as exc:  # noqa: BLE001 - retried on the next pass
             self._warn("telemetry: cannot reach Postgres (%s); spans and step logs wait", exc)
             return False
@@ -392,9 +397,13 @@ def current() -> RuntimeTelemetry | None:
     return _current
 
 
-def _enter_step(run_id: str, step_id: str, item: int | None, attempt: int, ctx: TraceContext) -> None:
-    """Make the attempt the current context of the executor's task (logs, OpenTelemetry context)."""
+def _enter_step(run_id: str, step_id: str, item: int | None, attempt: int, ctx: TraceContext, *,
+                otel: bool = True) -> None:
+    """Make the attempt the current context of the executor's task (logs; the OpenTelemetry context too when
+    its calls are made from this process)."""
     tlog.current_step.set(tlog.StepLogContext(run_id, step_id, item, attempt, f"{ctx.trace_id:032x}",
                                               f"{ctx.span_id:016x}"))
+    if not otel:
+        return
     span_ctx = SpanContext(ctx.trace_id, ctx.span_id, True, TraceFlags(1 if ctx.sampled else 0))
     otel_context.attach(set_span_in_context(NonRecordingSpan(span_ctx)))
