@@ -49,7 +49,7 @@ def test_the_worker_runs_on_uvloop_unless_told_otherwise() -> None:
 
     import uvloop
 
-    from worker.cli.local import event_loop_factory
+    from worker.loops import event_loop_factory
 
     assert event_loop_factory("") is uvloop.new_event_loop
     assert event_loop_factory("UVLOOP") is uvloop.new_event_loop
