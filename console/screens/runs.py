@@ -70,7 +70,8 @@ class RunsScreen(RunsQueryScreen):
 
     HELP_NOTES: ClassVar[tuple[str, ...]] = (
         "/ filter: a regex over id, workflow, step, error, wait; and terms, all combined: workflow:W status:S "
-        "step:X error:TEXT since:2h waiting:human|event|retry|alice (quote values with spaces: error:\"HTTP 503\")",
+        "step:X error:TEXT since:2h waiting:human|event|retry|alice (quote values with spaces: error:\"HTTP 503\"); "
+        "the regex, step: and error: look at the newest 10,000 runs the other terms match",
         ": commands: :view NAME applies a saved view (agentrt runs --save-view), :view lists them, :save NAME "
         "saves this filter for everyone · esc clears the filter and the view",
     )
