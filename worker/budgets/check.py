@@ -42,6 +42,10 @@ class BudgetCheck:
         self.pool = pool
         self._unpriced: set[str] = set()
 
+    def applies(self, kind: str, budget: Any) -> bool:
+        """Only calls of budgeted kinds of workflows with a `budget:` (the gate skips the others)."""
+        return budget is not None and kind in BUDGETED_KINDS
+
     async def __call__(self, info: Any) -> None:
         budget = getattr(info, "budget", None)
         if budget is None or info.kind not in BUDGETED_KINDS:

@@ -12,7 +12,9 @@ order before any limit is asked, for every call of every step kind that goes thr
 `CallInfo` names the run, workflow, step, call key, the limits the call obeys, and for LLM calls the provider,
 model, estimated tokens and estimated cost (from the step's price table). A check lets the call go by
 returning; it stops it by raising `StepParked` (ask a human), `StepFailed` (fail the step) or `StepThrottled`
-(wait). Nothing has been reserved when the checks run, so a refused call holds no capacity.
+(wait). Nothing has been reserved when the checks run, so a refused call holds no capacity. A check with an
+`applies(kind, budget) -> bool` method is skipped for the steps it says it has nothing to say about (a step no
+check applies to and no limit names skips the gate altogether: one fewer suspension per step).
 
 **Losing Redis.** The shared buckets live in Redis. When it cannot be reached the limiter does not stop
 limiting: it falls back to this worker's share of every limit (1 / live workers, counted in Postgres), lets
@@ -318,7 +320,8 @@ class StepGate:
     @property
     def matters(self) -> bool:
         """Whether any call of this step can be limited or checked (else executors skip the gate)."""
-        return bool(self.names) or bool(self.limiter.checks) or self.budget is not None or (
+        return bool(self.names) or self.budget is not None or any(
+            _applies(check, self.kind, self.budget) for check in self.limiter.checks) or (
             self.kind in MATCHED_KINDS and any(s.match for s in self.limiter.file.current().limits.values()))
 
     async def before_llm(self, *, call_key: str, provider: str, model: str, host: str, tokens: int,
@@ -344,6 +347,11 @@ class StepGate:
         info = CallInfo(self.run_id, self.workflow, self.step_id, self.item, self.kind, call_key,
                         tuple(b.name for b in chosen), priority=self.priority)
         return await self.limiter.admission.admit(info, chosen, 0)
+
+
+def _applies(check: PreCallCheck, kind: str, budget: Any) -> bool:
+    applies = getattr(check, "applies", None)
+    return True if applies is None else bool(applies(kind, budget))
 
 
 MAX_LIMITED_429 = 5
