@@ -188,7 +188,7 @@ def _check_traceparent(value: str | None) -> str | None:
     """A valid W3C traceparent (normalised), None for None; anything else is a usage error."""
     if value is None:
         return None
-    from worker.telemetry.spans import parse_traceparent
+    from worker.telemetry.ids import parse_traceparent
 
     ctx = parse_traceparent(value)
     if ctx is None:

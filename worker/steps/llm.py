@@ -130,7 +130,7 @@ class LlmClient:
                 call.live.add(whole_answer(result))
             call.live.done(finish_reason=result.get("finish_reason"), output_tokens=output,
                            tokens_per_s=attrs.get("agentrt.llm.output_tokens_per_s"))
-        from worker.telemetry.setup import current
+        from worker.telemetry.current import current
 
         telemetry = current()
         if telemetry is not None and call.timing.streamed:

@@ -20,14 +20,14 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, set_span_in_context
 
 from worker.telemetry import logging as tlog
-from worker.telemetry.spans import parse_traceparent
+from worker.telemetry.ids import parse_traceparent
 
 _KINDS = {"client": SpanKind.CLIENT, "internal": SpanKind.INTERNAL, "producer": SpanKind.PRODUCER,
           "server": SpanKind.SERVER, "consumer": SpanKind.CONSUMER}
 
 
 def _resolve_sync(header: str | None) -> str | None:
-    from worker.telemetry.setup import current
+    from worker.telemetry.current import current
 
     t = current()
     if t is None or header is None:
@@ -44,7 +44,7 @@ def _resolve_sync(header: str | None) -> str | None:
 
 
 def _start(header: str | None, name: str, attributes: Mapping[str, Any] | None, kind: str) -> trace.Span:
-    from worker.telemetry.setup import current
+    from worker.telemetry.current import current
 
     t = current()
     parent = parse_traceparent(header)
@@ -77,7 +77,7 @@ def child_span(traceparent: str | None, name: str, attributes: Mapping[str, Any]
 async def achild_span(traceparent: str | None, name: str, attributes: Mapping[str, Any] | None = None, *,
                       kind: str = "client", record_exception: bool = True) -> AsyncIterator[trace.Span]:
     """`child_span` for coroutines: first waits (briefly) until the run's trace id is known for sure."""
-    from worker.telemetry.setup import current
+    from worker.telemetry.current import current
 
     t = current()
     header = await t.resolve_traceparent(traceparent) if t is not None else traceparent

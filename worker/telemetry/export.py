@@ -33,7 +33,8 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from worker.telemetry.spans import SpanRecord, TraceContext
+from worker.telemetry.ids import TraceContext
+from worker.telemetry.spans import SpanRecord
 
 logger = logging.getLogger(__name__)
 

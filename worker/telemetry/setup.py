@@ -24,17 +24,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from opentelemetry import context as otel_context
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from worker.config import Settings
 from worker.runlog import Event
 from worker.store.pool import jsonb_text
 from worker.telemetry import logging as tlog
 from worker.telemetry.config import TelemetryConfig
+from worker.telemetry.current import current, enter_step, set_current
 from worker.telemetry.export import Tracing
+from worker.telemetry.ids import TraceContext, attempt_span_id, parse_traceparent
 from worker.telemetry.metrics import Metrics, build_metrics
-from worker.telemetry.spans import RunTracer, SpanRecord, TraceContext, attempt_span_id, parse_traceparent
+from worker.telemetry.spans import RunTracer, SpanRecord
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class RuntimeTelemetry:
         self._pool: Any = None
         self._redis: Any = None
         self._publisher: Any = None
-        _set_current(self)
+        set_current(self)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="telemetry")
 
     # -- the engine's hooks (hot path: keep these cheap) -------------------------------------
@@ -95,7 +95,7 @@ class RuntimeTelemetry:
             ctx = tracker.context_of(step_id, item, attempt)
         else:  # not bootstrapped yet: provisional (`resolve_traceparent` corrects a caller's trace id)
             ctx = TraceContext(uuid.UUID(run_id).int, attempt_span_id(run_id, step_id, item, attempt))
-        _enter_step(run_id, step_id, item, attempt, ctx, otel=in_process)
+        enter_step(run_id, step_id, item, attempt, ctx, otel=in_process)
         return ctx.header()
 
     def annotate_attempt(self, run_id: str, step_id: str, item: int | None, attempt: int,
@@ -155,8 +155,8 @@ class RuntimeTelemetry:
                         self._pool.close() if self._pool is not None else None):
             if closing is not None:
                 await _bounded(asyncio.ensure_future(closing), 3)
-        if _current is self:
-            _set_current(None)
+        if current() is self:
+            set_current(None)
 
     def _shutdown_sdk(self) -> None:
         self.tracing.shutdown()
@@ -382,28 +382,3 @@ async def _bounded(task: asyncio.Future[Any], seconds: float) -> bool:
     if not task.cancelled() and task.exception() is not None:
         logger.debug("telemetry: shutdown step failed: %r", task.exception())
     return True
-
-
-# -- process-wide state for helpers that only have a traceparent ------------------------------
-_current: RuntimeTelemetry | None = None
-
-
-def _set_current(t: RuntimeTelemetry | None) -> None:
-    global _current
-    _current = t
-
-
-def current() -> RuntimeTelemetry | None:
-    return _current
-
-
-def _enter_step(run_id: str, step_id: str, item: int | None, attempt: int, ctx: TraceContext, *,
-                otel: bool = True) -> None:
-    """Make the attempt the current context of the executor's task (logs; the OpenTelemetry context too when
-    its calls are made from this process)."""
-    tlog.current_step.set(tlog.StepLogContext(run_id, step_id, item, attempt, f"{ctx.trace_id:032x}",
-                                              f"{ctx.span_id:016x}"))
-    if not otel:
-        return
-    span_ctx = SpanContext(ctx.trace_id, ctx.span_id, True, TraceFlags(1 if ctx.sampled else 0))
-    otel_context.attach(set_span_in_context(NonRecordingSpan(span_ctx)))

@@ -9,10 +9,6 @@ events. Step inputs and outputs never become attributes: only their keys and siz
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +16,16 @@ from typing import Any
 import orjson
 
 from worker import runlog as ev
+from worker.telemetry.ids import (
+    TraceContext,
+    attempt_span_id,
+    parse_traceparent,
+    run_span_id,
+    span_id_for,
+    step_span_id,
+    trace_id_for,
+)
 
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 ERROR_CHARS = 200
 QUEUE_SPAN_MIN = 0.001  # seconds: shorter queue delays (a run's, a retry's) are only an attribute
 READY_SPAN_MIN = 0.05
@@ -30,56 +34,6 @@ attempt (`agentrt.queue.delay_ms`) and not a `queued` span of its own: between t
 always the commit (a millisecond or two), which made every step a third span to derive, store and send."""
 WAIT_NAMES = {"approval": "approval wait", "sleep": "sleep", "child": "child workflow", "event": "event wait",
               "uncertain": "uncertain effect: waiting for a human", "throttled": "throttled"}
-
-
-@dataclass(frozen=True, slots=True)
-class TraceContext:
-    trace_id: int
-    span_id: int
-    sampled: bool = True
-
-    def header(self) -> str:
-        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
-
-
-def parse_traceparent(value: str | None) -> TraceContext | None:
-    """A W3C `traceparent` header, or None when absent or malformed (all-zero ids are invalid)."""
-    if not value:
-        return None
-    m = _TRACEPARENT.match(value.strip().lower())
-    if m is None or m.group(1) == "ff":
-        return None
-    trace_id, span_id = int(m.group(2), 16), int(m.group(3), 16)
-    if trace_id == 0 or span_id == 0:
-        return None
-    return TraceContext(trace_id, span_id, bool(int(m.group(4), 16) & 1))
-
-
-def _hash_id(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") or 1
-
-
-@functools.lru_cache(maxsize=65_536)
-def span_id_for(*parts: object) -> int:
-    """The id of a span named by `parts`: a hash of them joined by "/" (None as empty)."""
-    return _hash_id("/".join("" if p is None else str(p) for p in parts))
-
-
-def run_span_id(run_id: str) -> int:
-    return span_id_for("run", run_id)
-
-
-def step_span_id(run_id: str, step_id: str, item: int | None) -> int:
-    # the text span_id_for("step", ...) hashes, built directly (a step's spans ask for it several times)
-    return _hash_id(f"step/{run_id}/{step_id}/{'' if item is None else item}")
-
-
-def attempt_span_id(run_id: str, step_id: str, item: int | None, attempt: int) -> int:
-    return _hash_id(f"attempt/{run_id}/{step_id}/{'' if item is None else item}/{attempt}")
-
-
-def trace_id_for(run_id: str, parent: TraceContext | None) -> int:
-    return parent.trace_id if parent is not None else uuid.UUID(run_id).int
 
 
 @dataclass(slots=True)

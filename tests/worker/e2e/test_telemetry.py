@@ -20,8 +20,8 @@ from tests.support.runtime import client_for, eventually, pending_task, running_
 from tests.support.services import WorkerProcs
 from worker.config import Settings
 from worker.store.spans import load_spans, load_step_logs
+from worker.telemetry.ids import attempt_span_id, run_span_id, step_span_id
 from worker.telemetry.logging import JsonFormatter
-from worker.telemetry.spans import attempt_span_id, run_span_id, step_span_id
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "s3cr3t-Token-9f8e7d"

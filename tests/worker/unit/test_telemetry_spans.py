@@ -12,14 +12,8 @@ from worker import runlog as ev
 from worker.runlog import Event
 from worker.telemetry import logging as tlog
 from worker.telemetry.export import otlp_json
-from worker.telemetry.spans import (
-    RunTracer,
-    SpanRecord,
-    attempt_span_id,
-    parse_traceparent,
-    run_span_id,
-    step_span_id,
-)
+from worker.telemetry.ids import attempt_span_id, parse_traceparent, run_span_id, step_span_id
+from worker.telemetry.spans import RunTracer, SpanRecord
 
 RUN = str(uuid.UUID(int=0x1234))
 
@@ -202,7 +196,7 @@ def test_export_is_configured_only_by_otel_variables(monkeypatch) -> None:  # ty
 def test_step_and_attempt_ids_are_the_generic_hash_of_their_parts(item: int | None) -> None:
     """The fast paths hash the same text as span_id_for: ids stay stable across versions of the worker
     (a run resumed by an upgraded worker continues the same spans)."""
-    from worker.telemetry.spans import span_id_for
+    from worker.telemetry.ids import span_id_for
 
     assert step_span_id(RUN, "fetch", item) == span_id_for("step", RUN, "fetch", item)
     assert attempt_span_id(RUN, "fetch", item, 3) == span_id_for("attempt", RUN, "fetch", item, 3)
