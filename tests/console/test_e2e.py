@@ -21,7 +21,7 @@ steps:
 """
 
 
-async def _until(pilot, check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(pilot, check, timeout: float = 45.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
