@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
+from stack import bench_servers, cpu_seconds, start_worker, stop_worker, wait_workflows  # noqa: E402
 
 SIZE = (160, 48)
 PHASES = ("idle", "open", "closed")
@@ -118,9 +118,6 @@ def start_peer(tps: float, wait_seconds: float) -> tuple[subprocess.Popen[str], 
 
 
 # -- measuring ---------------------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg() -> list[float]:

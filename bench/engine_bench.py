@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
+from stack import bench_servers, proc_stat, start_worker, stop_worker, wait_workflows  # noqa: E402
 
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
@@ -133,15 +133,12 @@ async def concurrent(client: RuntimeClient, name: str, runs: int, steps: int) ->
 
 def cpu_seconds(pid: int) -> tuple[float, dict[int, float]]:
     """CPU seconds (user + system) of process `pid`, and of each of its children alive now (the sandbox pool)."""
-    def read(p: int) -> tuple[int, float]:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    own = read(pid)[1]
+    own = proc_stat(pid)[1]
     children: dict[int, float] = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != pid:
             try:
-                ppid, cpu = read(int(d.name))
+                ppid, cpu = proc_stat(int(d.name))
             except (OSError, ValueError, IndexError):
                 continue
             if ppid == pid:

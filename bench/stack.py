@@ -136,3 +136,14 @@ async def start_api(env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.Pop
             except httpx.TransportError:
                 await asyncio.sleep(0.1)
     return api, base
+
+
+def proc_stat(pid: int) -> tuple[int, float]:
+    """(parent pid, CPU seconds user + system) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
+    return proc_stat(pid)[1]

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stack import bench_servers, start_worker, stop_worker, wait_workflows  # noqa: E402
+from stack import bench_servers, cpu_seconds, start_worker, stop_worker, wait_workflows  # noqa: E402
 
 from tests.support.llm_peer import LlmPeer, openai_text  # noqa: E402
 from worker import runlog as ev  # noqa: E402
@@ -63,9 +63,6 @@ def write_workflows(workflows: Path, peer_url: str) -> None:
             f"    with: {{model: m, base_url: \"{peer_url}\", prompt: hello{extra}}}\n")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def direct_lag(peer: LlmPeer, http: httpx.AsyncClient) -> tuple[float, float]:
