@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stack import bench_servers, proc_stat, start_worker, stop_worker, wait_workflows  # noqa: E402
+from stack import BenchServers, bench_servers, proc_stat, start_worker, stop_worker, wait_workflows  # noqa: E402
 
 from worker.client import RuntimeClient  # noqa: E402
 from worker.config import Settings  # noqa: E402
@@ -97,15 +97,25 @@ async def steps_per_s(client: RuntimeClient, name: str, runs: int, steps: int, *
     return runs * steps / float(elapsed)
 
 
-async def sequential(client: RuntimeClient, name: str, runs: int) -> dict[str, float]:
-    gaps: list[float] = []
+async def timed_runs(client: RuntimeClient, name: str, runs: int) -> tuple[list[float], list[str]]:
+    """`runs` sequential runs of `name`: each one's seconds from `start_run` to the caller seeing it completed
+    (pushed, no polling), and the run ids. Shared with bench/peers.py (its W1)."""
     walls: list[float] = []
+    ids: list[str] = []
     for _ in range(runs):
         t0 = time.perf_counter()
         run_id = await client.start_run(name)
         summary = await client.wait_for_run(run_id, timeout=60)  # pushed: no polling
         walls.append(time.perf_counter() - t0)
         assert summary.status.value == "completed", summary.error
+        ids.append(run_id)
+    return walls, ids
+
+
+async def sequential(client: RuntimeClient, name: str, runs: int) -> dict[str, float]:
+    walls, ids = await timed_runs(client, name, runs)
+    gaps: list[float] = []
+    for run_id in ids:  # read after the runs, so that reading the events is never inside a run's time
         gaps.extend(await step_gaps(client, run_id))
     return {"step_overhead_p50_ms": pct(gaps, 50) * 1000, "step_overhead_p99_ms": pct(gaps, 99) * 1000,
             "run_wall_p50_ms": pct(walls, 50) * 1000, "samples": len(gaps)}
@@ -161,18 +171,28 @@ async def measure(client: RuntimeClient, worker_pid: int, args: argparse.Namespa
     return out
 
 
+def write_workflows(wf_dir: Path, steps: int) -> None:
+    """The benchmark's workflows: `seq` (sync python no-ops) and `seq-async` (async ones), `steps` steps each."""
+    (wf_dir / "bench_tasks.py").write_text(TASKS)
+    (wf_dir / "seq.yaml").write_text(workflow("seq", steps, "noop"))
+    (wf_dir / "seq-async.yaml").write_text(workflow("seq-async", steps, "anoop"))
+
+
+def worker_env(srv: BenchServers, url: str, concurrent_runs: int) -> dict[str, str]:
+    """The benchmark worker's environment: one worker, concurrency >= 600, 8 Postgres connections."""
+    return {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
+            "AGENTRT_WORKFLOWS_DIR": str(srv.workflows), "AGENTRT_CONCURRENCY": str(max(600, concurrent_runs)),
+            "AGENTRT_LOG_LEVEL": "WARNING", "AGENTRT_DB_POOL_SIZE": "8"}
+
+
 async def main_async(args: argparse.Namespace) -> list[dict[str, object]]:
     """Every round starts one worker per telemetry mode (the order alternating) on the same database."""
     rounds: list[dict[str, object]] = []
     async with bench_servers("bench") as srv:
         wf_dir = srv.workflows
-        (wf_dir / "bench_tasks.py").write_text(TASKS)
-        (wf_dir / "seq.yaml").write_text(workflow("seq", args.steps, "noop"))
-        (wf_dir / "seq-async.yaml").write_text(workflow("seq-async", args.steps, "anoop"))
+        write_workflows(wf_dir, args.steps)
         url = srv.db_url("bench")
-        base = {**os.environ, "AGENTRT_DATABASE_URL": url, "AGENTRT_REDIS_URL": srv.redis.url(),
-                "AGENTRT_WORKFLOWS_DIR": str(wf_dir), "AGENTRT_CONCURRENCY": str(max(600, args.concurrent_runs)),
-                "AGENTRT_LOG_LEVEL": "WARNING", "AGENTRT_DB_POOL_SIZE": "8"}
+        base = worker_env(srv, url, args.concurrent_runs)
         prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
         client = await RuntimeClient.connect(Settings(database_url=url, redis_url=srv.redis.url(),
                                                       workflows_dir=wf_dir))
