@@ -12,6 +12,7 @@ from worker.client.events import EventDelivery, EventWait
 from worker.client.limits import BudgetInfo, LimitsReport
 from worker.client.live import LiveEntry
 from worker.client.pauses import PauseOutcome, WorkflowPause
+from worker.client.replica import ReadReplica
 from worker.client.retries import RetryOption, RetryResult, VersionChoice
 from worker.client.schedules import ScheduleInfo
 from worker.models import (
@@ -78,6 +79,8 @@ class ConsoleClient(Protocol):
                         limit: int = 2000) -> list[StepLogLine]: ...
 
     async def health(self) -> dict[str, str | None]: ...
+
+    async def read_replica(self) -> ReadReplica | None: ...
 
     async def open_waits(self, *, name: str | None = None, key: str | None = None, run_id: str | None = None,
                          limit: int = 200) -> list[EventWait]: ...

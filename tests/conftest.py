@@ -38,7 +38,8 @@ from tests.support.services import (
 from worker.config import Settings
 from worker.devstack import EmbeddedOpenBao, EmbeddedPostgres, EmbeddedRedis
 
-pytest_plugins = ["tests.support.fixtures_http", "tests.support.api_server"]
+pytest_plugins = ["tests.support.fixtures_http", "tests.support.api_server", "tests.support.pgbouncer",
+                  "tests.support.redis_cluster"]
 
 logger = logging.getLogger(__name__)
 

@@ -84,6 +84,40 @@ def _trust_settings(env: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
     return out
 
 
+POOLER_MODES = ("none", "session", "transaction")
+"""AGENTRT_DATABASE_POOLER values: what sits between the workers and Postgres (worker/store/pool.py)."""
+
+
+def database_pooler(env: os._Environ[str] | dict[str, str] | None = None) -> str:
+    """AGENTRT_DATABASE_POOLER, validated: "none" (default: Postgres itself, or a session-mode pooler, which
+    behaves the same), "session", or "transaction" (PgBouncer pool_mode=transaction: no prepared statements, no
+    startup settings, no session state; see README, Scaling out)."""
+    raw = (os.environ if env is None else env).get("AGENTRT_DATABASE_POOLER", "").strip().lower() or "none"
+    if raw not in POOLER_MODES:
+        raise ConfigError(
+            f"AGENTRT_DATABASE_POOLER={raw!r}: use 'none' (Postgres directly, the default), 'session' (a "
+            "session-mode pooler) or 'transaction' (PgBouncer pool_mode=transaction); statement mode is not "
+            "supported (the engine commits multi-statement transactions)")
+    return raw
+
+
+def check_failover_dsn(url: str, name: str) -> None:
+    """A URL listing several hosts (failover: `postgresql://u@h1:5432,h2:5432/db`) must say which one to keep:
+    asyncpg takes the first that answers, and after a failover that may be the old primary come back as a
+    replica, where every commit fails. `target_session_attrs=read-write` (or `primary`) makes it skip those."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    hosts = parts.netloc.rpartition("@")[2]
+    if "," not in hosts and not any("," in h for h in query.get("host", [])):
+        return
+    attrs = (query.get("target_session_attrs") or [os.environ.get("PGTARGETSESSIONATTRS", "")])[-1]
+    if attrs not in ("read-write", "primary"):
+        raise ConfigError(f"{name} lists several hosts but not target_session_attrs=read-write: add "
+                          "?target_session_attrs=read-write so that connections go to the primary only")
+
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/agentrt"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -96,6 +130,7 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     workflows_dir: Path = Path("workflows")
     redis_prefix: str = "agentrt"
+    redis_cluster: bool = False  # AGENTRT_REDIS_CLUSTER: Redis is a Redis Cluster (worker/bus/connect.py)
     vault_addr: str | None = None
     vault_token: str | None = field(default=None, repr=False)  # never in a repr, a log line or a report
     vault_role_id: str | None = None
@@ -112,6 +147,8 @@ class Settings:
     redeliver_after: float = 30.0
     liveness: bool = True  # fast death detection (worker/engine/liveness.py); off behind a transaction pooler
     liveness_database_url: str | None = field(default=None, repr=False)  # its session connection; None: database_url
+    database_read_url: str | None = field(default=None, repr=False)  # replica for listings (client/replica.py)
+    database_pooler: str = "none"  # "none" | "session" | "transaction" (AGENTRT_DATABASE_POOLER; worker/store/pool.py)
     event_lookback: float = 3600.0  # an event this much older than a `wait` step still resumes it (raced ahead)
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     db_pool_size: int = 8
@@ -156,6 +193,7 @@ class Settings:
             redis_url=env.get("AGENTRT_REDIS_URL", DEFAULT_REDIS_URL),
             workflows_dir=Path(env.get("AGENTRT_WORKFLOWS_DIR", "workflows")),
             redis_prefix=env.get("AGENTRT_REDIS_PREFIX", "agentrt"),
+            redis_cluster=_bool_env(env, "AGENTRT_REDIS_CLUSTER", False),
             vault_addr=env.get("VAULT_ADDR") or None,
             vault_token=env.get("VAULT_TOKEN") or None,
             vault_role_id=env.get("AGENTRT_VAULT_ROLE_ID") or None,
@@ -172,6 +210,8 @@ class Settings:
             redeliver_after=_float_env("AGENTRT_REDELIVER_AFTER", 30.0),
             liveness=env.get("AGENTRT_LIVENESS", "on").lower() not in ("0", "false", "no", "off"),
             liveness_database_url=env.get("AGENTRT_LIVENESS_DATABASE_URL") or None,
+            database_read_url=env.get("AGENTRT_DATABASE_READ_URL") or None,
+            database_pooler=database_pooler(env),
             event_lookback=_float_env("AGENTRT_EVENT_LOOKBACK", 3600.0),
             db_pool_size=_int_env("AGENTRT_DB_POOL_SIZE", 8),
             log_level=env.get("AGENTRT_LOG_LEVEL", "INFO").upper(),
@@ -193,6 +233,7 @@ class Settings:
                 f"AGENTRT_LEASE_TTL ({settings.lease_ttl}s) must be at least twice "
                 f"AGENTRT_HEARTBEAT_INTERVAL ({settings.heartbeat_interval}s)"
             )
+        check_failover_dsn(settings.database_url, "AGENTRT_DATABASE_URL")
         if settings.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         return settings

@@ -35,6 +35,7 @@ from console.screens.run_query import RunsQueryScreen
 from console.screens.run_rows import RunRows, run_lines, status_tabs
 from console.widgets.nav_table import NavTable
 from worker.client import RUN_ORDERS
+from worker.client.replica import ReadReplica
 from worker.errors import WorkerError
 from worker.models import RunStatus, RunSummary
 from worker.search.filters import RunFilter
@@ -85,6 +86,8 @@ class RunsScreen(RunsQueryScreen):
         self.counts: dict[str, int] = {}
         self.retrying = 0
         """Runs backing off between attempts (a part of counts["waiting"])."""
+        self.replica: ReadReplica | None = None
+        """Where the list was read: a read replica (AGENTRT_DATABASE_READ_URL) and its lag, shown in the header."""
         self.rows = RunRows()
         """Lays the rows out and remembers the cells last made for each run."""
         self._patches: dict[str, tuple[RunChanged, float]] = {}
@@ -121,6 +124,7 @@ class RunsScreen(RunsQueryScreen):
             runs = await client.list_runs(limit=RUNS_LIMIT, order=self.order, filters=terms)
         self.counts = await client.count_runs()
         self.retrying = await client.count_retrying()
+        self.replica = await client.read_replica()
         self.runs = list(runs)
         self.searched_for = None if invalid else search
         self.invalid_regex = invalid
@@ -228,6 +232,8 @@ class RunsScreen(RunsQueryScreen):
             info.append(f"sorted: {ORDER_LABELS.get(self.order, self.order)}")
         if self.marked:
             info.append(f"{len(self.marked)} marked")
+        if self.replica is not None:  # the list is the replica's: say how old it may be
+            info.append(self.replica.text())
         hint = "  s status · / filter · space mark · p pause · c cancel · enter open"
         line = " · ".join(info)
         self.query_one("#runs-info", Static).update(

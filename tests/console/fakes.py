@@ -23,6 +23,7 @@ from tests.console.fake_live import FakeLive
 from tests.console.fake_oncall import FakeOnCall
 from tests.console.fake_search import FakeSearch, matching
 from worker.client.events import EventDelivery, EventWait
+from worker.client.replica import ReadReplica
 from worker.client.runs import RunCounts
 from worker.client.schedules import ScheduleInfo
 from worker.definitions.versions import diff_pair, source_diff
@@ -651,6 +652,8 @@ class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive, FakeSearch):
         """Event name -> the workflows `on: {event}` starts a run of."""
         FakeLive.__init__(self, rid)
         FakeSearch.__init__(self)
+        self.replica: ReadReplica | None = None
+        """What `read_replica` answers (None: no read URL, as by default)."""
 
     # -- knobs for tests ---------------------------------------------------------------------
     def raise_conflict_for(self, task_id: str, by: str = "alice@10.0.0.7") -> None:
@@ -787,6 +790,9 @@ class FakeRuntimeClient(FakeOnCall, FakeLimits, FakeLive, FakeSearch):
         summary = self._find_run(run_id)
         lines = fan_out_logs(summary) if summary.run_id == rid(3) else []
         return [x for x in lines if (step_id is None or x.step_id == step_id) and x.id > after_id][:limit]
+
+    async def read_replica(self) -> ReadReplica | None:
+        return self.replica
 
     async def health(self) -> dict[str, str | None]:
         return {"postgres": "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432)"

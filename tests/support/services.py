@@ -221,6 +221,12 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     env["AGENTRT_PYTHON_ISOLATION"] = settings.python_isolation
     if settings.workflow_stdio_tools:
         env["AGENTRT_WORKFLOW_STDIO_TOOLS"] = "1"
+    if settings.redis_cluster:
+        env["AGENTRT_REDIS_CLUSTER"] = "on"
+    if settings.database_read_url:
+        env["AGENTRT_DATABASE_READ_URL"] = settings.database_read_url
+    if settings.database_pooler != "none":
+        env["AGENTRT_DATABASE_POOLER"] = settings.database_pooler
     return env
 
 

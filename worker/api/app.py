@@ -129,6 +129,15 @@ def _run(summary: RunSummary) -> dict[str, Any]:
     return out
 
 
+async def _replica_headers(client: RuntimeClient, response: Response) -> None:
+    """Say how stale a read from the read replica may be (nothing without one)."""
+    replica = await client.read_replica()
+    if replica is not None:
+        response.headers["X-AgentRT-Replica"] = replica.text()
+        if replica.lag_s is not None:
+            response.headers["X-AgentRT-Replica-Lag"] = f"{replica.lag_s:.1f}"
+
+
 def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -181,19 +190,25 @@ def create_app(settings: Settings, *, max_body: int = MAX_BODY) -> FastAPI:
                           created=started.created)
 
     @app.get("/v1/runs", response_model=RunList, tags=["runs"])
-    async def list_runs(caller: Annotated[Caller, Depends(require("runs:read"))],
+    async def list_runs(caller: Annotated[Caller, Depends(require("runs:read"))], response: Response,
                         workflow: Annotated[str | None, Query(max_length=200)] = None,
                         status: RunStatus | None = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-        """Runs, newest first."""
+        """Runs, newest first. Read from the read replica when the server has one (AGENTRT_DATABASE_READ_URL):
+        then `X-AgentRT-Replica` says how far behind it is ("replica, 3 s behind") and `X-AgentRT-Replica-Lag`
+        gives the seconds, when known."""
         runs = await caller.client.list_runs(status=status.value if status else None, workflow=workflow,
                                              limit=limit)
+        await _replica_headers(caller.client, response)
         return {"runs": [_run(r) for r in runs]}
 
     @app.get("/v1/runs/{run_id}", response_model=RunDetailOut, tags=["runs"])
-    async def get_run(run_id: str, caller: Annotated[Caller, Depends(require("runs:read"))]) -> dict[str, Any]:
-        """One run: status, current step, output or error, and its steps with their attempts."""
+    async def get_run(run_id: str, caller: Annotated[Caller, Depends(require("runs:read"))],
+                      response: Response) -> dict[str, Any]:
+        """One run: status, current step, output or error, and its steps with their attempts (from the read
+        replica, with the same headers as the listing, when the server has one)."""
         detail = await caller.client.get_run(run_id)
+        await _replica_headers(caller.client, response)
         data: dict[str, Any] = o.to_jsonable(detail)
         return {**data["summary"], "inputs": data["inputs"], "output": data["output"], "steps": data["steps"],
                 "children": data["children"], "queue": data["queue"]}

@@ -3,7 +3,11 @@
 Live events go out as one `XADD_ALL` script call per batch (up to `EVENTS_PER_CALL` entries), not one XADD
 each: per command, redis-py spends ~40-50 us of the worker's CPU packing it and reading its reply, which
 was the largest single cost of a step after the engine itself (py-spy under the engine benchmark). The
-entries are the same as before (one field, `e`), in the same order, on the one events stream."""
+entries are the same as before (one field, `e`), in the same order, on the one events stream.
+
+The same pipeline works on a Redis Cluster (worker/bus/connect.py): redis-py splits it by node; the script
+touches only its one declared key (the events stream), and PUBLISH goes to any node (classic pub/sub is
+broadcast across the cluster)."""
 
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from worker.bus.codec import EVENT_FIELD, encode_payload
+from worker.bus.connect import REDIS_ERRORS, pipe_evalsha, pipe_publish
 from worker.bus.streams import EVENTS_MAXLEN, WORK_MAXLEN, Keys
 
 logger = logging.getLogger(__name__)
@@ -102,11 +107,11 @@ class Publisher:
                 for run_id, priority in work:
                     pipe.xadd(self._keys.work_lane(priority), {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
                 for args in chunks:  # by hash: no SCRIPT EXISTS round trip per flush (redis-py's scripts do one)
-                    pipe.evalsha(self._xadd_all.sha, 1, self._keys.events, *args)
+                    pipe_evalsha(pipe, self._xadd_all.sha, [self._keys.events], args)
                 for run_id in signals:
-                    pipe.publish(self._keys.signals, run_id)
+                    pipe_publish(pipe, self._keys.signals, run_id)
                 for run_id in done:
-                    pipe.publish(self._keys.done(run_id), "1")
+                    pipe_publish(pipe, self._keys.done(run_id), "1")
                 results = await pipe.execute(raise_on_error=False)
             failed = [r for r in results if isinstance(r, Exception)]
             if failed and all(isinstance(r, NoScriptError) for r in failed):
@@ -118,7 +123,7 @@ class Publisher:
                         await self._redis.evalsha(self._xadd_all.sha, 1, self._keys.events, *args)
             elif failed:
                 raise failed[0]
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # Work entries are re-derived from Postgres by the reconciler; live events are best effort.
             self.dropped += len(events)
             now = time.monotonic()

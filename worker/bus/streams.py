@@ -1,4 +1,13 @@
-"""Every Redis key and group name, in one place."""
+"""Every Redis key and group name, in one place.
+
+On a Redis Cluster (`Keys(prefix, cluster=True)`, from AGENTRT_REDIS_CLUSTER) every multi-key command must stay
+within one hash slot. The only one the runtime sends is the worker's blocking XREADGROUP on the three work
+lanes, so on a cluster the lanes share the hash tag `{<prefix>:work}` (`{agentrt:work}`, `{agentrt:work}:high`,
+`{agentrt:work}:low`): they live on one node. Everything else is one key per command and spreads by its own
+slot: the events stream, each run's live stream (hash tag: the run id), each limit's keys (hash tag: the
+limit, worker/limits/redis_buckets.py). Without a cluster the names are what they always were (`agentrt:work`...),
+so an upgrade that does not turn the cluster on renames nothing.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +27,13 @@ LANE_WEIGHTS: dict[str, int] = {"high": 4, "normal": 2, "low": 1}
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str
+    cluster: bool = False
+    """Redis is a cluster: the work lanes share one hash tag (see the module docstring)."""
 
     @property
     def work(self) -> str:
         """Stream of run ids that need a worker (consumer group WORK_GROUP)."""
-        return f"{self.prefix}:work"
+        return f"{{{self.prefix}:work}}" if self.cluster else f"{self.prefix}:work"
 
     def work_lane(self, priority: str | None) -> str:
         """The work stream of a priority: `work` for normal (and unknown), `work:high`, `work:low`."""

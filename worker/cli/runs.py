@@ -70,6 +70,9 @@ async def cmd_runs(client: Any, args: argparse.Namespace) -> int:
         return await cmd_bulk(client, args)
     filters = await run_filter(client, args)
     runs = await client.list_runs(filters=filters, limit=args.limit)
+    replica = await client.read_replica()  # None without AGENTRT_DATABASE_READ_URL
+    if replica is not None:  # a replica shows the past: say how far, on stderr (stdout stays the listing)
+        o.err.print(f"({replica.text()})", markup=False)
     if args.json:
         o.print_json([{**o.to_jsonable(r), "duration_s": r.duration_s} for r in runs])
         return EXIT_OK

@@ -27,6 +27,8 @@ from here):
 - `search`: `SearchApi`: saved views (named run filters, worker/search) for `list_runs(filters=...)`.
 - `live`: `LiveApi`: what `llm`/`agent` steps are writing, as it is written: a run's live stream (resumable
   from an entry id) and `LiveText`, the fold of its entries into text per call (worker/streams).
+- `replica`: `ReplicaApi`: the optional read replica (AGENTRT_DATABASE_READ_URL) that read-only listings use
+  (`ClientBase.reader`), and its lag (`read_replica`).
 - `retries`: `RetriesApi`: retry failed runs under their own version or the current one (default: the current
   one when the file changed and can take the run over).
 """
@@ -42,6 +44,7 @@ from worker.client.live import LiveApi
 from worker.client.notifications import NotificationsApi
 from worker.client.observe import ObserveApi
 from worker.client.pauses import PausesApi
+from worker.client.replica import ReplicaApi
 from worker.client.retries import RetriesApi
 from worker.client.runs import RUN_ORDERS, RunsApi
 from worker.client.schedules import SchedulesApi
@@ -56,7 +59,7 @@ __all__ = ["RUN_ORDERS", "RuntimeClient", "load_workflow_file"]
 
 
 class RuntimeClient(StartsApi, RetriesApi, RunsApi, TasksApi, ObserveApi, AccessApi, EventsApi, WebhooksApi,
-                    SchedulesApi, LimitsApi, NotificationsApi, PausesApi, SearchApi, LiveApi):
+                    SchedulesApi, LimitsApi, NotificationsApi, PausesApi, SearchApi, LiveApi, ReplicaApi):
     """The runtime's API: `await RuntimeClient.connect(settings)`, or `async with` one to close it after."""
 
 

@@ -13,14 +13,14 @@ from typing import Any, Self
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from worker.bus.codec import decode_event
-from worker.bus.streams import WORK_MAXLEN, Keys
+from worker.bus.connect import REDIS_ERRORS, pipe_publish, redis_client, redis_keys
+from worker.bus.streams import WORK_MAXLEN
 from worker.client.completion import CompletionWatcher
 from worker.config import Settings
 from worker.definitions.model import Definition
-from worker.errors import NotFound, WorkerError
+from worker.errors import NotFound, StoreError, WorkerError
 from worker.identity import Identity
 from worker.identity import current as current_person
 from worker.oversight import audit
@@ -41,14 +41,18 @@ class ClientBase:
     """The attributes of a client and the helpers its parts share (see `worker.client`)."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, *,
-                 identity: Identity | None = None) -> None:
+                 identity: Identity | None = None, reader: asyncpg.Pool | None = None) -> None:
         self.settings = settings
         self.pool = pool
+        """The primary: every write, every decision, and every read that must see a write just made."""
+        self.reader: asyncpg.Pool = reader or pool
+        """Where read-only listings go: the read replica (AGENTRT_DATABASE_READ_URL), else the primary
+        (worker/client/replica.py)."""
         self.redis = redis
         self.identity = identity or current_person()
         self.authorizer = Authorizer.from_path(settings.policy_file)
         self.cipher = build_cipher(settings)  # opens encrypted payloads for display (and seals new inputs)
-        self.keys = Keys(settings.redis_prefix)
+        self.keys = redis_keys(settings)
         self._definitions: dict[str, Definition] = {}
         self.completions = CompletionWatcher(redis, self.keys)
         """Pushed ends of runs, for `wait_for_run` (one pub/sub connection per client)."""
@@ -56,9 +60,19 @@ class ClientBase:
     @classmethod
     async def connect(cls, settings: Settings, *, identity: Identity | None = None) -> Self:
         authorizer = Authorizer.from_path(settings.policy_file)  # a broken policy file fails before connecting
-        pool = await create_pool(settings.database_url, min_size=1, max_size=4)
-        redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
-        client = cls(settings, pool, redis, identity=identity)
+        pool = await create_pool(settings.database_url, min_size=1, max_size=4, pooler=settings.database_pooler)
+        redis = redis_client(settings, socket_timeout=5, socket_connect_timeout=3)
+        reader = None
+        if settings.database_read_url:
+            try:
+                reader = await create_pool(settings.database_read_url, min_size=1, max_size=4,
+                                           pooler=settings.database_pooler)
+            except BaseException as exc:
+                await pool.close()
+                if isinstance(exc, StoreError):
+                    raise StoreError(f"the read replica (AGENTRT_DATABASE_READ_URL): {exc}") from exc
+                raise
+        client = cls(settings, pool, redis, identity=identity, reader=reader)
         client.authorizer = authorizer
         return client
 
@@ -78,6 +92,8 @@ class ClientBase:
 
     async def close(self) -> None:
         await self.completions.close()
+        if self.reader is not self.pool:
+            await self.reader.close()
         await self.pool.close()
         await self.redis.aclose()
 
@@ -93,9 +109,9 @@ class ClientBase:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(self.keys.work, {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
                 if signal:
-                    pipe.publish(self.keys.signals, run_id)
+                    pipe_publish(pipe, self.keys.signals, run_id)
                 await pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             pass  # the reconciler re-derives the work from Postgres
 
     async def _nudge_admitted(self, admitted: list[Admitted]) -> None:
@@ -110,9 +126,9 @@ class ClientBase:
                     pipe.xadd(self.keys.work_lane(priority), {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
                 for run_id in signal:
                     pipe.xadd(self.keys.work, {"run": run_id}, maxlen=WORK_MAXLEN, approximate=True)
-                    pipe.publish(self.keys.signals, run_id)
+                    pipe_publish(pipe, self.keys.signals, run_id)
                 await pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             pass  # the reconciler re-derives the work from Postgres
 
     # -- run ids, local registration, payloads for display --------------------------------
@@ -135,6 +151,15 @@ class ClientBase:
         if len(rows) > 1:
             raise NotFound(f"run id prefix {run_id!r} is ambiguous; give more characters")
         return str(rows[0]["run_id"])
+
+    async def read_run_from(self, sql: str, run_id: str) -> tuple[asyncpg.Pool, asyncpg.Record | None]:
+        """`sql` (`$1`: the run id) on the reader, or on the primary when the reader does not have the run yet (a
+        replica behind a run just started). Returns the pool that had it: the rest of the read uses the same one,
+        so a run's row and its events never come from two points in time."""
+        row = await self.reader.fetchrow(sql, run_id)
+        if row is None and self.reader is not self.pool:
+            return self.pool, await self.pool.fetchrow(sql, run_id)
+        return self.reader, row
 
     async def register_local(self, name: str) -> bool:
         """Load workflow `name` from the local workflows directory into Postgres (no worker needed)."""
@@ -194,7 +219,7 @@ class ClientBase:
         while True:
             try:
                 reply = await self.redis.xread({self.keys.events: last_id}, count=500, block=block_ms)
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 await asyncio.sleep(1.0)
                 continue
             streams: list[Any] = list(reply or [])  # redis-py types replies loosely

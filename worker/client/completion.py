@@ -14,8 +14,8 @@ import contextlib
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from worker.bus.connect import REDIS_ERRORS
 from worker.bus.streams import Keys
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class CompletionWatcher:
                     await self._pubsub.subscribe(channel)
                 if self._reader is None or self._reader.done():
                     self._reader = asyncio.create_task(self._read(), name="completion-watcher")
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._note_broken(exc)
         return event
 
@@ -60,7 +60,7 @@ class CompletionWatcher:
             return
         del self._waiters[run_id]
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 async with self._lock:
                     await self._pubsub.unsubscribe(self._keys.done(run_id))
 
@@ -69,7 +69,7 @@ class CompletionWatcher:
         while self._waiters and self._pubsub is not None:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self._note_broken(exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -89,9 +89,9 @@ class CompletionWatcher:
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS):
                 await asyncio.wait_for(reader, 2.0)
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await pubsub.aclose()

@@ -17,11 +17,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from worker import runlog as ev
+from worker.bus.connect import REDIS_ERRORS
 from worker.client.base import ClientBase
 from worker.errors import NotFound, WorkerError
+from worker.store.runs import RUN_EVENTS
 from worker.streams.entries import FIRST_ID, LiveEntry, decode_entry, parse_stream_id
 from worker.streams.fold import CallText, LiveText
 
@@ -61,7 +61,7 @@ class LiveApi(ClientBase):
             run_id, _ = await self._live_run(run_id)
         try:
             rows: Any = await self.redis.xrange(self.keys.live(run_id), min=f"({cursor}", max="+", count=count)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return []
         return [e for e in (decode_entry(i, f) for i, f in rows or []) if e is not None]
 
@@ -82,7 +82,7 @@ class LiveApi(ClientBase):
             try:
                 block = block_ms if finished_at is None else min(block_ms, 100)
                 reply: Any = await self.redis.xread({key: cursor}, count=500, block=block)
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError from None  # redis-py turned the cancellation into an error
@@ -114,7 +114,7 @@ class LiveApi(ClientBase):
     async def _finished(self, run_id: str, after_seq: int, step_id: str | None) -> tuple[int, bool]:
         """Whether the run (or its step `step_id`) has finished, from its committed events after `after_seq`."""
         rows = await self.pool.fetch(
-            """SELECT seq, type, step_id, item, data FROM events WHERE run_id = $1 AND seq > $2 AND (
+            f"""SELECT seq, type, step_id, item, data FROM events WHERE {RUN_EVENTS} AND seq > $2 AND (
                    type = ANY($3::text[]) OR (step_id = $4 AND item IS NULL
                                               AND type = ANY($5::text[]))) ORDER BY seq""",
             run_id, after_seq, sorted(ev.RUN_TERMINAL_EVENTS), step_id or "",

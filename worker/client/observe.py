@@ -1,5 +1,6 @@
 """RuntimeClient, part observe: spans, step logs, the audit log, workflows (versions, diffs, hot-reload
-history) and workers."""
+history) and workers. Spans, step logs and workers are read from the read replica when one is configured
+(worker/client/replica.py)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ class ObserveApi(ClientBase):
         from worker.store.spans import load_spans
 
         run_id = await self.resolve_run_id(run_id)
-        workflow = await self.pool.fetchval("SELECT workflow FROM runs WHERE run_id = $1", run_id)
-        if workflow is None:
+        db, row = await self.read_run_from("SELECT workflow FROM runs WHERE run_id = $1", run_id)
+        if row is None:
             raise NotFound(f"no run {run_id!r}")
-        await self._authorize(self.identity, "view", workflow, run_id=run_id, audit_denial=False)
-        stored = await load_spans(self.pool, run_id)
+        await self._authorize(self.identity, "view", row["workflow"], run_id=run_id, audit_denial=False)
+        stored = await load_spans(db, run_id)
         return [SpanView(s["span_id"], s["parent_id"], s["name"], s["kind"],
                          datetime.fromtimestamp(s["start"], tz=UTC), datetime.fromtimestamp(s["end"], tz=UTC),
                          s["status"], s["status_message"], s["attributes"]) for s in stored]
@@ -36,11 +37,11 @@ class ObserveApi(ClientBase):
         from worker.store.spans import load_step_logs
 
         run_id = await self.resolve_run_id(run_id)
-        workflow = await self.pool.fetchval("SELECT workflow FROM runs WHERE run_id = $1", run_id)
-        if workflow is None:
+        db, row = await self.read_run_from("SELECT workflow FROM runs WHERE run_id = $1", run_id)
+        if row is None:
             raise NotFound(f"no run {run_id!r}")
-        await self._authorize(self.identity, "view", workflow, run_id=run_id, audit_denial=False)
-        lines = await load_step_logs(self.pool, run_id, step_id=step_id, after_id=after_id, limit=limit)
+        await self._authorize(self.identity, "view", row["workflow"], run_id=run_id, audit_denial=False)
+        lines = await load_step_logs(db, run_id, step_id=step_id, after_id=after_id, limit=limit)
         return [StepLogLine(x.id, x.step_id, x.item, x.attempt, x.ts, x.level, x.message) for x in lines]
 
     # -- audit -------------------------------------------------------------------------------
@@ -106,7 +107,8 @@ class ObserveApi(ClientBase):
                 for r in rows]
 
     async def list_workers(self) -> list[WorkerInfo]:
-        rows = await self.pool.fetch(
+        """The workers, newest heartbeat first (from the read replica when one is configured)."""
+        rows = await self.reader.fetch(
             """SELECT w.worker_id, w.hostname, w.pid, w.started_at, w.heartbeat_at, w.concurrency, w.stopped_at,
                       w.heartbeat_at + make_interval(secs => w.lease_ttl) > now() AND w.stopped_at IS NULL AS alive,
                       coalesce((SELECT array_agg(r.run_id::text) FROM runs r WHERE r.lease_owner = w.worker_id

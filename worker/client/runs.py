@@ -114,7 +114,8 @@ class RunsApi(ClientBase):
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
                         before: datetime | None = None, search: str | None = None,
-                        order: str = "newest", filters: RunFilter | None = None) -> list[RunSummary]:
+                        order: str = "newest", filters: RunFilter | None = None,
+                        primary: bool = False) -> list[RunSummary]:
         """Runs in `order` (RUN_ORDERS: newest first by default). `search`: a case-insensitive POSIX regex over
         run id, workflow, current step, error, what it waits on. `status` is a RunStatus, or `retrying`: runs
         backing off between attempts of a step (status waiting, `waiting_on` `retry N/M`). `filters`
@@ -124,7 +125,10 @@ class RunsApi(ClientBase):
         Bounded at scale: `search`, `step` and `error` (no index can serve them) and the `longest` order look at
         the newest `search_filters.SCAN_LIMIT` runs that match the rest (the oldest ones in the `oldest` order),
         and a search that is a run id prefix at the runs whose id starts with it as well; everything else is
-        served by an index (bench/scale.py)."""
+        served by an index (bench/scale.py).
+
+        Read from the read replica when one is configured (`primary=True`: from the primary, for a decision)."""
+        db = self.pool if primary else self.reader
         if order not in RUN_ORDERS:
             raise WorkerError(f"unknown run order {order!r}; one of {', '.join(RUN_ORDERS)}")
         f = (filters or RunFilter()).merged(RunFilter(workflow=workflow, status=status, search=search))
@@ -137,17 +141,17 @@ class RunsApi(ClientBase):
                    f"ORDER BY {RUN_ORDERS[order]} LIMIT $1")
         else:
             sql = f"SELECT {_RUN_COLS} FROM runs WHERE {c.sql(c.indexed)} ORDER BY {RUN_ORDERS[order]} LIMIT $1"
-        rows = await self.pool.fetch(sql, limit, *c.args)
+        rows = await db.fetch(sql, limit, *c.args)
         ids = search_filters.id_range(f.search) if bounded else None
         if ids is not None:  # a run id prefix finds its run however old: a range of the primary key
             n = len(c.args) + 1
-            older = await self.pool.fetch(
+            older = await db.fetch(
                 f"SELECT run_id::text FROM runs WHERE run_id BETWEEN ${n + 1} AND ${n + 2} "
                 f"AND {c.sql(c.indexed + c.scanned)} LIMIT $1", limit, *c.args, *ids)
             listed = [r["run_id"] for r in rows]
             extra = [r["run_id"] for r in older if r["run_id"] not in set(listed)]
             if extra:
-                rows = await self.pool.fetch(
+                rows = await db.fetch(
                     f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ANY($2::text[]::uuid[]) "
                     f"ORDER BY {RUN_ORDERS[order]} LIMIT $1", limit, listed + extra)
         return [_summary(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]
@@ -157,7 +161,7 @@ class RunsApi(ClientBase):
         (an index-only scan of runs_status_created_idx) up to COUNT_EXACT_UPTO; a status with more (completed,
         failed... in a big database) gets the planner's estimate instead (its share of the table in the
         statistics ANALYZE keeps, times the table's rows scaled to its current size), named in `estimated`."""
-        rows = await self.pool.fetch(_COUNT_SQL, COUNT_EXACT_UPTO)
+        rows = await self.reader.fetch(_COUNT_SQL, COUNT_EXACT_UPTO)
         counts: dict[str, int] = {}
         estimated: set[str] = set()
         for r in rows:
@@ -171,59 +175,64 @@ class RunsApi(ClientBase):
 
     async def count_retrying(self) -> int:
         """Runs backing off between attempts of a step (a part of the `waiting` ones)."""
-        return int(await self.pool.fetchval(
+        return int(await self.reader.fetchval(
             "SELECT count(*) FROM runs WHERE status = 'waiting' AND waiting_on LIKE 'retry%'"))
 
     async def get_run(self, run_id: str) -> RunDetail:
+        """A run with its steps and events: from the read replica when one is configured, or from the primary
+        when the replica does not have the run yet (one just started)."""
         run_id = await self.resolve_run_id(run_id)
-        row = await self.pool.fetchrow(f"SELECT {_RUN_COLS}, inputs, output FROM runs WHERE run_id = $1", run_id)
+        db, row = await self.read_run_from(f"SELECT {_RUN_COLS}, inputs, output FROM runs WHERE run_id = $1", run_id)
         if row is None:
             raise NotFound(f"no run {run_id!r}")
         await self._authorize(self.identity, "view", row["workflow"], run_id=run_id, audit_denial=False)
-        events = await store.load_events(self.pool, run_id)
-        spec_row = await self.pool.fetchrow("SELECT spec FROM definitions WHERE def_hash = $1", row["def_hash"])
+        events = await store.load_events(db, run_id)
+        spec_row = await db.fetchrow("SELECT spec FROM definitions WHERE def_hash = $1", row["def_hash"])
         steps_spec = (spec_row["spec"] if spec_row else {}).get("steps", [])
         kinds = {s["id"]: s["uses"] for s in steps_spec}
         order = [s["id"] for s in steps_spec]
-        children = await self.pool.fetch(
+        children = await db.fetch(
             "SELECT run_id::text FROM runs WHERE parent_run_id = $1 ORDER BY created_at", run_id)
         payload = {"inputs": row["inputs"], "output": row["output"]}
         await self._open_for_display([payload, *(e.data for e in events)])
-        steps = await self._with_agent_progress(run_id, step_views(run_id, events, kinds, order))
+        steps = await self._with_agent_progress(run_id, step_views(run_id, events, kinds, order), db)
         return RunDetail(
             summary=_summary(row), inputs=payload["inputs"], output=payload["output"],
             steps=tuple(steps),
             events=tuple(EventView(e.seq, datetime.fromtimestamp(e.ts, tz=UTC), e.type, e.step_id, e.item,
                                    e.attempt, e.data) for e in events),
             children=tuple(RunId(r["run_id"]) for r in children),
-            queue=await concurrency.queue_position(self.pool, run_id) if row["status"] == "queued" else None,
+            queue=await concurrency.queue_position(db, run_id) if row["status"] == "queued" else None,
         )
 
     async def events_after(self, run_id: str, after_seq: int = 0, *,
                            limit: int = 500) -> tuple[RunSummary, list[EventView]]:
         """The run (for its status) and its committed events with `seq > after_seq`, in order: what a client
-        that has seen up to `after_seq` has not (an SSE stream resumes from here without gaps or repeats)."""
+        that has seen up to `after_seq` has not (an SSE stream resumes from here without gaps or repeats).
+        From the read replica when one is configured (it applies a run's commits in order: later, never with a
+        gap), else, or while the replica does not have the run yet, from the primary."""
         run_id = await self.resolve_run_id(run_id)
-        row = await self.pool.fetchrow(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id)
+        db, row = await self.read_run_from(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = $1", run_id)
         if row is None:
             raise NotFound(f"no run {run_id!r}")
         await self._authorize(self.identity, "view", row["workflow"], run_id=run_id, audit_denial=False)
-        rows = await self.pool.fetch(
-            """SELECT seq, ts, type, step_id, item, attempt, data FROM events
-                WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""", run_id, after_seq, limit)
+        rows = await db.fetch(
+            f"""SELECT seq, ts, type, step_id, item, attempt, data FROM events
+                WHERE {store.RUN_EVENTS} AND seq > $2 ORDER BY seq LIMIT $3""", run_id, after_seq, limit)
         events = [store.row_to_event(r) for r in rows]
         await self._open_for_display([e.data for e in events])
         return _summary(row), [EventView(e.seq, datetime.fromtimestamp(e.ts, tz=UTC), e.type, e.step_id, e.item,
                                          e.attempt, e.data) for e in events]
 
-    async def _with_agent_progress(self, run_id: str, steps: list[StepView]) -> list[StepView]:
+    async def _with_agent_progress(self, run_id: str, steps: list[StepView],
+                                   db: asyncpg.Pool | None = None) -> list[StepView]:
         """Unfinished agent steps with the tokens and cost of the LLM turns their journal holds so far,
         and a short copy of each LLM turn and tool call in it (`calls`, in order)."""
         unfinished = {(v.step_id, -1 if v.item is None else v.item) for v in steps
                       if v.kind == "agent" and v.output is None and v.status != StepStatus.PENDING}
         if not unfinished:
             return steps
-        rows = await self.pool.fetch(
+        rows = await (db or self.pool).fetch(
             """SELECT step_id, item, call_index, data FROM step_journal
                 WHERE run_id = $1 AND step_id = ANY($2::text[]) ORDER BY step_id, item, call_index""",
             run_id, sorted({s for s, _ in unfinished}))
@@ -347,7 +356,8 @@ class RunsApi(ClientBase):
 
     async def matching_runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 10_000,
                             filters: RunFilter | None = None) -> list[RunSummary]:
-        return await self.list_runs(status=status, workflow=workflow, limit=limit, filters=filters)
+        """The runs a bulk action acts on: read from the primary (a decision), never from a replica."""
+        return await self.list_runs(status=status, workflow=workflow, limit=limit, filters=filters, primary=True)
 
 
 _CALL_TEXT = 500

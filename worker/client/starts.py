@@ -176,8 +176,9 @@ class StartsApi(ClientBase):
                      FROM unnest($1::uuid[], $5::jsonb[]) AS t(id, inp)""",
                 ids, workflow, def_hash, who, resolved, traceparent, trigger and "api", chosen)
             await conn.execute(
-                """INSERT INTO events (run_id, seq, ts, type, data)
-                   SELECT id, 1, $2, $3, d FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, d)""",
+                """INSERT INTO events (run_id, seq, ts, type, data, history_at)
+                   SELECT id, 1, $2, $3, d, r.history_at FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, d)
+                   JOIN runs r ON r.run_id = t.id""",
                 ids, now, ev.RUN_CREATED, created)
         await self._nudge_admitted([Admitted("pending", chosen or "normal", wake=[(i, chosen or "normal")])
                                     for i in ids])

@@ -37,7 +37,9 @@ class TasksApi(ClientBase):
 
     async def list_tasks(self, *, status: str | None = "pending", run_id: str | None = None,
                          limit: int = 200) -> list[HumanTask]:
-        rows = await self.pool.fetch(
+        """The approvals inbox, oldest first: from the read replica when one is configured (a decision reads
+        its task again on the primary, under a lock: the first decision wins)."""
+        rows = await self.reader.fetch(
             self._TASK_SQL + """ WHERE ($1::text IS NULL OR t.status = $1) AND ($2::uuid IS NULL OR t.run_id = $2)
                                  ORDER BY t.created_at LIMIT $3""", status, run_id, limit)
         return [_task(r) for r in rows if self.authorizer.allowed(self.identity, "view", r["workflow"])]

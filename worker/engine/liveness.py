@@ -13,8 +13,12 @@ Postgres connection (a network cut, a database restart) loses its lock with it: 
 either, and is treated as gone; after a database restart every worker needs a moment to take its lock again, so
 a worker judges others only once its own lock has been held for two heartbeats.
 
-Needs a session connection: behind a transaction-mode PgBouncer set AGENTRT_LIVENESS=off (deaths are then seen
-when the leases expire), or point the liveness connection at Postgres directly (AGENTRT_LIVENESS_DATABASE_URL).
+Needs a session connection. Behind a transaction-mode pooler (AGENTRT_DATABASE_POOLER=transaction) a session lock
+taken through the pooler would stay on a pooled server connection after the worker died (and another worker's check
+could even share that connection and take it), so it is never taken there: point AGENTRT_LIVENESS_DATABASE_URL at
+Postgres directly (one connection per worker), or the worker runs without it, with a warning, and a dead worker's
+runs move when their leases expire (AGENTRT_LEASE_TTL), as with AGENTRT_LIVENESS=off. The death watch itself runs
+on the pool (through the pooler): its probe is a transaction-scoped lock try inside one transaction.
 """
 
 from __future__ import annotations
@@ -24,12 +28,32 @@ import time
 
 import asyncpg
 
+from worker.config import Settings
+
 logger = logging.getLogger(__name__)
 
 LOCK_NS = 7412
 """First key of the two-int advisory lock (the second is hashtext(worker id))."""
 DEATH_CHECK_S = 0.5
 """How often the death watch looks (one small query, and one lock try per worker holding runs)."""
+
+
+def session_url(settings: Settings) -> str | None:
+    """The URL the liveness lock is held on; None when there is none to use (AGENTRT_LIVENESS=off, or a
+    transaction pooler and no direct AGENTRT_LIVENESS_DATABASE_URL: then with a warning, since deaths are seen
+    only when leases expire)."""
+    if not settings.liveness:
+        return None
+    if settings.liveness_database_url:
+        return settings.liveness_database_url
+    if settings.database_pooler == "transaction":
+        logger.warning(
+            "AGENTRT_DATABASE_POOLER=transaction and no AGENTRT_LIVENESS_DATABASE_URL: fast death detection is off "
+            "(its session lock cannot go through the pooler); a dead worker's runs move when their leases expire "
+            "(%.0fs). Set AGENTRT_LIVENESS_DATABASE_URL to a direct Postgres URL, or AGENTRT_LIVENESS=off to "
+            "silence this.", settings.lease_ttl)
+        return None
+    return settings.database_url
 
 
 class Liveness:
@@ -76,7 +100,9 @@ class Liveness:
 
 async def dead_workers(pool: asyncpg.Pool, me: str) -> list[str]:
     """Workers that hold live leases, took a liveness lock once, and no longer hold it."""
-    async with pool.acquire() as conn:
+    # one transaction, and a transaction-scoped probe: through a transaction pooler, a session lock taken by one
+    # statement and released by the next could land on two different server connections
+    async with pool.acquire() as conn, conn.transaction():
         owners = await conn.fetch(
             """SELECT DISTINCT r.lease_owner FROM runs r JOIN workers w ON w.worker_id = r.lease_owner
                 WHERE r.lease_owner IS NOT NULL AND r.lease_owner <> $1 AND r.lease_expires > now()
@@ -84,9 +110,8 @@ async def dead_workers(pool: asyncpg.Pool, me: str) -> list[str]:
         dead: list[str] = []
         for row in owners:
             owner = row["lease_owner"]
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_NS, owner):
-                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_NS, owner)
-                dead.append(owner)
+            if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, hashtext($2))", LOCK_NS, owner):
+                dead.append(owner)  # released at the commit, a moment later
     return dead
 
 

@@ -29,15 +29,17 @@ from redis.exceptions import RedisError, ResponseError
 from worker import faults
 from worker.boundary import load_checks
 from worker.budgets.check import BudgetCheck
+from worker.bus.connect import redis_client, redis_keys
 from worker.bus.intake import Entry, WorkIntake
 from worker.bus.publisher import Publisher
-from worker.bus.streams import WORK_GROUP, Keys
+from worker.bus.streams import WORK_GROUP
 from worker.config import Settings
 from worker.definitions.expressions import set_budget as set_expression_budget
 from worker.engine.actor import RunActor
 from worker.engine.definitions_sync import DefinitionsSync
-from worker.engine.liveness import Liveness
+from worker.engine.liveness import Liveness, session_url
 from worker.engine.upkeep import Upkeep
+from worker.history import partitions as history_partitions
 from worker.limits.gate import Limiter
 from worker.notify.dispatcher import Notifier
 from worker.schedules.loop import SchedulerLoop
@@ -64,7 +66,7 @@ _T = TypeVar("_T")
 class WorkerService(Upkeep):
     def __init__(self, settings: Settings, *, watch: bool = True) -> None:
         self.settings = settings
-        self.keys = Keys(settings.redis_prefix)
+        self.keys = redis_keys(settings)
         self.watch = watch
         self.actors: dict[str, RunActor] = {}
         self._actor_tasks: set[asyncio.Task[None]] = set()
@@ -98,11 +100,11 @@ class WorkerService(Upkeep):
         forget_identity()
         set_expression_budget(cpu_ms=s.expression_budget_ms)
         self.pool = await _retry_forever("postgres", lambda: create_pool(
-            s.database_url, min_size=2, max_size=s.db_pool_size), self._stopping)
+            s.database_url, min_size=2, max_size=s.db_pool_size, pooler=s.database_pooler), self._stopping)
         async with self.pool.acquire() as conn:
             await migrate_conn(conn)
-        self.redis = aioredis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5,
-                                       health_check_interval=15)
+            await history_partitions.ensure(conn)  # the days ahead, after a stop of any length
+        self.redis = redis_client(s, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
         self.writer = EventWriter(self.pool, s.worker_id, on_commit=self._wake_runs)
         self.writer.start()
         self.publisher = Publisher(self.redis, self.keys)
@@ -123,8 +125,9 @@ class WorkerService(Upkeep):
             """INSERT INTO workers (worker_id, hostname, pid, concurrency, lease_ttl) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL, liveness_at = NULL""",
             s.worker_id, socket.gethostname(), os.getpid(), s.concurrency, s.lease_ttl)
-        if s.liveness:  # fast death detection (worker/engine/liveness.py)
-            self.liveness = Liveness(s.liveness_database_url or s.database_url, s.worker_id)
+        liveness_url = session_url(s)  # fast death detection (worker/engine/liveness.py); None: off
+        if liveness_url is not None:
+            self.liveness = Liveness(liveness_url, s.worker_id)
             try:
                 await self.liveness.hold(self.pool)
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from worker import faults
+from worker.bus.connect import REDIS_ERRORS
 from worker.engine import liveness
+from worker.history import partitions as history_partitions
 from worker.store import concurrency
 from worker.store import runs as store
 
@@ -44,6 +46,7 @@ class Upkeep:
     _last_repair: float
     _last_consumer_gc: float
     liveness: Liveness | None
+    _last_partitions: float = 0.0
 
     async def _take(self, batch: dict[str, list[Entry]]) -> None:
         raise NotImplementedError
@@ -94,8 +97,21 @@ class Upkeep:
                 await self.publisher.flush()
             await self._reclaim()
             await self._forget_dead_consumers()
+            await self._ensure_partitions()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full_reconcile.wait(), timeout=s.reconcile_interval)
+
+    async def _ensure_partitions(self, every: float = 3600.0) -> None:
+        """Keep the history's daily partitions a week ahead (worker/history/partitions.py), once an hour."""
+        now = time.monotonic()
+        if now - self._last_partitions < every:
+            return
+        try:
+            await history_partitions.ensure(self.pool)
+        except asyncpg.PostgresError as exc:
+            logger.warning("history partitions not created (retried on the next pass): %s", exc)
+            return
+        self._last_partitions = now
 
     async def _forget_dead_consumers(self, every: float = 60.0, idle_ms: int = 600_000) -> None:
         """Remove consumers that have been silent for 10 minutes and hold no entries (dead workers)."""
@@ -105,7 +121,7 @@ class Upkeep:
         self._last_consumer_gc = now
         try:
             await self.intake.forget_idle_consumers(idle_ms)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.debug("consumer cleanup skipped: %s", exc)
 
     async def _reclaim(self) -> None:
@@ -114,7 +130,7 @@ class Upkeep:
             found = await self.intake.claim_stale(int(self.settings.lease_ttl * 1000))
         except ResponseError:
             raise
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.debug("reclaim skipped: %s", exc)
             return
         if found:
@@ -137,7 +153,7 @@ class Upkeep:
                     self._full_reconcile.set()  # its runs, and what its consumer had read, are handed out now
                     try:
                         await self.intake.forget_consumer(gone)
-                    except (RedisError, OSError) as exc:
+                    except REDIS_ERRORS as exc:
                         logger.debug("consumer of %s not removed yet: %s", gone, exc)
             await asyncio.sleep(liveness.DEATH_CHECK_S)
 

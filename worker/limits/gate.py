@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from worker.bus.connect import redis_client
 from worker.config import Settings
 from worker.errors import StepFailed, StepThrottled
 from worker.limits.admission import Admission, Permit, settle_quietly
@@ -116,9 +116,10 @@ class Limiter:
         # call, in `run`: cheaper than redis-py's per-read timeouts). RedisBuckets lets fewer calls in at once than
         # there are connections (many steps may ask at once). A connection the server closed (Redis restarted) is
         # retried once on a new one, not taken for an outage.
-        self._redis = aioredis.from_url(settings.redis_url, max_connections=REDIS_CONNECTIONS + 8,
-                                        socket_connect_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 1),
-                                        retry_on_error=[RedisConnectionError])
+        # (on a Redis Cluster the pool size is per node; a limit's keys share one slot: redis_buckets.py)
+        self._redis = redis_client(settings, max_connections=REDIS_CONNECTIONS + 8,
+                                   socket_connect_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 1),
+                                   retry_on_error=[RedisConnectionError])
         self.shared = RedisBuckets(self._redis, settings.redis_prefix, REDIS_CONNECTIONS)
         self.local = LocalBuckets()
         self.admission = Admission(self)
@@ -188,7 +189,7 @@ class Limiter:
             try:
                 async with asyncio.timeout(REDIS_TIMEOUT_S):
                     result = await op(self.shared)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 self._degrade(exc)
             else:
                 self._last_ok = time.monotonic()
@@ -221,7 +222,7 @@ class Limiter:
 
     async def _drain(self, known: list[Buckets]) -> None:
         for b in known:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError, TimeoutError):
                 await self.shared.drain(b, self.horizon)
 
     def settle_soon(self, store: BucketStore, bucket: Buckets, s: Settlement) -> None:
@@ -273,7 +274,7 @@ class Limiter:
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 await self._redis.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._degrade(exc)
         else:
             self._last_ok = time.monotonic()

@@ -75,10 +75,11 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
 
     def progress(s: GcSummary) -> None:
         verb = "would delete" if s.dry_run else "deleted"
-        o.err.print(f"batch {s.batches}: {verb} {s.runs} run(s), {s.events} event(s) so far")
+        where = f"batch {s.batches}" if s.batches else f"{len(s.partitions)} day(s) of run history"
+        o.err.print(f"{where}: {verb} {s.runs} run(s), {s.events} event(s) so far")
 
     async def go() -> GcSummary:
-        pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+        pool = await create_pool(settings.database_url, min_size=1, max_size=2, pooler=settings.database_pooler)
         try:
             return await collect(pool, older_than, dry_run=args.dry_run, batch_size=args.batch_size,
                                  progress=None if args.json else progress)
@@ -91,13 +92,20 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
                       "human_tasks": s.tasks, "journal_entries": s.journal, "run_trees": s.trees,
                       "kept_trees": s.kept_trees, "batches": s.batches, "workflow_events": s.workflow_events,
                       "workers": s.workers, "external_events": s.external_events,
-                      "notifications": s.notifications})
+                      "notifications": s.notifications, "partitions_dropped": s.partitions,
+                      "runs_moved": s.moved})
         return EXIT_OK
     verb = "would delete" if s.dry_run else "deleted"
     o.out.print(f"{verb} {s.runs} run(s) finished before {s.cutoff:%Y-%m-%d %H:%M:%S} UTC: {s.events} event(s), "
                 f"{s.tasks} human task(s), {s.journal} journal entr(y/ies); {s.workflow_events} workflow "
                 f"file event(s), {s.workers} stopped worker row(s), {s.external_events} outside event(s), "
                 f"{s.notifications} worker.lost notification(s)")
+    if s.partitions:
+        o.out.print(f"{'would drop' if s.dry_run else 'dropped'} {len(s.partitions)} day(s) of run history whole: "
+                    f"{', '.join(s.partitions)}")
+    if s.moved:
+        o.out.print(f"moved {s.moved} run(s) still active, or finished after the cutoff, from those days to today's "
+                    "partition")
     if s.kept_trees:
         o.out.print(f"kept {s.kept_trees} old finished run(s) whose parent or child runs are still active or "
                     "finished after the cutoff")

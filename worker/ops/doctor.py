@@ -9,54 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import asyncpg
-import httpx
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from worker.bus.streams import WORK_GROUP, Keys
+from worker.bus.connect import REDIS_ERRORS, redis_client, redis_keys
+from worker.bus.streams import WORK_GROUP
+from worker.bus.topology import cluster_hint, cluster_mismatch, node_of, server_infos
 from worker.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
 from worker.errors import ConfigError
+from worker.ops.check import TIMEOUT, Check, redact_url, text_of
+from worker.ops.doctor_vault import check_otlp, check_vault
+from worker.ops.read_replica import check_read_replica
 from worker.store.migrate import migration_files, redact_dsn
-
-Status = Literal["ok", "warn", "fail", "skip"]
-
-TIMEOUT = 5.0  # per check: connect + queries
-
-
-@dataclass(slots=True)
-class Check:
-    """The verdict on one dependency."""
-
-    name: str
-    status: Status
-    summary: str
-    details: list[str] = field(default_factory=list)
-    """Further findings, each a full sentence an operator can act on."""
-    facts: dict[str, Any] = field(default_factory=dict)
-    """Machine-readable figures (versions, counts) for `--json`."""
-
-    def worst(self, status: Status, line: str) -> None:
-        """Record a finding and lower the status if it is worse than the current one."""
-        self.details.append(line)
-        if _RANK[status] > _RANK[self.status]:
-            self.status = status
-
-
-_RANK: dict[Status, int] = {"skip": 0, "ok": 1, "warn": 2, "fail": 3}
-
-
-def _redact_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
+from worker.store.pool import connect_options
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -129,7 +96,8 @@ def check_egress(settings: Settings) -> Check:
 async def check_postgres(settings: Settings) -> Check:
     where = redact_dsn(settings.database_url)
     try:
-        conn = await asyncpg.connect(settings.database_url, timeout=TIMEOUT)
+        conn = await asyncpg.connect(settings.database_url, timeout=TIMEOUT,
+                                     **connect_options(settings.database_pooler))
     except asyncpg.InvalidPasswordError as exc:
         return Check("postgres", "fail", f"{where}: authentication failed",
                      [f"{exc}. Check the user and password in AGENTRT_DATABASE_URL."])
@@ -176,8 +144,11 @@ async def check_postgres(settings: Settings) -> Check:
             c.facts.update(runs_active=row["active"], runs_total=row["total"], workers_alive=workers)
             if workers == 0:
                 c.worst("warn", "no live worker is heartbeating: runs will not progress until one starts.")
+        await _check_pooler(conn, settings, c)
+        await check_read_replica(settings, c, TIMEOUT)  # AGENTRT_DATABASE_READ_URL (worker/ops/read_replica.py)
         c.summary = f"{where}: reachable, PostgreSQL {version}" + (
-            f", schema up to date ({len(applied)} migrations)" if has_table and not pending else "")
+            f", schema up to date ({len(applied)} migrations)" if has_table and not pending else "") + (
+            ", through a transaction pooler" if settings.database_pooler == "transaction" else "")
         return c
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return Check("postgres", "fail", f"{where}: query failed", [f"{type(exc).__name__}: {exc}"])
@@ -185,34 +156,70 @@ async def check_postgres(settings: Settings) -> Check:
         await conn.close(timeout=2)
 
 
+async def _check_pooler(conn: asyncpg.Connection, settings: Settings, c: Check) -> None:
+    """What AGENTRT_DATABASE_POOLER implies (README, Scaling out: PgBouncer)."""
+    c.facts["pooler"] = settings.database_pooler
+    if settings.database_pooler != "transaction":
+        return
+    c.worst("ok", "AGENTRT_DATABASE_POOLER=transaction: no prepared statements, no startup settings, "
+                  "migrations under a transaction-scoped lock.")
+    if settings.liveness and not settings.liveness_database_url:
+        c.worst("warn", "fast death detection is off behind the transaction pooler: a dead worker's runs move only "
+                        f"when their leases expire ({settings.lease_ttl:.0f}s). Set AGENTRT_LIVENESS_DATABASE_URL "
+                        "to a direct Postgres URL (one connection per worker), or AGENTRT_LIVENESS=off.")
+    timeout = await conn.fetchval("SELECT current_setting('idle_in_transaction_session_timeout')")
+    c.facts["idle_in_transaction_session_timeout"] = timeout
+    if timeout in ("0", "0ms"):
+        c.worst("ok", "idle_in_transaction_session_timeout is off for this role: set PgBouncer's "
+                      "idle_transaction_timeout (or ALTER ROLE ... SET idle_in_transaction_session_timeout = '60s') "
+                      "so a frozen worker cannot hold row locks for ever.")
+
+
 # -- Redis ---------------------------------------------------------------------------------------
 async def check_redis(settings: Settings) -> Check:
-    where = _redact_url(settings.redis_url)
-    keys = Keys(settings.redis_prefix)
-    client = aioredis.from_url(settings.redis_url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    where = redact_url(settings.redis_url)
+    keys = redis_keys(settings)
+    try:
+        client = redis_client(settings, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    except ConfigError as exc:
+        return Check("redis", "fail", f"{where}: not usable", [str(exc)])
     try:
         try:
             await client.ping()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             reason = str(exc).rstrip(".")
             return Check("redis", "fail", f"{where}: not reachable",
-                         [f"{type(exc).__name__}: {reason}. Is Redis running and AGENTRT_REDIS_URL right?"])
+                         [f"{type(exc).__name__}: {reason}. Is Redis running and AGENTRT_REDIS_URL right?"
+                          + cluster_hint(settings, exc)])
         c = Check("redis", "ok", f"{where}: reachable")
         try:
-            info = await client.info()
+            infos = await server_infos(client)
         except ResponseError:  # INFO can be renamed away on managed Redis: not fatal
-            info = {}
+            infos = {}
+        info = next(iter(infos.values()), {})
         version = info.get("redis_version", "?")
         c.facts["server_version"] = version
-        if info.get("role") not in (None, "master"):
-            c.worst("fail", f"this server's role is {info.get('role')!r}: point AGENTRT_REDIS_URL at the primary.")
-        if info and not info.get("aof_enabled"):
-            c.worst("warn", "append-only file is off (appendonly no): a Redis restart loses the work stream; "
-                            "the reconciler re-derives it from Postgres, but turn AOF on in production.")
-        policy = info.get("maxmemory_policy")
-        if policy not in (None, "noeviction"):
-            c.worst("warn", f"maxmemory-policy is {policy!r}: Redis may evict stream keys; use noeviction.")
-        c.facts.update(aof_enabled=bool(info.get("aof_enabled")), maxmemory_policy=policy)
+        mismatch = cluster_mismatch(settings, info)
+        if mismatch:
+            c.worst("fail", mismatch)
+            return c
+        if settings.redis_cluster:
+            c.facts.update(cluster_primaries=sorted(infos), work_streams_node=node_of(client, keys.work))
+            c.details.append(f"Redis Cluster: {len(infos)} primaries; the work streams are on "
+                             f"{c.facts['work_streams_node']}")
+        for node, node_info in infos.items():
+            on = f"{node}: " if settings.redis_cluster else ""
+            if node_info.get("role") not in (None, "master"):
+                c.worst("fail", f"{on}this server's role is {node_info.get('role')!r}: point AGENTRT_REDIS_URL at "
+                                "the primary.")
+            if node_info and not node_info.get("aof_enabled"):
+                c.worst("warn", f"{on}append-only file is off (appendonly no): a Redis restart loses the work "
+                                "stream; the reconciler re-derives it from Postgres, but turn AOF on in production.")
+            policy = node_info.get("maxmemory_policy")
+            if policy not in (None, "noeviction"):
+                c.worst("warn", f"{on}maxmemory-policy is {policy!r}: Redis may evict stream keys; use noeviction.")
+        c.facts.update(aof_enabled=all(bool(i.get("aof_enabled")) for i in infos.values()) if infos else False,
+                       maxmemory_policy=info.get("maxmemory_policy"))
         try:
             groups = await client.xinfo_groups(keys.work)
         except ResponseError as exc:
@@ -223,7 +230,7 @@ async def check_redis(settings: Settings) -> Check:
             c.worst("warn", f"the work stream {keys.work} does not exist yet: no worker has started with "
                             f"AGENTRT_REDIS_PREFIX={settings.redis_prefix!r}.")
         else:
-            group = next((g for g in groups if _text(g.get("name")) == WORK_GROUP), None)
+            group = next((g for g in groups if text_of(g.get("name")) == WORK_GROUP), None)
             if group is None:
                 c.worst("warn", f"the stream {keys.work} has no consumer group {WORK_GROUP!r}: a worker "
                                 "recreates it on start.")
@@ -233,133 +240,13 @@ async def check_redis(settings: Settings) -> Check:
                 c.details.append(f"stream {keys.work}: group {WORK_GROUP!r}, {consumers} consumer(s), "
                                  f"{pending} pending entr{'y' if pending == 1 else 'ies'}"
                                  + (f", lag {lag}" if lag is not None else ""))
-        c.summary = f"{where}: reachable, Redis {version}"
+        c.summary = f"{where}: reachable, Redis {version}" + (" (cluster)" if settings.redis_cluster else "")
         return c
-    except (RedisError, OSError) as exc:
-        return Check("redis", "fail", f"{where}: command failed", [f"{type(exc).__name__}: {exc}"])
+    except REDIS_ERRORS as exc:
+        return Check("redis", "fail", f"{where}: command failed",
+                     [f"{type(exc).__name__}: {exc}." + cluster_hint(settings, exc)])
     finally:
         await client.aclose()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-# -- Vault ---------------------------------------------------------------------------------------
-_HEALTH = {200: "initialized, unsealed, active", 429: "unsealed standby", 472: "DR secondary",
-           473: "performance standby", 501: "not initialized", 503: "sealed"}
-
-
-async def check_vault(settings: Settings, env: Mapping[str, str]) -> Check:
-    addr = settings.vault_addr
-    has_creds = bool(settings.vault_token or settings.vault_role_id)
-    if not addr:
-        if has_creds:
-            return Check("vault", "fail", "credentials are set but VAULT_ADDR is not",
-                         ["Set VAULT_ADDR to the Vault/OpenBao API address (e.g. https://vault:8200)."])
-        return Check("vault", "skip", "VAULT_ADDR is not set: steps that name `secrets:` will fail",
-                     ["Set VAULT_ADDR and VAULT_TOKEN (or AGENTRT_VAULT_ROLE_ID/SECRET_ID) to use credentials."])
-    verify: bool | str = env.get("VAULT_CACERT") or True
-    if isinstance(verify, str) and not await asyncio.to_thread(os.path.isfile, verify):
-        return Check("vault", "fail", f"{addr}: VAULT_CACERT={verify} is not a readable file")
-    try:
-        async with httpx.AsyncClient(base_url=addr, timeout=TIMEOUT, verify=verify) as http:
-            resp = await http.get("/v1/sys/health", params={"standbyok": "true", "perfstandbyok": "true"})
-            c = Check("vault", "ok", f"{addr}: reachable")
-            state = _HEALTH.get(resp.status_code, f"HTTP {resp.status_code}")
-            body = _json(resp)
-            c.facts.update(health=state, version=body.get("version"), sealed=body.get("sealed"),
-                           initialized=body.get("initialized"))
-            if resp.status_code == 503 or body.get("sealed"):
-                c.worst("fail", "Vault is sealed: unseal it (bao operator unseal) before workers can read secrets.")
-            elif resp.status_code == 501:
-                c.worst("fail", "Vault is not initialized: run `bao operator init` (the compose stack's "
-                                "vault-init service does this).")
-            elif resp.status_code not in _HEALTH:
-                c.worst("fail", f"unexpected answer from /v1/sys/health: HTTP {resp.status_code}.")
-            if c.status != "fail":
-                await _check_vault_auth(http, settings, c)
-            c.summary = f"{addr}: {state}" + (f", version {body['version']}" if body.get("version") else "")
-            return c
-    except httpx.HTTPError as exc:
-        return Check("vault", "fail", f"{addr}: not reachable",
-                     [f"{type(exc).__name__}: {exc or 'no answer'}. Is VAULT_ADDR right (scheme, host, port)?"
-                      + (" For TLS, VAULT_CACERT must name the CA that signed Vault's certificate."
-                         if addr.startswith("https") else "")])
-
-
-async def _check_vault_auth(http: httpx.AsyncClient, settings: Settings, c: Check) -> None:
-    if settings.vault_token:
-        resp = await http.get("/v1/auth/token/lookup-self", headers={"X-Vault-Token": settings.vault_token})
-        if resp.status_code == 200:
-            data = _json(resp).get("data") or {}
-            policies = data.get("policies") or []
-            ttl = data.get("ttl") or 0
-            c.facts.update(token_policies=policies, token_ttl=ttl, token_renewable=data.get("renewable"))
-            c.details.append(f"VAULT_TOKEN is valid: policies {', '.join(policies) or '-'}, "
-                             + ("no expiry" if not ttl else f"expires in {ttl}s"))
-            if "root" in policies:
-                c.worst("warn", "VAULT_TOKEN is a root token: give workers an AppRole with the policies from "
-                                "`agentrt vault policies` instead.")
-            elif ttl and ttl < 3600 and not data.get("renewable"):
-                c.worst("warn", f"VAULT_TOKEN expires in {ttl}s and is not renewable.")
-        else:
-            c.worst("fail", f"VAULT_TOKEN was refused (HTTP {resp.status_code}): it is expired, revoked or "
-                            "belongs to another Vault.")
-    elif settings.vault_role_id:
-        # Logging in would spend a use of the secret id (wrapped or num_uses-limited ones are single use).
-        c.details.append("AppRole credentials are set (AGENTRT_VAULT_ROLE_ID/SECRET_ID); not tested, because "
-                         "logging in would spend a use of the secret id.")
-        c.facts["auth"] = "approle"
-    else:
-        c.worst("fail", "VAULT_ADDR is set but there are no credentials: set AGENTRT_VAULT_ROLE_ID and "
-                        "AGENTRT_VAULT_SECRET_ID (or VAULT_TOKEN).")
-
-
-def _json(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-# -- OpenTelemetry -------------------------------------------------------------------------------
-def otlp_target(env: Mapping[str, str]) -> tuple[str, str, int] | None:
-    """(endpoint, host, port) of the OTLP trace exporter from the standard variables, or None."""
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not endpoint:
-        return None
-    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
-    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-    default = 4317 if protocol == "grpc" else 4318
-    try:
-        port = parts.port or default
-    except ValueError:
-        port = -1
-    return endpoint, parts.hostname or "", port
-
-
-async def check_otlp(env: Mapping[str, str]) -> Check:
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or env.get("OTEL_TRACES_EXPORTER") == "none":
-        return Check("otlp", "skip", "tracing is disabled (OTEL_SDK_DISABLED / OTEL_TRACES_EXPORTER=none)")
-    target = otlp_target(env)
-    if target is None:
-        return Check("otlp", "skip", "OTEL_EXPORTER_OTLP_ENDPOINT is not set: spans are not exported",
-                     ["Set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://jaeger:4317) to see traces."])
-    endpoint, host, port = target
-    if not host or port <= 0:
-        return Check("otlp", "fail", f"OTEL_EXPORTER_OTLP_ENDPOINT={endpoint!r} is not a valid URL")
-    try:
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT)
-        writer.close()
-        await writer.wait_closed()
-    except (OSError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        # Tracing is not required for runs to progress: a dead collector loses spans, not work.
-        return Check("otlp", "warn", f"{endpoint}: TCP {host}:{port} not reachable ({reason})",
-                     ["Spans are dropped until the collector is back; runs are not affected."])
-    return Check("otlp", "ok", f"{endpoint}: TCP {host}:{port} reachable", facts={"host": host, "port": port})
 
 
 # -- all of it ------------------------------------------------------------------------------------

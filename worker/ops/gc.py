@@ -7,6 +7,11 @@ Deleting a run deletes its events, human tasks, step journal and LLM spend (ON D
 
 Each batch runs in one transaction that locks the tree's rows (and any child row pointing at them)
 and checks them again, so a run that a replay or a late child brought back to life is left alone.
+
+Runs whose history is in a daily partition of `events` (every run created since migration 0018) go with their
+partition: first, every day that ended before the cutoff is emptied (its deletable runs deleted, its others moved
+to today's partition) and dropped whole (worker/history/retention.py). The row-by-row path below then handles the
+runs from before partitioning (the legacy partition) only.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from worker.definitions.schema import parse_duration
+from worker.history.retention import COUNTS_SQL, drop_run_history
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,10 @@ class GcSummary:
     external_events: int = 0  # events sent from outside (their delivery records, the `wait` lookback window)
     workers: int = 0
     notifications: int = 0  # delivered or given-up worker.lost notifications (the others go with their run)
+    partitions: list[str] = field(default_factory=list)
+    """Daily partitions of `events` dropped (or that would be) with their runs."""
+    moved: int = 0
+    """Runs of those days still active (or whose tree is) moved to today's partition instead."""
     deleted_ids: list[str] = field(default_factory=list, repr=False)
 
 
@@ -61,6 +71,7 @@ _BATCH_SQL = """
 WITH RECURSIVE roots AS (
     SELECT run_id, created_at FROM runs
     WHERE parent_run_id IS NULL AND created_at < $1 AND (created_at, run_id) > ($2, $3)
+      AND history_at < '2000-01-01+00'
       AND status IN ('completed', 'failed', 'cancelled') AND finished_at < $1
     ORDER BY created_at, run_id LIMIT $4),
 tree AS (
@@ -113,11 +124,13 @@ async def _settle_batch_txn(conn: asyncpg.Connection, trees: dict[uuid.UUID, lis
             summary.kept_trees += 1
     if not doomed:
         return
-    counts = await conn.fetchrow(
-        """SELECT (SELECT count(*) FROM events WHERE run_id = ANY($1::uuid[])) AS events,
-                  (SELECT count(*) FROM human_tasks WHERE run_id = ANY($1::uuid[])) AS tasks,
-                  (SELECT count(*) FROM step_journal WHERE run_id = ANY($1::uuid[])) AS journal""", doomed)
+    counts = await conn.fetchrow(COUNTS_SQL, doomed)
     if not dry_run:
+        # Events of the legacy partition go by its foreign key; a member created since partitioning (a child)
+        # has its events in a daily partition, which has none.
+        await conn.execute(
+            """DELETE FROM events e USING runs r WHERE r.run_id = ANY($1::uuid[]) AND r.history_at > '-infinity'
+               AND e.run_id = r.run_id AND e.history_at = r.history_at""", doomed)
         # One statement: the self-referencing foreign key is checked at its end, so parents and
         # children go together.
         await conn.execute("DELETE FROM runs WHERE run_id = ANY($1::uuid[])", doomed)
@@ -134,6 +147,16 @@ async def collect(pool: asyncpg.Pool, older_than: timedelta, *, dry_run: bool = 
     """Delete (or, with `dry_run`, count) finished run trees older than `older_than`; see the module doc."""
     cutoff = (now or datetime.now(tz=UTC)) - older_than
     summary = GcSummary(cutoff=cutoff, dry_run=dry_run)
+    by_partition = await drop_run_history(pool, cutoff, dry_run=dry_run)
+    summary.partitions, summary.moved = by_partition.dropped, by_partition.moved
+    summary.runs += by_partition.runs
+    summary.events += by_partition.events
+    summary.tasks += by_partition.tasks
+    summary.trees += by_partition.trees
+    summary.kept_trees += by_partition.kept_trees
+    summary.journal += by_partition.journal
+    if progress is not None and by_partition.dropped:
+        progress(summary)
     cursor: tuple[datetime, uuid.UUID] = (datetime.min.replace(tzinfo=UTC), _MIN_UUID)
     while True:
         async with pool.acquire() as conn, conn.transaction():

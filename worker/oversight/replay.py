@@ -185,8 +185,8 @@ async def create_replay(conn: asyncpg.Connection, plan: ReplayPlan, requested_by
     seeded = _reused_events(await store.load_events(conn, plan.source_run), set(plan.reused), plan.source_run)
     if seeded and admitted.status != "cancelled":
         await conn.executemany(
-            """INSERT INTO events (run_id, seq, ts, type, step_id, item, attempt, data)
-               VALUES ($1, $2, to_timestamp($3), $4, $5, $6, $7, $8)""",
+            """INSERT INTO events (run_id, seq, ts, type, step_id, item, attempt, data, history_at)
+               SELECT $1, $2, to_timestamp($3), $4, $5, $6, $7, $8, history_at FROM runs WHERE run_id = $1""",
             [(run_id, i + 2, now, e.type, e.step_id, e.item, e.attempt, e.data) for i, e in enumerate(seeded)])
         await conn.execute("UPDATE runs SET next_seq = $2 WHERE run_id = $1", run_id, len(seeded) + 2)
     return run_id, admitted

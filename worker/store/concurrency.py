@@ -126,7 +126,8 @@ async def cancel_queued_txn(conn: asyncpg.Connection, run_id: str, reason: str) 
            RETURNING next_seq - 1 AS seq, parent_run_id""", run_id, reason)
     if row is None:
         return False
-    await conn.execute("INSERT INTO events (run_id, seq, ts, type, data) VALUES ($1, $2, now(), $3, $4)",
+    await conn.execute("""INSERT INTO events (run_id, seq, ts, type, data, history_at)
+                          SELECT $1, $2, now(), $3, $4, history_at FROM runs WHERE run_id = $1""",
                        run_id, row["seq"], RUN_CANCELLED, {"reason": reason})
     if row["parent_run_id"] is not None:  # the parent's child step learns it like any child's end
         await conn.execute("UPDATE runs SET signal_version = signal_version + 1 WHERE run_id = $1",

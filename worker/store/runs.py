@@ -15,6 +15,11 @@ from worker.store.waits import closed_waits, ts_to_dt
 TERMINAL = ("completed", "failed", "cancelled")
 
 
+RUN_EVENTS = "run_id = $1 AND history_at = (SELECT history_at FROM runs WHERE run_id = $1)"
+"""The WHERE clause of one run's events (run id as $1): naming the run's history partition lets Postgres read
+one partition of `events` instead of probing every day's (migration 0018, worker/history/)."""
+
+
 def row_to_event(row: asyncpg.Record) -> Event:
     return Event(type=row["type"], ts=row["ts"].timestamp(), step_id=row["step_id"], item=row["item"],
                  attempt=row["attempt"], data=row["data"] or {}, seq=row["seq"])
@@ -55,7 +60,8 @@ async def insert_run_txn(conn: asyncpg.Connection, *, run_id: str, workflow: str
     if priority is None:
         return None
     await conn.execute(
-        "INSERT INTO events (run_id, seq, ts, type, data) VALUES ($1, 1, $2, $3, $4)",
+        """INSERT INTO events (run_id, seq, ts, type, data, history_at)
+           SELECT $1, 1, $2, $3, $4, history_at FROM runs WHERE run_id = $1""",
         run_id, ts_to_dt(created.ts), created.type, created.data,
     )
     if adm.key is None:
@@ -115,7 +121,7 @@ async def acquire_leases(pool: asyncpg.Pool, run_ids: list[str], worker_id: str,
 
 async def load_events(pool: asyncpg.Pool | asyncpg.Connection, run_id: str) -> list[Event]:
     rows = await pool.fetch(
-        "SELECT seq, ts, type, step_id, item, attempt, data FROM events WHERE run_id = $1 ORDER BY seq", run_id)
+        f"SELECT seq, ts, type, step_id, item, attempt, data FROM events WHERE {RUN_EVENTS} ORDER BY seq", run_id)
     return [row_to_event(r) for r in rows]
 
 

@@ -1,4 +1,5 @@
-"""The span store and step log lines (migration 0002): batched writes, reads by run, retention."""
+"""The span store and step log lines (migration 0002; partitioned by day since 0018): batched writes and reads by
+run. Retention drops whole days (worker/history/retention.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import asyncpg
 
 from worker.runlog import Event
 from worker.store.pool import dumps
-from worker.store.runs import row_to_event, ts_to_dt
+from worker.store.runs import RUN_EVENTS, row_to_event, ts_to_dt
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ async def insert_span_json(pool: asyncpg.Pool, runs: Sequence[tuple[str, str]]) 
                 jsonb_to_recordset(r.rows::jsonb) AS x(span_id text, trace_id text, parent_id text, name text,
                                                        kind text, start float8, "end" float8, status text,
                                                        status_message text, attributes jsonb, events jsonb)
-           ON CONFLICT (run_id, span_id) DO NOTHING""",
+           ON CONFLICT DO NOTHING""",
         [run_id for run_id, _ in runs], [json for _, json in runs])
 
 
@@ -123,8 +124,8 @@ async def load_events_before(pool: asyncpg.Pool, bounds: dict[str, int]) -> dict
     rows = await pool.fetch(
         """SELECT e.run_id::text AS run_id, e.seq, e.ts, e.type, e.step_id, e.item, e.attempt,
                   e.data - 'inputs' - 'output' - 'context' AS data
-           FROM events e JOIN unnest($1::uuid[], $2::int[]) AS b(run_id, bound)
-             ON e.run_id = b.run_id AND e.seq < b.bound
+           FROM unnest($1::uuid[], $2::int[]) AS b(run_id, bound) JOIN runs r ON r.run_id = b.run_id
+           JOIN events e ON e.run_id = b.run_id AND e.history_at = r.history_at AND e.seq < b.bound
            ORDER BY e.run_id, e.seq""",
         list(bounds), list(bounds.values()))
     out: dict[str, list[Event]] = {}
@@ -140,20 +141,6 @@ async def load_run_for_export(pool: asyncpg.Pool | asyncpg.Connection,
     if row is None:
         return None
     rows = await pool.fetch(
-        "SELECT seq, ts, type, step_id, item, attempt, data FROM events WHERE run_id = $1 ORDER BY seq", run_id)
+        f"SELECT seq, ts, type, step_id, item, attempt, data FROM events WHERE {RUN_EVENTS} ORDER BY seq", run_id)
     return (RunTraceInfo(row["run_id"], row["workflow"], row["def_hash"], row["traceparent"]),
             [row_to_event(r) for r in rows])
-
-
-async def prune(pool: asyncpg.Pool, *, span_retention_s: float, log_retention_s: float,
-                batch: int = 5000) -> tuple[int, int]:
-    """Delete spans and step log lines older than their retention, a batch at a time."""
-    spans = await pool.fetchval(
-        """WITH gone AS (DELETE FROM spans WHERE ctid = ANY(ARRAY(
-               SELECT ctid FROM spans WHERE created_at < now() - make_interval(secs => $1) LIMIT $2))
-               RETURNING 1) SELECT count(*) FROM gone""", span_retention_s, batch)
-    logs = await pool.fetchval(
-        """WITH gone AS (DELETE FROM step_logs WHERE id = ANY(ARRAY(
-               SELECT id FROM step_logs WHERE ts < now() - make_interval(secs => $1) ORDER BY id LIMIT $2))
-               RETURNING 1) SELECT count(*) FROM gone""", log_retention_s, batch)
-    return int(spans or 0), int(logs or 0)

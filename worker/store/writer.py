@@ -105,15 +105,15 @@ _APPEND_SQL = """
 WITH req AS (
     SELECT * FROM unnest($2::uuid[], $3::bigint[]) AS r(run_id, epoch)
 ), ok AS (
-    SELECT runs.run_id FROM runs JOIN req ON runs.run_id = req.run_id AND runs.lease_epoch = req.epoch
+    SELECT runs.run_id, runs.history_at FROM runs JOIN req ON runs.run_id = req.run_id AND runs.lease_epoch = req.epoch
     WHERE runs.lease_owner = $1
     FOR NO KEY UPDATE OF runs
 ), ins AS (
-    INSERT INTO events (run_id, seq, ts, type, step_id, item, attempt, data)
-    SELECT e.run_id, e.seq, to_timestamp(e.ts), e.type, e.step_id, e.item, e.attempt, e.data
+    INSERT INTO events (run_id, seq, ts, type, step_id, item, attempt, data, history_at)
+    SELECT e.run_id, e.seq, to_timestamp(e.ts), e.type, e.step_id, e.item, e.attempt, e.data, ok.history_at
     FROM unnest($4::uuid[], $5::int[], $6::float8[], $7::text[], $8::text[], $9::int[], $10::int[], $11::jsonb[])
          AS e(run_id, seq, ts, type, step_id, item, attempt, data)
-    WHERE e.run_id IN (SELECT run_id FROM ok)
+    JOIN ok ON ok.run_id = e.run_id
     RETURNING 1
 ), upd AS (
     UPDATE runs SET status = u.status, current_step = u.current_step, waiting_on = u.waiting_on,

@@ -18,9 +18,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from worker.bus.streams import Keys
+from worker.bus.connect import REDIS_ERRORS, redis_client, redis_keys
 from worker.config import Settings
 from worker.streams.entries import LLM_ABANDONED, LiveConfig, encode_entry
 
@@ -52,8 +51,8 @@ class LivePublisher:
 
     def __init__(self, settings: Settings, config: LiveConfig | None = None) -> None:
         self.config = config or LiveConfig.from_env()
-        self.keys = Keys(settings.redis_prefix)
-        self._url = settings.redis_url
+        self.keys = redis_keys(settings)
+        self._settings = settings
         self._redis: aioredis.Redis | None = None
         self._queue: deque[tuple[str, dict[str, bytes]]] = deque()
         self._wake: asyncio.Event | None = None
@@ -128,7 +127,7 @@ class LivePublisher:
 
     def _client(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.from_url(self._url, socket_timeout=2, socket_connect_timeout=1)
+            self._redis = redis_client(self._settings, socket_timeout=2, socket_connect_timeout=1)
         return self._redis
 
     async def _loop(self) -> None:
@@ -167,5 +166,5 @@ class LivePublisher:
             if not done:
                 self._task.cancel()
         if self._redis is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self._redis.aclose()

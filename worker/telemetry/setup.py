@@ -187,18 +187,16 @@ class RuntimeTelemetry:
             # Postgres crash can lose the last fraction of a second of them), so they never queue behind or
             # ahead of the engine's durable commits for the disk
             self._pool = await create_pool(self.settings.database_url, min_size=1, max_size=2,
-                                           settings={"synchronous_commit": "off"})
+                                           settings={"synchronous_commit": "off"}, pooler=self.settings.database_pooler)
         except Exception as exc:  # noqa: BLE001 - retried on the next pass
             self._warn("telemetry: cannot reach Postgres (%s); spans and step logs wait", exc)
             return False
         if self.config.store_spans:
-            import redis.asyncio as aioredis
-
+            from worker.bus.connect import redis_client, redis_keys
             from worker.bus.publisher import Publisher
-            from worker.bus.streams import Keys
 
-            self._redis = aioredis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
-            self._publisher = Publisher(self._redis, Keys(self.settings.redis_prefix))
+            self._redis = redis_client(self.settings, socket_timeout=5, socket_connect_timeout=3)
+            self._publisher = Publisher(self._redis, redis_keys(self.settings))
             self._publisher.start()
         return True
 
@@ -364,12 +362,13 @@ class RuntimeTelemetry:
                 self._warn("telemetry: %d step log lines not stored: %s", len(lines), exc)
 
     async def _prune(self) -> None:
-        from worker.store import spans as span_store
+        from worker.history.retention import prune_telemetry
 
-        spans, logs = await span_store.prune(self._pool, span_retention_s=self.config.span_retention_s,
-                                             log_retention_s=self.config.log_retention_s)
-        if spans or logs:
-            logger.info("telemetry: pruned %d spans and %d step log lines past retention", spans, logs)
+        done = await prune_telemetry(self._pool, span_retention_s=self.config.span_retention_s,
+                                     log_retention_s=self.config.log_retention_s)
+        if done.spans or done.logs or done.dropped:
+            logger.info("telemetry: past retention: dropped %s; pruned %d spans and %d step log lines",
+                        ", ".join(done.dropped) or "no partition", done.spans, done.logs)
 
 
 async def _bounded(task: asyncio.Future[Any], seconds: float) -> bool:

@@ -1,4 +1,6 @@
-"""`agentrt gc`: which runs go and which stay, with ages set directly in the test database."""
+"""`agentrt gc`: which runs go and which stay, with ages set directly in the test database. Every case runs twice:
+on runs from before partitioning (the legacy partition of `events`, deleted row by row) and on runs in daily
+partitions (their day dropped whole, its survivors moved to today's partition; worker/history/)."""
 
 from __future__ import annotations
 
@@ -23,29 +25,55 @@ OLD = NOW - timedelta(days=45)
 RECENT = NOW - timedelta(days=3)
 
 
+_MODE: dict[int, str] = {}
+"""The history mode of each test's pool (by id): where its runs keep their events."""
+
+
+def _mode(pool: asyncpg.Pool) -> str:
+    return _MODE[id(pool)]
+
+
+@pytest.fixture(params=["legacy", "partitioned"])
+def history(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+async def pool(settings: Settings, history: str) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(settings.database_url)
+    _MODE[id(p)] = history
     await p.execute("INSERT INTO definitions (def_hash, name, spec, source) VALUES ('h1', 'wf', '{}', '')")
     try:
         yield p
     finally:
+        _MODE.pop(id(p), None)
         await p.close()
+
+
+async def _history_at(pool: asyncpg.Pool, created: datetime) -> datetime | str:
+    """Where a run created at `created` keeps its events: the legacy partition, or that day's partition."""
+    if _mode(pool) == "legacy":
+        return "-infinity"
+    await pool.execute("SELECT agentrt_history_partition('events', $1)", created)
+    return created
 
 
 async def _run(pool: asyncpg.Pool, name: str, status: str, *, created: datetime, finished: datetime | None = None,
                parent: str | None = None) -> str:
     """A run with two events, a human task and a journal entry, so cascades can be counted."""
     run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+    at = await _history_at(pool, created)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             """INSERT INTO runs (run_id, workflow, def_hash, status, created_at, updated_at, finished_at,
-                                 parent_run_id, requested_by)
-               VALUES ($1, 'wf', 'h1', $2, $3::timestamptz, coalesce($4::timestamptz, $3::timestamptz), $4, $5, $6)""",
-            run_id, status, created, finished, parent, name)
+                                 parent_run_id, requested_by, history_at)
+               VALUES ($1, 'wf', 'h1', $2, $3::timestamptz, coalesce($4::timestamptz, $3::timestamptz), $4, $5, $6,
+                       $7::text::timestamptz)""",
+            run_id, status, created, finished, parent, name, str(at))
         await conn.execute(
-            "INSERT INTO events (run_id, seq, ts, type) VALUES ($1, 1, $2, 'run.created'), ($1, 2, $2, 'x')",
-            run_id, created)
+            """INSERT INTO events (run_id, seq, ts, type, history_at)
+               VALUES ($1, 1, $2, 'run.created', $3::text::timestamptz), ($1, 2, $2, 'x', $3::text::timestamptz)""",
+            run_id, created, str(at))
         await conn.execute(
             "INSERT INTO human_tasks (task_id, run_id, step_id, kind, prompt, status) "
             "VALUES ($1, $2, 's', 'approval', 'ok?', 'approved')", str(uuid.uuid4()), run_id)
@@ -102,10 +130,23 @@ async def test_gc_deletes_exactly_the_old_finished_trees(pool: asyncpg.Pool) -> 
     assert summary.runs == len(DELETED) and summary.trees == 4
     assert summary.events == 2 * len(DELETED) and summary.tasks == len(DELETED) and summary.journal == len(DELETED)
     assert summary.kept_trees == 3  # parent-of-active, parent-of-recent, gp (their old finished roots)
-    assert summary.batches >= 4 and batches == sorted(batches)  # progress after every batch
+    assert batches == sorted(batches)  # progress after every batch (the row path's batches of 2 runs)
+    assert summary.batches >= 4 if _mode(pool) == "legacy" else summary.partitions
     # the cascade took every dependent row of the deleted runs, and nothing else
     for table, per_run in (("events", 2), ("human_tasks", 1), ("step_journal", 1)):
         assert await pool.fetchval(f"SELECT count(*) FROM {table}") == per_run * len(KEPT), table
+    if _mode(pool) == "partitioned":
+        # the old days are gone as tables; their survivors (and all their events) live in today's partition now
+        old_days = {f"events_p{d:%Y%m%d}" for d in (OLD - timedelta(days=1), OLD, OLD + timedelta(days=1))}
+        assert set(summary.partitions) == {f"events_p{OLD - timedelta(days=1):%Y%m%d}", f"events_p{OLD:%Y%m%d}"}
+        assert not any([await pool.fetchval("SELECT to_regclass($1)", d) for d in old_days])
+        today = await pool.fetchval("SELECT date_trunc('day', now(), 'UTC')")
+        moved = {r["requested_by"] for r in await pool.fetch("SELECT requested_by FROM runs WHERE history_at = $1",
+                                                               today)}
+        assert moved == KEPT - {"recent-completed"} and summary.moved == len(moved)
+        assert await pool.fetchval(
+            "SELECT count(*) FROM events e JOIN runs r ON r.run_id = e.run_id AND r.history_at = e.history_at"
+        ) == 2 * len(KEPT)
     again = await collect(pool, timedelta(days=30))
     assert again.runs == 0 and await _names(pool) == KEPT
 
@@ -132,7 +173,11 @@ async def test_dry_run_counts_and_deletes_nothing_then_cli_deletes(settings: Set
     assert await _names(pool) == DELETED | KEPT
     code, _, text = await asyncio.to_thread(gc, "--older-than", "30d", "--batch-size", "3")
     assert code == 0
-    assert f"deleted {len(DELETED)} run(s)" in text and "batch 1:" in text and "kept 3 old finished" in text
+    assert f"deleted {len(DELETED)} run(s)" in text and "kept 3 old finished" in text
+    if _mode(pool) == "legacy":
+        assert "batch 1:" in text
+    else:
+        assert "2 day(s) of run history: deleted 6 run(s)" in text and "dropped 2 day(s) of run history whole" in text
     assert await _names(pool) == KEPT
     assert await pool.fetchval("SELECT count(*) FROM workflow_events") == 1
     assert await pool.fetchval("SELECT name FROM external_events") == "new"
