@@ -1,23 +1,32 @@
 """Scale benchmark: a year of production in one database (1M runs by default, 10M with `--runs 10000000`).
 
 Generates N runs with realistic rows (a status mix that is mostly completed, some failed, a few thousand
-live runs; ~20 workflows of skewed popularity over ~12 months of created_at; ~8 events and ~6 spans per run;
-step logs for some runs; pending human tasks for the runs waiting on a person, decided ones in the history)
-with COPY in batches, then measures the interactive read paths through `worker.client.RuntimeClient` (what the
-console, the CLI and the API call): p50/p99 over `--reps` repetitions, target p99 < 100 ms. A path over its
-target gets `EXPLAIN (ANALYZE, BUFFERS)` of its slowest statement printed (and saved in the results).
+live runs; ~20 workflows of skewed popularity over ~12 months of created_at; ~8 events per run; ~6 spans and
+some step logs per run of the last `--telemetry-days` (7: what the default telemetry retention keeps); pending
+human tasks for the runs waiting on a person, decided ones in the history) with COPY in batches, then measures
+the interactive read paths through `worker.client.RuntimeClient` (what the console, the CLI and the API call):
+p50/p99 over `--reps` repetitions, target p99 < 100 ms. A path over its target gets `EXPLAIN (ANALYZE,
+BUFFERS)` of its slowest statement printed (and saved in the results).
+
+History is partitioned (migrations 0016-0018, worker/history/): a run's `history_at` is its created_at and its
+events carry it; every day of the year gets its `events_pYYYYMMDD` partition (agentrt_history_partition) before
+the COPY: ~365 partitions is what a year of production with a year of retention looks like. Spans and step
+logs of past days land in their legacy partition. Then bench/scale_history.py measures what partitioning
+changes: one run's events over ~365 partitions (plans, planning time), retention of the oldest days while a
+worker appends (`--retention-days`, destructive: it drops them), and the engine benchmark's 500 concurrent
+10-step runs on this database vs an empty one (`--throughput-rounds`).
 
 Postgres and Redis come from the wheels (worker/devstack), like the other benches. `--keep DIR` keeps the
 generated cluster in DIR; `--reuse DIR` measures a kept one again (pending migrations are applied first, and
 timed: how long a new migration takes on this many rows). Results: bench/results/scale.json.
 
-    python bench/scale.py [--runs 1000000] [--reps 20] [--keep DIR | --reuse DIR]
+    python bench/scale.py [--runs 1000000] [--reps 20] [--keep DIR | --reuse DIR] [--generate-only]
     python bench/scale.py --runs 10000000 --events-per-run 8 --spans-per-run 6 --keep /var/tmp/scale10m
 
-Disk: about 3.9 KB per run with the default 8 events and 6 spans (3.9 GB at 1M runs, ~39 GB at 10M); the
-generator refuses to start when the data folder's disk has less than that (plus 20 %) free. Time: ~3,000 runs/s
-on 2 busy cores (1M: 6.5 min with the index builds; 10M: about an hour), most of it in this process making the
-COPY text.
+Disk: at most 3.9 KB per run with the default 8 events and 6 spans (a year of spans; with 7 days of them,
+about 2 KB: see bench/README.md); the generator refuses to start when the data folder's disk has less than
+the larger figure (plus 20 %) free. Time: ~3,000 runs/s on 2 busy cores, most of it in this process making
+the COPY text.
 """
 
 from __future__ import annotations
@@ -50,6 +59,10 @@ from worker.devstack import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 from worker.devstack.postgres import create_database  # noqa: E402
 from worker.search.filters import RunFilter  # noqa: E402
 from worker.store.migrate import migrate  # noqa: E402
+from worker.store.pool import create_pool  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from scale_history import events_plans, print_history, retention, throughput  # noqa: E402
 
 DB = "scale"
 TARGET_MS = 100.0
@@ -131,8 +144,8 @@ class Batch:
 
 RUN_COLUMNS = ["run_id", "workflow", "def_hash", "status", "inputs", "output", "error", "created_at", "updated_at",
                "finished_at", "current_step", "waiting_on", "requested_by", "lease_owner", "lease_expires",
-               "wake_at", "trigger", "next_seq", "paused_by", "paused_at"]
-EVENT_COLUMNS = ["run_id", "seq", "ts", "type", "step_id", "item", "attempt", "data"]
+               "wake_at", "trigger", "next_seq", "paused_by", "paused_at", "history_at"]
+EVENT_COLUMNS = ["run_id", "seq", "ts", "type", "step_id", "item", "attempt", "data", "history_at"]
 SPAN_COLUMNS = ["run_id", "span_id", "trace_id", "parent_id", "name", "kind", "start_ts", "end_ts", "status",
                 "status_message", "attributes", "created_at"]
 LOG_COLUMNS = ["run_id", "step_id", "attempt", "ts", "level", "logger", "message", "trace_id", "span_id"]
@@ -144,7 +157,8 @@ N = "\\N"
 class Generator:
     """Runs in creation order (oldest first) over `days`; the last LIVE runs are the live ones."""
 
-    def __init__(self, n: int, events_per_run: int, spans_per_run: int, days: float, seed: int = 7) -> None:
+    def __init__(self, n: int, events_per_run: int, spans_per_run: int, days: float, seed: int = 7,
+                 telemetry_days: float = 7) -> None:
         self.n, self.epr, self.spr = n, events_per_run, spans_per_run
         self.rnd = random.Random(seed)
         self.now = time.time()
@@ -157,6 +171,9 @@ class Generator:
         self.live = live
         self.workers = [f"worker-{i}" for i in range(4)]
         self.mid_run: str | None = None
+        self.recent_run: str | None = None
+        """A finished run of ~3 days ago: its spans and logs exist (telemetry is kept `telemetry_days`)."""
+        self.telemetry_from = self.now - telemetry_days * DAY
 
     def created(self, i: int) -> float:
         # busier lately: the share of runs grows over the year (x^1.3), live runs within the last hours
@@ -176,6 +193,8 @@ class Generator:
             if i == self.n // 2:
                 self.mid_run = rid
             created = self.created(i)
+            if self.recent_run is None and i < self.live_from and created > self.now - 3 * DAY:
+                self.recent_run = rid
             status = self.live[i - self.live_from] if i >= self.live_from else (
                 "failed" if (u := rnd.random()) < FAILED else "cancelled" if u < FAILED + CANCELLED else "completed")
             trig = rnd.choice(TRIGGERS)
@@ -224,7 +243,8 @@ class Generator:
                             f"Approve {name} for T-{i}?", '{"amount": 120}', ts(upd), N, N,
                             "{" + ",".join(sorted(set(rnd.sample(PEOPLE, rnd.randrange(0, 3))))) + "}", who)))
             b.runs.append("\t".join((rid, name, f"bench-{w}", status, inputs, out, err, ts(created), ts(upd), fin,
-                                     cur, wait, who, owner, lease, wake, trig, str(self.epr + 1), pby, pat)))
+                                     cur, wait, who, owner, lease, wake, trig, str(self.epr + 1), pby, pat,
+                                     ts(created))))
             if status not in ("pending", "queued"):
                 self._history(b, rid, name, steps, reached, status, created, upd)
             if status == "completed" and (steps[-1][1] == "approval" or i % 40 == 0):
@@ -259,8 +279,11 @@ class Generator:
             rows.append((f"run.{status}", N, N, "{}"))
         while len(rows) < self.epr:  # a retried attempt or an LLM turn's usage, to reach ~epr per run
             rows.insert(-1, ("step.started", steps[0][0], "2", '{"note": "retry"}'))
+        hist = ts(t0)  # the run's history_at: its created_at
         for seq, (typ, sid, att, data) in enumerate(rows[: max(self.epr, 2)], 1):
-            b.events.append(f"{rid}\t{seq}\t{ts(t0 + per * seq / 2)}\t{typ}\t{sid}\t{N}\t{att}\t{data}")
+            b.events.append(f"{rid}\t{seq}\t{ts(t0 + per * seq / 2)}\t{typ}\t{sid}\t{N}\t{att}\t{data}\t{hist}")
+        if t0 < self.telemetry_from:
+            return  # spans and step logs are pruned after AGENTRT's telemetry retention (7 days by default)
         outcome = "error" if status == "failed" else "ok"
         b.spans.append(f"{rid}\t{root}\t{trace}\t{N}\trun {name}\tinternal\t{ts(t0)}\t{ts(t1)}\t"
                        f"{outcome}\t{N}\t{{\"agentrt.workflow\": \"{name}\"}}\t{ts(t1)}")
@@ -329,40 +352,67 @@ async def servers(keep: Path | None, reuse: Path | None) -> AsyncIterator[Server
 BIG_TABLES = ("runs", "events", "spans", "step_logs", "human_tasks")
 
 
+async def relations(conn: asyncpg.Connection) -> list[str]:
+    """The big tables and the partitions of the partitioned ones (events_legacy, events_pYYYYMMDD, ...)."""
+    parts = await conn.fetch(
+        """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p
+           ON p.oid = i.inhparent WHERE p.relname = ANY($1::text[]) AND p.relkind = 'p' AND c.relkind = 'r'""",
+        list(BIG_TABLES))
+    return [*BIG_TABLES, *(r["relname"] for r in parts)]
+
+
 async def drop_indexes(conn: asyncpg.Connection) -> list[str]:
-    """Drop the big tables' indexes and primary keys (bulk load, then build each once); returns how to
-    recreate them. Foreign keys stay: COPY runs with session_replication_role = replica (no FK triggers; the
-    rows are consistent by construction)."""
+    """Drop the big tables' indexes and primary keys, the partitions' included (bulk load, then build each once);
+    returns how to recreate them. A partitioned table's index (step_logs_run_idx_p) is dropped with its
+    partitions' copies and recreated on the parent (built on every partition; the legacy one gets a new name).
+    Foreign keys stay: COPY runs with session_replication_role = replica (no FK triggers; the rows are
+    consistent by construction)."""
+    tables = await relations(conn)
     rows = await conn.fetch(
         """SELECT c.conname AS name, t.relname AS tbl, pg_get_constraintdef(c.oid) AS def, c.contype AS kind
            FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
-           WHERE t.relname = ANY($1::text[]) AND c.contype IN ('p', 'u')""", list(BIG_TABLES))
-    recreate = [f'ALTER TABLE {r["tbl"]} ADD CONSTRAINT {r["name"]} {r["def"]}' for r in rows]
-    dropped_by_constraint = {r["name"] for r in rows}
+           WHERE t.relname = ANY($1::text[]) AND c.contype IN ('p', 'u') AND c.conparentid = 0""", tables)
+    recreate = [f'ALTER TABLE "{r["tbl"]}" ADD CONSTRAINT "{r["name"]}" {r["def"]}' for r in rows]
     idx = await conn.fetch(
-        """SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = ANY($1::text[])""",
-        list(BIG_TABLES))
+        """SELECT ic.relname AS name, pg_get_indexdef(ic.oid) AS def
+           FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+           WHERE t.relname = ANY($1::text[])
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ic.oid AND c.conrelid = t.oid
+                             AND c.contype IN ('p', 'u', 'x'))
+             AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = ic.oid)""", tables)
     # foreign keys referencing a primary key need it: drop them too, and add them back (NOT VALID: not rechecked)
     fks = await conn.fetch(
         """SELECT c.conname AS name, t.relname AS tbl, pg_get_constraintdef(c.oid) AS def
            FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
-           WHERE c.contype = 'f' AND c.confrelid = ANY(SELECT oid FROM pg_class WHERE relname = ANY($1::text[]))""",
-        list(BIG_TABLES))
+           WHERE c.contype = 'f' AND c.conparentid = 0
+             AND c.confrelid = ANY(SELECT oid FROM pg_class WHERE relname = ANY($1::text[]))""", tables)
     for fk in fks:
-        await conn.execute(f'ALTER TABLE {fk["tbl"]} DROP CONSTRAINT {fk["name"]}')
+        await conn.execute(f'ALTER TABLE "{fk["tbl"]}" DROP CONSTRAINT "{fk["name"]}"')
     for r in rows:
-        await conn.execute(f'ALTER TABLE {r["tbl"]} DROP CONSTRAINT {r["name"]}')
-    indexes = [r["indexdef"] for r in idx if r["indexname"] not in dropped_by_constraint]
+        await conn.execute(f'ALTER TABLE "{r["tbl"]}" DROP CONSTRAINT "{r["name"]}"')
     for r in idx:
-        if r["indexname"] not in dropped_by_constraint:
-            await conn.execute(f'DROP INDEX {r["indexname"]}')
-    return recreate + indexes + [f'ALTER TABLE {fk["tbl"]} ADD CONSTRAINT {fk["name"]} {fk["def"]} NOT VALID'
+        await conn.execute(f'DROP INDEX "{r["name"]}"')
+    indexes = [r["def"].replace(" ON ONLY ", " ON ") for r in idx]
+    return recreate + indexes + [f'ALTER TABLE "{fk["tbl"]}" ADD CONSTRAINT "{fk["name"]}" {fk["def"]} NOT VALID'
                                  for fk in fks]
+
+
+async def day_partitions(conn: asyncpg.Connection, first: float, last: float) -> int:
+    """One `events` partition per (UTC) day of the generated history, as agentrt_history_partition makes them:
+    a year of production with a year of retention is ~365 of them. Spans and step logs of past days belong to
+    the legacy partition (before `history_partitioning.legacy_until`, which lies ahead of any generated time)."""
+    made = 0
+    day = datetime.fromtimestamp(first - first % DAY, tz=UTC)
+    while day.timestamp() <= last:
+        made += bool(await conn.fetchval("SELECT agentrt_history_partition('events', $1)", day))
+        day = datetime.fromtimestamp(day.timestamp() + DAY, tz=UTC)
+    return made
 
 
 async def generate(url: str, args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
-    gen = Generator(args.runs, args.events_per_run, args.spans_per_run, args.days)
+    gen = Generator(args.runs, args.events_per_run, args.spans_per_run, args.days,
+                    telemetry_days=args.telemetry_days)
     conn = await asyncpg.connect(url)
     counts = dict.fromkeys(("runs", "events", "spans", "step_logs", "human_tasks"), 0)
     try:
@@ -381,6 +431,10 @@ async def generate(url: str, args: argparse.Namespace) -> dict[str, Any]:
                            CASE WHEN $5 THEN NULL ELSE now() - make_interval(days => $4) + interval '3 days' END,
                            100, now())""",
                 f"worker-{k}", f"host-{k % 3}", 1000 + k, k * 7, alive)
+        t = time.perf_counter()
+        parts = await day_partitions(conn, gen.t0, gen.now)
+        t_parts = time.perf_counter() - t
+        print(f"created {parts} daily partitions of events in {t_parts:.1f}s", flush=True)
         recreate = await drop_indexes(conn)
         batch = args.batch
         print(f"generating {args.runs:,} runs in batches of {batch:,} (~{args.events_per_run} events, "
@@ -407,7 +461,8 @@ async def generate(url: str, args: argparse.Namespace) -> dict[str, Any]:
         for sql in recreate:
             t1 = time.perf_counter()
             await conn.execute(sql)
-            print(f"  {time.perf_counter() - t1:6.1f}s  {sql[:110]}", flush=True)
+            if time.perf_counter() - t1 > 1 or "events_p" not in sql:  # not the 365 small partitions' keys
+                print(f"  {time.perf_counter() - t1:6.1f}s  {sql[:110]}", flush=True)
         t_index = time.perf_counter() - t
         t = time.perf_counter()
         print("VACUUM ANALYZE (what autovacuum does to a year-old table) ...", flush=True)
@@ -415,15 +470,18 @@ async def generate(url: str, args: argparse.Namespace) -> dict[str, Any]:
             await conn.execute(f"VACUUM (ANALYZE) {table}")
         t_vacuum = time.perf_counter() - t
         size = await conn.fetchval("SELECT pg_database_size(current_database())")
-        tables = {r["t"]: r["b"] for r in await conn.fetch(
-            """SELECT relname AS t, pg_total_relation_size(oid) AS b FROM pg_class
-               WHERE relname = ANY($1::text[])""", list(BIG_TABLES))}
+        tables = {t: int(await conn.fetchval(  # a partitioned table's size is its partitions'
+            """SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.oid = $1::regclass
+                  OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = $1::regclass)""", t))
+                  for t in BIG_TABLES}
     finally:
         await conn.close()
     total = time.perf_counter() - t_start
     return {"runs": args.runs, "rows": counts, "copy_s": round(t_copy, 1), "index_s": round(t_index, 1),
             "vacuum_analyze_s": round(t_vacuum, 1), "total_s": round(total, 1), "database_bytes": size,
-            "table_bytes": tables, "mid_run": gen.mid_run, "generated_at": datetime.now(tz=UTC).isoformat()}
+            "table_bytes": tables, "mid_run": gen.mid_run, "recent_run": gen.recent_run,
+            "events_partitions_made": parts, "partitions_s": round(t_parts, 1),
+            "telemetry_days": args.telemetry_days, "generated_at": datetime.now(tz=UTC).isoformat()}
 
 
 async def _chunks(lines: list[str]) -> AsyncIterator[bytes]:
@@ -473,10 +531,14 @@ def pct(values: list[float], p: float) -> float:
     return values[max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))] if values else float("nan")
 
 
-async def measure(client: RuntimeClient, reps: int, mid_run: str, explain: bool) -> list[dict[str, Any]]:
+async def measure(client: RuntimeClient, reps: int, mid_run: str, explain: bool,
+                  recent_run: str | None = None) -> list[dict[str, Any]]:
     rec = Recorder(client.pool)
-    client.pool = rec  # type: ignore[assignment]
     pool = rec._pool
+    shared_reader = client.reader is pool  # reads go to `reader` (a replica when configured, else the pool)
+    client.pool = rec  # type: ignore[assignment]
+    if shared_reader:
+        client.reader = rec  # type: ignore[assignment]
     wf_popular, wf_mid, wf_rare = WORKFLOWS[0][0], WORKFLOWS[5][0], WORKFLOWS[-1][0]
     newest = await pool.fetch("SELECT created_at FROM runs ORDER BY created_at DESC LIMIT 1 OFFSET 499")
     page2 = newest[0]["created_at"] if newest else None
@@ -532,6 +594,9 @@ async def measure(client: RuntimeClient, reps: int, mid_run: str, explain: bool)
         ("run", "its spans (waterfall)", lambda: client.spans(mid_run)),
         ("run", "its spans (store.load_spans)", lambda: load_spans(pool, mid_run)),
         ("run", "its step logs", lambda: client.step_logs(mid_run)),
+        *([("run", "get_run(a run of 3 days ago)", lambda: client.get_run(recent_run)),
+           ("run", "its spans (waterfall, 3 days ago)", lambda: client.spans(recent_run)),
+           ("run", "its step logs (3 days ago)", lambda: client.step_logs(recent_run))] if recent_run else []),
         ("run", "get_run(8-char id prefix) (agentrt show)", lambda: client.get_run(prefix)),
         ("approvals", "inbox: list_tasks(status=pending)", lambda: client.list_tasks(status="pending")),
         ("workers", "list_workers()", client.list_workers),
@@ -558,6 +623,7 @@ async def measure(client: RuntimeClient, reps: int, mid_run: str, explain: bool)
             rec.on = True
             await call()
             rec.on = False
+        if not r["ok"] and explain and rec.seen:
             sql, a, ms = max(rec.seen, key=lambda s: s[2])
             plan = await pool.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *a)
             r["slowest_sql_ms"] = round(ms, 1)
@@ -566,6 +632,8 @@ async def measure(client: RuntimeClient, reps: int, mid_run: str, explain: bool)
         print(f"  {group:11} {name:48} p50 {p50:8.1f}  p99 {p99:8.1f} ms  {'ok' if r['ok'] else 'SLOW'}",
               flush=True)
     client.pool = pool
+    if shared_reader:
+        client.reader = pool
     return results
 
 
@@ -601,17 +669,49 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
               f"{g['database_bytes'] / 1e9:.2f} GB; generated in {g['total_s']:.0f}s "
               f"(COPY {g['copy_s']:.0f}s, indexes {g['index_s']:.0f}s, VACUUM ANALYZE {g['vacuum_analyze_s']:.0f}s)",
               flush=True)
+        if args.generate_only:
+            return out
         client = await RuntimeClient.connect(Settings(database_url=srv.url(), redis_url=srv.redis.url(),
                                                       workflows_dir=srv.folder / "workflows",
                                                       redis_prefix="scale"))
         try:
             out["database_bytes_now"] = await client.pool.fetchval("SELECT pg_database_size(current_database())")
             print(f"measuring {args.reps} repetitions of each path (p99 target {TARGET_MS:.0f} ms) ...", flush=True)
-            out["paths"] = await measure(client, args.reps, g["mid_run"], not args.no_explain)
+            out["paths"] = (await measure(client, args.reps, g["mid_run"], not args.no_explain, g.get("recent_run"))
+                            if args.reps else [])
         finally:
             await client.close()
+        await history_measurements(srv, args, g, out)
     out["load_after"] = os.getloadavg()
     return out
+
+
+async def history_measurements(srv: Servers, args: argparse.Namespace, g: dict[str, Any],
+                               out: dict[str, Any]) -> None:
+    """bench/scale_history.py's: events plans, retention under appends, throughput big vs empty. A failure is
+    recorded (`<name>_error`) and the next one goes on."""
+    import traceback
+
+    pool = await create_pool(srv.url(), min_size=1, max_size=2)
+    steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("events_plans", lambda: events_plans(pool, {k: v for k, v in (("mid", g["mid_run"]),
+                                                                         ("recent", g.get("recent_run"))) if v})),
+    ]
+    if args.retention_days:
+        steps.append(("retention", lambda: retention(srv.url(), args.retention_days)))
+    if args.throughput_rounds:
+        steps.append(("throughput", lambda: throughput(srv.pg, srv.redis, srv.folder, DB, args.throughput_runs,
+                                                       10, args.throughput_rounds)))
+    try:
+        for name, call in steps:
+            print(f"{name} ...", flush=True)
+            try:
+                out[name] = await call()
+            except Exception as exc:  # noqa: BLE001 - reported with the results, the other measurements go on
+                traceback.print_exc()
+                out[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        await pool.close()
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -626,6 +726,7 @@ def print_table(r: dict[str, Any]) -> None:
         if "explain" in p:
             print(f"\n-- {p['group']}: {p['path']} (slowest statement {p['slowest_sql_ms']} ms)")
             print("\n".join(p["explain"]))
+    print_history(r)
 
 
 def main() -> None:
@@ -634,16 +735,27 @@ def main() -> None:
     p.add_argument("--events-per-run", type=int, default=8)
     p.add_argument("--spans-per-run", type=int, default=6)
     p.add_argument("--days", type=float, default=365)
+    p.add_argument("--telemetry-days", type=float, default=7,
+                   help="spans and step logs for the runs of the last N days only (the default retention: 7)")
     p.add_argument("--batch", type=int, default=50_000, help="runs per COPY batch")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it (measure again with --reuse DIR)")
     p.add_argument("--reuse", metavar="DIR", help="measure the database kept in DIR (no generation)")
     p.add_argument("--no-explain", action="store_true", help="no EXPLAIN of the paths over their target")
+    p.add_argument("--retention-days", type=int, default=3,
+                   help="drop_run_history for the N oldest days, one at a time (0: skip; it deletes them)")
+    p.add_argument("--throughput-rounds", type=int, default=1,
+                   help="rounds of the engine benchmark's concurrent runs, big database vs empty (0: skip)")
+    p.add_argument("--throughput-runs", type=int, default=500)
+    p.add_argument("--generate-only", action="store_true", help="with --keep: generate, measure nothing")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     args = p.parse_args()
     if args.keep and args.reuse:
         p.error("--keep or --reuse, not both")
     r = asyncio.run(main_async(args))
+    if args.generate_only:
+        print(json.dumps(r["generation"], indent=2))
+        return
     print_table(r)
     out = Path(args.out)
     out.parent.mkdir(exist_ok=True)

@@ -21,7 +21,7 @@ from worker import runlog as ev
 from worker.bus.connect import REDIS_ERRORS
 from worker.client.base import ClientBase
 from worker.errors import NotFound, WorkerError
-from worker.store.runs import RUN_EVENTS
+from worker.store.runs import RUN_EVENTS, history_of
 from worker.streams.entries import FIRST_ID, LiveEntry, decode_entry, parse_stream_id
 from worker.streams.fold import CallText, LiveText
 
@@ -113,11 +113,12 @@ class LiveApi(ClientBase):
 
     async def _finished(self, run_id: str, after_seq: int, step_id: str | None) -> tuple[int, bool]:
         """Whether the run (or its step `step_id`) has finished, from its committed events after `after_seq`."""
-        rows = await self.pool.fetch(
-            f"""SELECT seq, type, step_id, item, data FROM events WHERE {RUN_EVENTS} AND seq > $2 AND (
-                   type = ANY($3::text[]) OR (step_id = $4 AND item IS NULL
-                                              AND type = ANY($5::text[]))) ORDER BY seq""",
-            run_id, after_seq, sorted(ev.RUN_TERMINAL_EVENTS), step_id or "",
+        at = await history_of(self.pool, run_id)
+        rows = [] if at is None else await self.pool.fetch(
+            f"""SELECT seq, type, step_id, item, data FROM events WHERE {RUN_EVENTS} AND seq > $3 AND (
+                   type = ANY($4::text[]) OR (step_id = $5 AND item IS NULL
+                                              AND type = ANY($6::text[]))) ORDER BY seq""",
+            run_id, at, after_seq, sorted(ev.RUN_TERMINAL_EVENTS), step_id or "",
             [ev.STEP_COMPLETED, ev.STEP_SKIPPED, ev.STEP_FAILED])
         last = after_seq
         for r in rows:

@@ -28,7 +28,7 @@ from worker.search.filters import RunFilter
 from worker.store import concurrency
 from worker.store import runs as store
 
-_RUN_COLS = """run_id::text, workflow, def_hash, status, created_at, updated_at, finished_at, current_step,
+_RUN_COLS = """run_id::text, workflow, def_hash, status, created_at, updated_at, finished_at, current_step, history_at,
                waiting_on, parent_run_id::text, error, trigger, wake_at, priority, concurrency_key,
                CASE WHEN paused_by IS NOT NULL THEN
                         jsonb_build_object('by', paused_by, 'at', extract(epoch FROM paused_at)::float8,
@@ -186,7 +186,7 @@ class RunsApi(ClientBase):
         if row is None:
             raise NotFound(f"no run {run_id!r}")
         await self._authorize(self.identity, "view", row["workflow"], run_id=run_id, audit_denial=False)
-        events = await store.load_events(db, run_id)
+        events = await store.load_events(db, run_id, row["history_at"])
         spec_row = await db.fetchrow("SELECT spec FROM definitions WHERE def_hash = $1", row["def_hash"])
         steps_spec = (spec_row["spec"] if spec_row else {}).get("steps", [])
         kinds = {s["id"]: s["uses"] for s in steps_spec}
@@ -216,9 +216,15 @@ class RunsApi(ClientBase):
         if row is None:
             raise NotFound(f"no run {run_id!r}")
         await self._authorize(self.identity, "view", row["workflow"], run_id=run_id, audit_denial=False)
-        rows = await db.fetch(
-            f"""SELECT seq, ts, type, step_id, item, attempt, data FROM events
-                WHERE {store.RUN_EVENTS} AND seq > $2 ORDER BY seq LIMIT $3""", run_id, after_seq, limit)
+        at = row["history_at"]
+        while True:
+            rows = await db.fetch(
+                f"""SELECT seq, ts, type, step_id, item, attempt, data FROM events
+                    WHERE {store.RUN_EVENTS} AND seq > $3 ORDER BY seq LIMIT $4""", run_id, at, after_seq, limit)
+            # nothing new: or retention moved the run to today's partition since its row was read
+            if rows or (moved := await store.history_of(db, run_id)) in (None, at):
+                break
+            at = moved
         events = [store.row_to_event(r) for r in rows]
         await self._open_for_display([e.data for e in events])
         return _summary(row), [EventView(e.seq, datetime.fromtimestamp(e.ts, tz=UTC), e.type, e.step_id, e.item,

@@ -166,7 +166,7 @@ class RunActor:
 
     async def _drive(self) -> None:
         svc = self.service
-        events = await store.load_events(svc.pool, self.run_id)
+        events = await store.load_events(svc.pool, self.run_id, self.lease.history_at)
         await open_fields(svc.cipher, [e.data for e in events])  # encrypted payloads: plaintext in memory only
         self.state = RunState.from_events(self.run_id, events)
         self._parent = self.lease.parent_run_id

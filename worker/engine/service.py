@@ -103,7 +103,10 @@ class WorkerService(Upkeep):
             s.database_url, min_size=2, max_size=s.db_pool_size, pooler=s.database_pooler), self._stopping)
         async with self.pool.acquire() as conn:
             await migrate_conn(conn)
-            await history_partitions.ensure(conn)  # the days ahead, after a stop of any length
+            try:  # the days ahead, after a stop of any length (a failure is retried by the upkeep)
+                await history_partitions.ensure(conn)
+            except asyncpg.PostgresError as exc:
+                logger.warning("history partitions not created yet (retried by the upkeep): %s", exc)
         self.redis = redis_client(s, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
         self.writer = EventWriter(self.pool, s.worker_id, on_commit=self._wake_runs)
         self.writer.start()

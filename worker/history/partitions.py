@@ -43,27 +43,19 @@ async def ensure(conn: asyncpg.Connection | asyncpg.Pool, ahead_days: int = AHEA
 
 
 _LIST_SQL = """
-SELECT c.relname AS name,
-       (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\((.*)\\) TO \\((.*)\\)'))[1] AS lo,
-       (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\((.*)\\) TO \\((.*)\\)'))[2] AS hi,
-       i.inhdetachpending AS pending
-FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+SELECT c.relname AS name, i.inhdetachpending AS pending,
+       CASE WHEN b[1] = 'MINVALUE' THEN NULL ELSE btrim(b[1], '''')::timestamptz END AS lo,
+       btrim(b[2], '''')::timestamptz AS hi
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid,
+     LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\((.*)\\) TO \\((.*)\\)') AS b
 WHERE i.inhparent = $1::regclass AND c.relkind = 'r'
+ORDER BY lo NULLS FIRST
 """
 
 
 async def list_partitions(conn: asyncpg.Connection | asyncpg.Pool, parent: str) -> list[Partition]:
-    """The partitions of `parent`, oldest first."""
+    """The partitions of `parent`, oldest first (the legacy one first), in one catalog query."""
     if parent not in HISTORY_TABLES:
         raise ValueError(f"not a history table: {parent!r}")
-    out: list[Partition] = []
-    for r in await conn.fetch(_LIST_SQL, parent):
-        lo = None if r["lo"] == "MINVALUE" else await conn.fetchval("SELECT $1::text::timestamptz", _unquote(r["lo"]))
-        hi = await conn.fetchval("SELECT $1::text::timestamptz", _unquote(r["hi"]))
-        out.append(Partition(parent, r["name"], lo, hi, bool(r["pending"])))
-    out.sort(key=lambda p: (p.lo is not None, p.lo or p.hi))
-    return out
-
-
-def _unquote(bound: str) -> str:
-    return bound[1:-1] if bound.startswith("'") and bound.endswith("'") else bound
+    return [Partition(parent, r["name"], r["lo"], r["hi"], bool(r["pending"]))
+            for r in await conn.fetch(_LIST_SQL, parent)]

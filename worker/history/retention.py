@@ -50,6 +50,8 @@ class PartitionSummary:
     """Run trees deleted (a run and its child runs)."""
     kept_trees: int = 0
     """Trees with an old finished root kept because a member is active or finished after the cutoff."""
+    pending: list[str] = field(default_factory=list)
+    """Days emptied whose detach still waits for older transactions (finished by the next pass)."""
     moved: int = 0
     """Runs still alive (or in a tree that is) moved from a due partition to today's."""
 
@@ -63,7 +65,7 @@ down AS (
     SELECT run_id AS root, run_id FROM up WHERE parent_run_id IS NULL
     UNION
     SELECT down.root, r.run_id FROM runs r JOIN down ON r.parent_run_id = down.run_id)
-SELECT down.root, r.run_id, r.status, r.finished_at, r.history_at
+SELECT down.root, r.run_id, r.status, r.finished_at, nullif(r.history_at, '-infinity') AS history_at
 FROM down JOIN runs r ON r.run_id = down.run_id
 ORDER BY r.run_id
 FOR UPDATE OF r
@@ -95,14 +97,14 @@ async def drop_run_history(pool: asyncpg.Pool, cutoff: datetime, *, dry_run: boo
             continue
         if part.detach_pending:
             if not dry_run:
-                await _finish_detach(pool, part)
-                summary.dropped.append(part.name)
+                (summary.dropped if await _finish_detach(pool, part) else summary.pending).append(part.name)
             continue
         if not await _empty_partition_of_runs(pool, part, cutoff, today, dry_run, summary):
             continue  # dry run: it would be dropped only once the moves are done; counted
-        summary.dropped.append(part.name)
-        if not dry_run:
-            await _detach_and_drop(pool, part)
+        if dry_run or await _detach_and_drop(pool, part):
+            summary.dropped.append(part.name)
+        else:
+            summary.pending.append(part.name)
     return summary
 
 
@@ -125,12 +127,13 @@ async def _empty_partition_of_runs(pool: asyncpg.Pool, part: Partition, cutoff: 
             for r in rows:
                 trees.setdefault(r["root"], []).append(r)
             doomed: list[uuid.UUID] = []
-            elsewhere: list[uuid.UUID] = []
+            elsewhere: list[tuple[uuid.UUID, datetime | None]] = []
             keep: list[uuid.UUID] = []
             for root, members in trees.items():
                 if all(_old_and_finished(m, cutoff) for m in members):
                     doomed.extend(m["run_id"] for m in members)
-                    elsewhere.extend(m["run_id"] for m in members if not _inside(m["history_at"], part))
+                    elsewhere.extend((m["run_id"], m["history_at"]) for m in members
+                                     if not _inside(m["history_at"], part))
                     summary.trees += 1
                 else:
                     keep.extend(m["run_id"] for m in members if _inside(m["history_at"], part))
@@ -151,11 +154,7 @@ async def _empty_partition_of_runs(pool: asyncpg.Pool, part: Partition, cutoff: 
                     """UPDATE events SET history_at = $4
                        WHERE history_at >= $2 AND history_at < $3 AND run_id = ANY($1::uuid[])""",
                     keep, part.lo, part.hi, today)
-            if elsewhere:
-                await conn.execute(
-                    """DELETE FROM events e USING runs r
-                       WHERE r.run_id = ANY($1::uuid[]) AND e.run_id = r.run_id AND e.history_at = r.history_at""",
-                    elsewhere)
+            await delete_events(conn, elsewhere)
             if doomed:
                 await conn.execute("DELETE FROM runs WHERE run_id = ANY($1::uuid[])", doomed)
         if len(ids) < BATCH:
@@ -169,31 +168,57 @@ async def _empty_partition_of_runs(pool: asyncpg.Pool, part: Partition, cutoff: 
     return not left
 
 
+async def delete_events(conn: asyncpg.Connection, runs: list[tuple[uuid.UUID, datetime | None]]) -> None:
+    """Delete the events of runs given as (run id, history_at; None for the legacy partition) where no
+    partition goes with them: a statement per history day, the day a value (so Postgres reads that partition
+    only). The legacy partition's foreign key deletes its runs' events with their rows: those are skipped."""
+    by_day: dict[datetime, list[uuid.UUID]] = {}
+    for run_id, at in runs:
+        if at is not None:
+            by_day.setdefault(at, []).append(run_id)
+    for at, ids in by_day.items():
+        await conn.execute("DELETE FROM events WHERE history_at = $2 AND run_id = ANY($1::uuid[])", ids, at)
+
+
 def _old_and_finished(run: asyncpg.Record, cutoff: datetime) -> bool:
     return run["status"] in TERMINAL and run["finished_at"] is not None and run["finished_at"] < cutoff
 
 
-def _inside(at: datetime, part: Partition) -> bool:
-    return (part.lo is None or at >= part.lo) and at < part.hi
+def _inside(at: datetime | None, part: Partition) -> bool:
+    """Whether a run's history (None: the legacy partition) is in the day `part`."""
+    return at is not None and part.lo is not None and part.lo <= at < part.hi
 
 
-async def _detach_and_drop(pool: asyncpg.Pool, part: Partition) -> None:
-    """DETACH CONCURRENTLY (its own transaction; waits for readers, blocks no insert), then DROP."""
+DETACH_WAIT = 120.0
+"""How long a detach may wait for older transactions. DETACH ... CONCURRENTLY blocks no insert or read, but it
+waits until every transaction that used `events` before it began has ended (an analyst's hour-long query over
+all history, a session left idle in a transaction after reading it). Past this it is cancelled: the partition
+stays "detach pending" (no new query sees it, it holds no run) and the next pass finishes it (DETACH ...
+FINALIZE)."""
+
+
+async def _detach_and_drop(pool: asyncpg.Pool, part: Partition) -> bool:
+    """DETACH CONCURRENTLY (its own transactions; blocks no insert), then DROP; False when it is left pending."""
+    return await _detach(pool, part, "CONCURRENTLY")
+
+
+async def _finish_detach(pool: asyncpg.Pool, part: Partition) -> bool:
+    return await _detach(pool, part, "FINALIZE")
+
+
+async def _detach(pool: asyncpg.Pool, part: Partition, how: str) -> bool:
     async with pool.acquire() as conn:
         try:
-            await conn.execute(f'ALTER TABLE "{part.parent}" DETACH PARTITION "{part.name}" CONCURRENTLY')
-        except asyncpg.PostgresError as exc:
-            logger.warning("history: detaching %s: %s (finished on a later pass)", part.name, exc)
-            return
+            await conn.execute(f'ALTER TABLE "{part.parent}" DETACH PARTITION "{part.name}" {how}',
+                               timeout=DETACH_WAIT)
+        except (asyncpg.PostgresError, TimeoutError) as exc:
+            reason = (f"still waiting after {DETACH_WAIT:g} s for transactions older than it to end"
+                      if isinstance(exc, TimeoutError) else str(exc))
+            logger.warning("history: detaching %s: %s; it is finished on the next pass", part.name, reason)
+            return False
         await conn.execute(f'DROP TABLE "{part.name}"')
     logger.info("history: dropped %s", part.name)
-
-
-async def _finish_detach(pool: asyncpg.Pool, part: Partition) -> None:
-    async with pool.acquire() as conn:
-        await conn.execute(f'ALTER TABLE "{part.parent}" DETACH PARTITION "{part.name}" FINALIZE')
-        await conn.execute(f'DROP TABLE "{part.name}"')
-    logger.info("history: finished detaching and dropped %s", part.name)
+    return True
 
 
 @dataclass(slots=True)
@@ -214,11 +239,11 @@ async def prune_telemetry(pool: asyncpg.Pool, *, span_retention_s: float, log_re
         cutoff = await pool.fetchval("SELECT $1::timestamptz - make_interval(secs => $2)", now, retention)
         for part in await list_partitions(pool, parent):
             if part.detach_pending:
-                await _finish_detach(pool, part)
-                out.dropped.append(part.name)
+                if await _finish_detach(pool, part):
+                    out.dropped.append(part.name)
             elif part.hi <= cutoff:
-                await _detach_and_drop(pool, part)
-                out.dropped.append(part.name)
+                if await _detach_and_drop(pool, part):
+                    out.dropped.append(part.name)
             elif part.legacy:
                 gone = int(await pool.fetchval(
                     f"""WITH gone AS (DELETE FROM "{part.name}" WHERE ctid = ANY(ARRAY(

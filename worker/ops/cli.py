@@ -93,7 +93,7 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
                       "kept_trees": s.kept_trees, "batches": s.batches, "workflow_events": s.workflow_events,
                       "workers": s.workers, "external_events": s.external_events,
                       "notifications": s.notifications, "partitions_dropped": s.partitions,
-                      "runs_moved": s.moved})
+                      "partitions_pending": s.pending, "runs_moved": s.moved})
         return EXIT_OK
     verb = "would delete" if s.dry_run else "deleted"
     o.out.print(f"{verb} {s.runs} run(s) finished before {s.cutoff:%Y-%m-%d %H:%M:%S} UTC: {s.events} event(s), "
@@ -103,6 +103,10 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     if s.partitions:
         o.out.print(f"{'would drop' if s.dry_run else 'dropped'} {len(s.partitions)} day(s) of run history whole: "
                     f"{', '.join(s.partitions)}")
+    if s.pending:
+        o.out.print(f"emptied {len(s.pending)} more day(s) ({', '.join(s.pending)}) whose detach is still waiting "
+                    "for older transactions that used the events table (a long query, a session idle in a "
+                    "transaction); the next gc finishes them")
     if s.moved:
         o.out.print(f"moved {s.moved} run(s) still active, or finished after the cutoff, from those days to today's "
                     "partition")

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from worker.definitions.schema import parse_duration
-from worker.history.retention import COUNTS_SQL, drop_run_history
+from worker.history.retention import COUNTS_SQL, delete_events, drop_run_history
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class GcSummary:
     notifications: int = 0  # delivered or given-up worker.lost notifications (the others go with their run)
     partitions: list[str] = field(default_factory=list)
     """Daily partitions of `events` dropped (or that would be) with their runs."""
+    pending: list[str] = field(default_factory=list)
+    """Days emptied whose detach waits for older transactions (the next gc finishes them)."""
     moved: int = 0
     """Runs of those days still active (or whose tree is) moved to today's partition instead."""
     deleted_ids: list[str] = field(default_factory=list, repr=False)
@@ -95,7 +97,7 @@ async def _settle_batch_txn(conn: asyncpg.Connection, trees: dict[uuid.UUID, lis
     all_ids = [i for ids in trees.values() for i in ids]
     # Lock every member and every row pointing at a member (a child created since the scan).
     rows = await conn.fetch(
-        """SELECT run_id, parent_run_id, status, finished_at FROM runs
+        """SELECT run_id, parent_run_id, status, finished_at, nullif(history_at, '-infinity') AS history_at FROM runs
            WHERE run_id = ANY($1::uuid[]) OR parent_run_id = ANY($1::uuid[])
            ORDER BY run_id FOR UPDATE""", all_ids)
     by_id = {r["run_id"]: r for r in rows}
@@ -128,9 +130,7 @@ async def _settle_batch_txn(conn: asyncpg.Connection, trees: dict[uuid.UUID, lis
     if not dry_run:
         # Events of the legacy partition go by its foreign key; a member created since partitioning (a child)
         # has its events in a daily partition, which has none.
-        await conn.execute(
-            """DELETE FROM events e USING runs r WHERE r.run_id = ANY($1::uuid[]) AND r.history_at > '-infinity'
-               AND e.run_id = r.run_id AND e.history_at = r.history_at""", doomed)
+        await delete_events(conn, [(i, by_id[i]["history_at"]) for i in doomed])
         # One statement: the self-referencing foreign key is checked at its end, so parents and
         # children go together.
         await conn.execute("DELETE FROM runs WHERE run_id = ANY($1::uuid[])", doomed)
@@ -148,7 +148,7 @@ async def collect(pool: asyncpg.Pool, older_than: timedelta, *, dry_run: bool = 
     cutoff = (now or datetime.now(tz=UTC)) - older_than
     summary = GcSummary(cutoff=cutoff, dry_run=dry_run)
     by_partition = await drop_run_history(pool, cutoff, dry_run=dry_run)
-    summary.partitions, summary.moved = by_partition.dropped, by_partition.moved
+    summary.partitions, summary.pending, summary.moved = by_partition.dropped, by_partition.pending, by_partition.moved
     summary.runs += by_partition.runs
     summary.events += by_partition.events
     summary.tasks += by_partition.tasks

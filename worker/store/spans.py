@@ -12,7 +12,7 @@ import asyncpg
 
 from worker.runlog import Event
 from worker.store.pool import dumps
-from worker.store.runs import RUN_EVENTS, row_to_event, ts_to_dt
+from worker.store.runs import load_events, row_to_event, ts_to_dt
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +121,23 @@ async def load_events_before(pool: asyncpg.Pool, bounds: dict[str, int]) -> dict
     """Each run's events with seq below its bound; inputs and outputs left out (only shapes matter)."""
     if not bounds:
         return {}
-    rows = await pool.fetch(
-        """SELECT e.run_id::text AS run_id, e.seq, e.ts, e.type, e.step_id, e.item, e.attempt,
-                  e.data - 'inputs' - 'output' - 'context' AS data
-           FROM unnest($1::uuid[], $2::int[]) AS b(run_id, bound) JOIN runs r ON r.run_id = b.run_id
-           JOIN events e ON e.run_id = b.run_id AND e.history_at = r.history_at AND e.seq < b.bound
-           ORDER BY e.run_id, e.seq""",
-        list(bounds), list(bounds.values()))
+    # a statement per history day (usually one): with the day a value, Postgres reads that partition only
+    by_day: dict[datetime, list[str]] = {}
+    for r in await pool.fetch("SELECT run_id::text, history_at FROM runs WHERE run_id = ANY($1::uuid[])",
+                              list(bounds)):
+        by_day.setdefault(r["history_at"], []).append(r["run_id"])
     out: dict[str, list[Event]] = {}
-    for r in rows:
-        out.setdefault(r["run_id"], []).append(row_to_event(r))
+    for day, ids in by_day.items():
+        rows = await pool.fetch(
+            """SELECT e.run_id::text AS run_id, e.seq, e.ts, e.type, e.step_id, e.item, e.attempt,
+                      e.data - 'inputs' - 'output' - 'context' AS data
+               FROM events e JOIN unnest($1::uuid[], $2::int[]) AS b(run_id, bound)
+                 ON e.run_id = b.run_id AND e.seq < b.bound
+               WHERE e.history_at = $3
+               ORDER BY e.run_id, e.seq""",
+            ids, [bounds[i] for i in ids], day)
+        for r in rows:
+            out.setdefault(r["run_id"], []).append(row_to_event(r))
     return out
 
 
@@ -140,7 +147,6 @@ async def load_run_for_export(pool: asyncpg.Pool | asyncpg.Connection,
         "SELECT run_id::text, workflow, def_hash, traceparent FROM runs WHERE run_id = $1", run_id)
     if row is None:
         return None
-    rows = await pool.fetch(
-        f"SELECT seq, ts, type, step_id, item, attempt, data FROM events WHERE {RUN_EVENTS} ORDER BY seq", run_id)
+    events = await load_events(pool, run_id)
     return (RunTraceInfo(row["run_id"], row["workflow"], row["def_hash"], row["traceparent"]),
-            [row_to_event(r) for r in rows])
+            events)

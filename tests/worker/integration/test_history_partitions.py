@@ -210,3 +210,44 @@ async def test_telemetry_days_past_retention_are_dropped_whole(settings: Setting
         assert "spans_legacy" not in names and f"spans_p{day3:%Y%m%d}" in names
     finally:
         await pool.close()
+
+
+async def test_a_detach_held_up_by_an_old_transaction_is_finished_by_the_next_gc(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.history import retention
+
+    monkeypatch.setattr(retention, "DETACH_WAIT", 2.0)
+    write_workflow(settings, "gate.yaml", GATE)
+    pool = await create_pool(settings.database_url)
+    old_day = datetime.now(tz=UTC) - timedelta(days=50)
+    blocker = await asyncpg.connect(settings.database_url)
+    try:
+        async with running_worker(settings), client_for(settings) as client:
+            run_id = (await client.start("gate", {})).run_id
+            task = await pending_task(client, run_id)
+            await client.decide(task.task_id, approve=True, by="test")
+            await wait_status(client, run_id, "completed", timeout=60)
+        await pool.execute("SELECT agentrt_history_partition('events', $1)", old_day)
+        await _park_history(pool, run_id, old_day)
+        await pool.execute("UPDATE runs SET finished_at = $2 WHERE run_id = $1", run_id, old_day)
+        part = f"events_p{old_day:%Y%m%d}"
+        # a session idle in a transaction that read `events` before the detach: DETACH CONCURRENTLY waits for it
+        await blocker.execute("BEGIN; SELECT count(*) FROM events WHERE run_id = '00000000-0000-0000-0000-0000000"
+                              "00000'")
+
+        held = await collect(pool, timedelta(days=30))
+        assert held.runs == 1 and held.pending == [part] and part not in held.partitions
+        assert await pool.fetchval("SELECT count(*) FROM runs WHERE run_id = $1", run_id) == 0  # its runs went
+        assert [p.name for p in await list_partitions(pool, "events") if p.detach_pending] == [part]
+        # the worker and new runs are not held up by it
+        async with running_worker(settings), client_for(settings) as client:
+            other = (await client.start("gate", {})).run_id
+            await pending_task(client, other)
+
+        await blocker.execute("COMMIT")
+        done = await collect(pool, timedelta(days=30))
+        assert done.partitions == [part] and done.pending == []
+        assert await pool.fetchval("SELECT to_regclass($1)", part) is None
+    finally:
+        await blocker.close()
+        await pool.close()

@@ -96,12 +96,15 @@ END
 $fn$;
 
 -- The daily partitions of events, spans and step_logs from today (UTC) to `ahead_days` days ahead, those missing
--- only; how many it made. One caller at a time.
+-- only; how many it made. One caller at a time. A lock it cannot get within 5 s (a retention detach waiting
+-- for old transactions holds the parent's SHARE UPDATE EXCLUSIVE lock) makes it fail rather than stall the
+-- worker's upkeep: the partitions are a week ahead, the next pass makes them.
 CREATE FUNCTION agentrt_ensure_partitions(ahead_days integer) RETURNS integer
 LANGUAGE plpgsql AS $fn$
 DECLARE
     made integer := 0;
 BEGIN
+    PERFORM set_config('lock_timeout', '5s', true);
     PERFORM pg_advisory_xact_lock(7412);
     FOR i IN 0..greatest(ahead_days, 0) LOOP
         made := made + (SELECT count(*) FILTER (WHERE agentrt_history_partition(t, now() + make_interval(days => i)))
@@ -111,8 +114,6 @@ BEGIN
 END
 $fn$;
 
--- Today's partitions and a week ahead (workers keep it so).
-SELECT agentrt_ensure_partitions(7);
 
 -- Retention finds a day's runs by their history day. Partial: the runs from before partitioning (-infinity) are
 -- not in it, so building it reads `runs` once but writes an empty index; a SHARE lock on runs for that read
@@ -121,3 +122,6 @@ SELECT agentrt_ensure_partitions(7);
 -- Rows enter it when their run is created (an UPDATE never changes history_at but retention's move, so the
 -- engine's per-step UPDATEs stay HOT).
 CREATE INDEX IF NOT EXISTS runs_history_idx ON runs (history_at) WHERE history_at > '-infinity';
+
+-- Today's partitions and a week ahead (workers keep it so).
+SELECT agentrt_ensure_partitions(7);
