@@ -155,7 +155,7 @@ READS = frozenset({"close", "list_runs", "count_runs", "count_retrying", "get_ru
                    "list_workflows", "workflow_versions", "workflow_diff", "workflow_events", "list_workers",
                    "spans", "step_logs", "health", "open_waits", "list_schedules", "paused_workflows",
                    "retry_options", "watch_events", "limits", "budgets", "live_entries", "follow_live",
-                   "get_view", "list_views"})
+                   "get_view", "list_views", "read_replica"})
 
 
 def test_every_call_that_changes_the_runtime_is_logged() -> None:

@@ -16,9 +16,9 @@ from worker.config import Settings
 REFUND = """
 name: refund
 steps:
-  - {id: s1, uses: python, with: {function: "tests.support.wf_funcs:sleep_for", args: {seconds: 0.3}}}
-  - {id: s2, uses: python, needs: [s1], with: {function: "tests.support.wf_funcs:sleep_for", args: {seconds: 0.3}}}
-  - {id: s3, uses: python, needs: [s2], with: {function: "tests.support.wf_funcs:sleep_for", args: {seconds: 0.3}}}
+  - {id: s1, uses: python, with: {function: "tests.support.wf_funcs:sleep_for", args: {seconds: 0.5}}}
+  - {id: s2, uses: python, needs: [s1], with: {function: "tests.support.wf_funcs:sleep_for", args: {seconds: 0.5}}}
+  - {id: s3, uses: python, needs: [s2], with: {function: "tests.support.wf_funcs:sleep_for", args: {seconds: 0.5}}}
 """
 
 
@@ -41,7 +41,9 @@ async def test_a_paused_workflow_starts_nothing_on_two_workers_nor_after_a_resta
         # 10 runs at most per worker: the 20 runs need both
         async with running_worker(settings, worker_id="pause-a", concurrency=10), \
                 running_worker(settings, worker_id="pause-b", concurrency=10):
-            runs = [await client.start_run("refund") for _ in range(20)]
+            # created in one call (20 calls one by one took long enough on a loaded machine for the first
+            # runs to finish before the pause, and the test asks that all 20 are caught mid-run)
+            runs = [str(r) for r in await client.start_runs("refund", [{}] * 20)]
 
             async def some_in_flight() -> bool:
                 n = await client.pool.fetchval(

@@ -135,15 +135,20 @@ async def check_postgres(settings: Settings) -> Check:
             c.worst("warn", f"{conns['used']} of max_connections={conns['max']} connections are in use; each "
                             f"worker opens up to AGENTRT_DB_POOL_SIZE={settings.db_pool_size}.")
         if has_table and not pending:
+            # live runs by the status index (a few thousand at most); all runs as Postgres's estimate: an exact
+            # count reads every row, seconds at 10M runs
             row = await conn.fetchrow(
-                """SELECT count(*) FILTER (WHERE status IN ('pending', 'running', 'waiting', 'paused')) AS active,
-                          count(*) AS total FROM runs""")
+                """SELECT (SELECT count(*) FROM runs WHERE status IN ('pending', 'running', 'waiting', 'paused'))
+                              AS active,
+                          (SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'runs'::regclass)
+                              AS total""")
             workers = await conn.fetchval(
                 """SELECT count(*) FROM workers WHERE stopped_at IS NULL
                    AND heartbeat_at > now() - make_interval(secs => lease_ttl)""")
-            c.facts.update(runs_active=row["active"], runs_total=row["total"], workers_alive=workers)
+            c.facts.update(runs_active=row["active"], runs_total_estimate=row["total"], workers_alive=workers)
             if workers == 0:
                 c.worst("warn", "no live worker is heartbeating: runs will not progress until one starts.")
+            await _check_partitions(conn, c)
         await _check_pooler(conn, settings, c)
         await check_read_replica(settings, c, TIMEOUT)  # AGENTRT_DATABASE_READ_URL (worker/ops/read_replica.py)
         c.summary = f"{where}: reachable, PostgreSQL {version}" + (
@@ -154,6 +159,24 @@ async def check_postgres(settings: Settings) -> Check:
         return Check("postgres", "fail", f"{where}: query failed", [f"{type(exc).__name__}: {exc}"])
     finally:
         await conn.close(timeout=2)
+
+
+async def _check_partitions(conn: asyncpg.Connection, c: Check) -> None:
+    """How far ahead the daily partitions of history go (worker/history/): new runs cannot record history
+    past the last one."""
+    days = await conn.fetchval(
+        """SELECT extract(epoch FROM max(hi) - now()) / 86400 FROM (
+               SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''(.*)''\\)'))[1]::timestamptz AS hi
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = 'events'::regclass AND c.relkind = 'r') b""")
+    if days is None:
+        return
+    c.facts["history_partitions_days_ahead"] = round(float(days), 1)
+    if days < 2:
+        c.worst("fail" if days <= 0 else "warn",
+                f"the history's daily partitions end in {max(days, 0):.1f} day(s): workers create them a week "
+                "ahead at start and hourly; start a worker or run `agentrt gc` (new runs cannot record history "
+                "past the last one).")
 
 
 async def _check_pooler(conn: asyncpg.Connection, settings: Settings, c: Check) -> None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -17,7 +18,9 @@ from tests.support.services import REPO_ROOT, OwnServices, unique_name, worker_e
 from worker.config import Settings
 from worker.devstack import EmbeddedOpenBao
 from worker.devstack._process import free_port
-from worker.ops.doctor import Check, run_checks
+from worker.history.partitions import list_partitions
+from worker.ops.doctor import Check, check_postgres, run_checks
+from worker.store.pool import create_pool
 
 
 def _by_name(checks: list[Check]) -> dict[str, Check]:
@@ -73,6 +76,7 @@ async def test_healthy_stack_passes_and_reports_facts(settings: Settings, own_se
     pg = checks["postgres"]
     assert pg.facts["migrations_pending"] == [] and pg.facts["migrations_applied"]
     assert pg.facts["workers_alive"] == 1
+    assert pg.facts["history_partitions_days_ahead"] >= 6  # a week of daily partitions (worker/history/)
     assert checks["redis"].facts["group"] == "workers" and checks["redis"].facts["aof_enabled"] is True
     assert "policies default" in checks["vault"].details[0]
     assert checks["vault"].facts["sealed"] is False
@@ -187,3 +191,19 @@ async def test_egress_policy_is_reported(settings: Settings) -> None:
     egress = {c["name"]: c for c in report["checks"]}["egress"]
     assert code == 1 and egress["status"] == "fail"
     assert "AGENTRT_STEP_ENV_ALLOW names VAULT_TOKEN" in egress["details"][0]
+
+
+async def test_history_partitions_about_to_run_out_are_a_finding(settings: Settings) -> None:
+    """Workers keep a week of daily partitions ahead; with fewer than two days left doctor warns, with none, fails."""
+    pool = await create_pool(settings.database_url)
+    try:
+        for part in await list_partitions(pool, "events"):
+            if part.lo is not None and part.lo > datetime.now(tz=UTC) + timedelta(hours=6):
+                await pool.execute(f'ALTER TABLE events DETACH PARTITION "{part.name}"')
+    finally:
+        await pool.close()
+    pg = await check_postgres(settings)
+    assert pg.facts["history_partitions_days_ahead"] < 2
+    assert pg.status in ("warn", "fail")
+    assert any("daily partitions end in" in d and "agentrt gc" in d for d in pg.details), pg.details
+
