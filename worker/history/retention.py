@@ -130,7 +130,7 @@ async def _empty_partition_of_runs(pool: asyncpg.Pool, part: Partition, cutoff: 
             elsewhere: list[tuple[uuid.UUID, datetime | None]] = []
             keep: list[uuid.UUID] = []
             for root, members in trees.items():
-                if all(_old_and_finished(m, cutoff) for m in members):
+                if all(old_and_finished(m, cutoff) for m in members):
                     doomed.extend(m["run_id"] for m in members)
                     elsewhere.extend((m["run_id"], m["history_at"]) for m in members
                                      if not _inside(m["history_at"], part))
@@ -138,7 +138,7 @@ async def _empty_partition_of_runs(pool: asyncpg.Pool, part: Partition, cutoff: 
                 else:
                     keep.extend(m["run_id"] for m in members if _inside(m["history_at"], part))
                     head = next(m for m in members if m["run_id"] == root)
-                    summary.kept_trees += _old_and_finished(head, cutoff) and _inside(head["history_at"], part)
+                    summary.kept_trees += old_and_finished(head, cutoff) and _inside(head["history_at"], part)
             summary.runs += len(doomed)
             summary.moved += len(keep)
             if doomed:
@@ -180,7 +180,8 @@ async def delete_events(conn: asyncpg.Connection, runs: list[tuple[uuid.UUID, da
         await conn.execute("DELETE FROM events WHERE history_at = $2 AND run_id = ANY($1::uuid[])", ids, at)
 
 
-def _old_and_finished(run: asyncpg.Record, cutoff: datetime) -> bool:
+def old_and_finished(run: asyncpg.Record, cutoff: datetime) -> bool:
+    """Finished (completed, failed, cancelled) before the cutoff: what `agentrt gc` may delete, tree permitting."""
     return run["status"] in TERMINAL and run["finished_at"] is not None and run["finished_at"] < cutoff
 
 

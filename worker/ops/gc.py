@@ -25,11 +25,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from worker.definitions.schema import parse_duration
-from worker.history.retention import COUNTS_SQL, delete_events, drop_run_history
+from worker.history.retention import COUNTS_SQL, delete_events, drop_run_history, old_and_finished
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = ("completed", "failed", "cancelled")
 _MIN_UUID = uuid.UUID(int=0)
 
 
@@ -87,10 +86,6 @@ ORDER BY roots.created_at, roots.run_id
 """
 
 
-def _eligible(row: asyncpg.Record, cutoff: datetime) -> bool:
-    return row["status"] in TERMINAL and row["finished_at"] is not None and row["finished_at"] < cutoff
-
-
 async def _settle_batch_txn(conn: asyncpg.Connection, trees: dict[uuid.UUID, list[uuid.UUID]], cutoff: datetime,
                             dry_run: bool, summary: GcSummary) -> None:
     """Lock the candidate trees, check them again, count and (unless dry run) delete the eligible ones."""
@@ -114,7 +109,7 @@ async def _settle_batch_txn(conn: asyncpg.Connection, trees: dict[uuid.UUID, lis
             if row is None:  # deleted meanwhile (another gc running at the same time): leave it to that one
                 ok = False
                 break
-            if not _eligible(row, cutoff):
+            if not old_and_finished(row, cutoff):
                 ok = False
                 break
             members.append(rid)
@@ -149,12 +144,8 @@ async def collect(pool: asyncpg.Pool, older_than: timedelta, *, dry_run: bool = 
     summary = GcSummary(cutoff=cutoff, dry_run=dry_run)
     by_partition = await drop_run_history(pool, cutoff, dry_run=dry_run)
     summary.partitions, summary.pending, summary.moved = by_partition.dropped, by_partition.pending, by_partition.moved
-    summary.runs += by_partition.runs
-    summary.events += by_partition.events
-    summary.tasks += by_partition.tasks
-    summary.trees += by_partition.trees
-    summary.kept_trees += by_partition.kept_trees
-    summary.journal += by_partition.journal
+    for name in ("runs", "events", "tasks", "journal", "trees", "kept_trees"):  # the counts both paths keep
+        setattr(summary, name, getattr(summary, name) + getattr(by_partition, name))
     if progress is not None and by_partition.dropped:
         progress(summary)
     cursor: tuple[datetime, uuid.UUID] = (datetime.min.replace(tzinfo=UTC), _MIN_UUID)
